@@ -1,0 +1,24 @@
+"""Built-in checkers, registered through the same hook a third-party checker uses."""
+
+from __future__ import annotations
+
+from grader.checkers.base import Checker, CheckContext, Verdict
+from grader.checkers.conservation import ConservationChecker
+from grader.checkers.oracle import OracleChecker
+from grader.checkers.property import PropertyChecker
+from grader.checkers.speedup import CpuSpeedupChecker
+from grader.hookspecs import hookimpl
+
+BUILTIN_CHECKERS: tuple[type[Checker], ...] = (
+    OracleChecker,
+    ConservationChecker,
+    PropertyChecker,
+    CpuSpeedupChecker,
+)
+
+__all__ = ["BUILTIN_CHECKERS", "CheckContext", "Checker", "Verdict"]
+
+
+@hookimpl
+def grader_register_checkers() -> list[type[Checker]]:
+    return list(BUILTIN_CHECKERS)

@@ -1,0 +1,128 @@
+"""The checker interface and the context a check runs in.
+
+A checker is a class with a unique ``name`` (the manifest's ``kind``) and an ``Options`` model
+(the manifest entry, validated). ``run`` returns a :class:`Verdict`; when the submission itself
+fails to answer, the :class:`~grader.submission.SubmissionFault` it raises is turned into an
+``error`` or ``failed`` verdict by the session, so checkers only handle the answers they get.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from grader.manifest import CheckSpec, LabManifest
+from grader.results import Mismatch, Status
+from grader.submission import Outputs
+
+if TYPE_CHECKING:
+    from grader.lab import Case, Lab
+    from grader.seeds import Seeds
+    from grader.submission import Submission
+
+
+@dataclass
+class Verdict:
+    """What a checker concluded about one check."""
+
+    status: Status
+    message: str
+    mismatches: list[Mismatch] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    table: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def passed(cls, message: str, **kw: Any) -> Verdict:
+        return cls(Status.passed, message, **kw)
+
+    @classmethod
+    def failed(cls, message: str, **kw: Any) -> Verdict:
+        return cls(Status.failed, message, **kw)
+
+    @classmethod
+    def skipped(cls, message: str, **kw: Any) -> Verdict:
+        return cls(Status.skipped, message, **kw)
+
+    @classmethod
+    def error(cls, message: str, **kw: Any) -> Verdict:
+        return cls(Status.error, message, **kw)
+
+
+class Checker:
+    """Base class of checkers. Subclasses set ``name``, ``Options`` and implement ``run``."""
+
+    name: ClassVar[str] = ""
+    """The manifest ``kind`` that selects this checker; unique across all plugins."""
+    Options: ClassVar[type[CheckSpec]] = CheckSpec
+    """The pydantic model of a manifest entry of this kind (a CheckSpec subclass)."""
+
+    def run(self, check_id: str, check: Any, ctx: CheckContext) -> Verdict:
+        raise NotImplementedError
+
+
+class CheckContext:
+    """Everything a check may use: the lab, its inputs, the reference, and the submission."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        submission: Submission,
+        seeds: Seeds,
+        device: str = "cpu",
+    ) -> None:
+        self.lab = lab
+        self.manifest: LabManifest = lab.manifest
+        self.submission = submission
+        self.seeds = seeds
+        self.device = device
+
+    def rng(self, *key: str | int) -> np.random.Generator:
+        """A generator seeded from the grading seed (and its secret part) and ``key``."""
+        return self.seeds.rng(*key)
+
+    def cases(self, case_set: str, check_id: str) -> list[Case]:
+        """Fresh inputs for one check: the set's fixed cases, then its random ones."""
+        return self.lab.cases(case_set, self.seeds, check_id)
+
+    @property
+    def torch_device(self) -> str | None:
+        return self.device if self.device.startswith("cuda") else None
+
+    def reference(self, function: str, case: Case, check_id: str) -> dict[str, np.ndarray]:
+        """The solution's outputs on this case, computed in the grader's process (cached)."""
+        return self.lab.reference(function, case, key=(check_id, self.seeds.key), device=self.torch_device)
+
+    def call(self, function: str, case: Case, time_limit_s: float | None = None) -> Outputs:
+        """The submission's outputs on this case, validated; raises SubmissionFault."""
+        return self.submission.call(function, case.inputs, case.dims, time_limit_s)
+
+    def claim_probe(self, check_id: str, time_limit_s: float | None) -> Probe:
+        return Probe(self, check_id, time_limit_s)
+
+
+class Probe:
+    """What a lab's claim function gets: calls into the submission and the reference."""
+
+    def __init__(self, ctx: CheckContext, check_id: str, time_limit_s: float | None) -> None:
+        self._ctx = ctx
+        self._check_id = check_id
+        self._limit = time_limit_s
+        self.calls = 0
+
+    def submission(
+        self, function: str, inputs: Mapping[str, Any], dims: Mapping[str, int] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Call the submission; outputs by name. Raises SubmissionFault like any call."""
+        self.calls += 1
+        return self._ctx.submission.call(function, inputs, dims, self._limit).values
+
+    def reference(self, function: str, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Call the solution in the grader's process; outputs by name."""
+        return self._ctx.lab.call_solution(function, inputs, self._ctx.torch_device)
+
+    @property
+    def device(self) -> str:
+        return self._ctx.device

@@ -1,0 +1,67 @@
+"""Comparing a submission's arrays with the reference's: tolerances, NaN, and readable mismatches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from grader.manifest import Tolerance
+from grader.results import Mismatch
+
+MAX_MISMATCHES = 5
+
+
+@dataclass
+class Comparison:
+    ok: bool
+    message: str = ""
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.6g}"
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def _index(name: str, idx: tuple[int, ...]) -> str:
+    return f"{name}[{', '.join(str(int(i)) for i in idx)}]" if idx else name
+
+
+def compare(name: str, expected: np.ndarray, got: np.ndarray, tol: Tolerance) -> Comparison:
+    """Elementwise |got - expected| <= atol + rtol*|expected|; NaN and infinity never pass."""
+    if expected.shape != got.shape:
+        return Comparison(False, f"{name} has shape {got.shape}, expected {expected.shape}")
+    exact = tol.rtol == 0 and tol.atol == 0
+    if exact or not (np.issubdtype(expected.dtype, np.floating) or np.issubdtype(got.dtype, np.floating)):
+        bad = expected != got
+        rule = "exactly"
+    else:
+        e = expected.astype(np.float64)
+        g = got.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(g - e) <= tol.atol + tol.rtol * np.abs(e)) | ~np.isfinite(g)
+        rule = f"within rtol={tol.rtol:g}, atol={tol.atol:g}"
+    nbad = int(np.count_nonzero(bad))
+    if not nbad:
+        return Comparison(True)
+    where = np.argwhere(bad)[:MAX_MISMATCHES]
+    mismatches = [
+        Mismatch(where=_index(name, tuple(i)), expected=_fmt(expected[tuple(i)]), got=_fmt(got[tuple(i)]))
+        for i in where
+    ]
+    first = mismatches[0]
+    message = (
+        f"{name}: {nbad} of {expected.size} value(s) differ from the reference ({rule}); "
+        f"first at {first.where}: expected {first.expected}, got {first.got}"
+    )
+    return Comparison(False, message, mismatches)
+
+
+def sort_rows(key: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+    """Reorder every row of ``key`` and of each array by ``key``'s values (for order-free rows)."""
+    order = np.argsort(key, axis=-1, kind="stable")
+    return [np.take_along_axis(key, order, axis=-1)] + [
+        np.take_along_axis(a, order, axis=-1) if a.shape == key.shape else a for a in arrays
+    ]

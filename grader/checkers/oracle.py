@@ -1,0 +1,79 @@
+"""Oracle equivalence: the submission's outputs equal the solution's on the same fresh inputs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from grader.checkers.base import Checker, CheckContext, Verdict
+from grader.checkers.compare import compare, sort_rows
+from grader.manifest import CheckSpec, LabManifest
+
+
+class OracleOptions(CheckSpec):
+    """Compare every output with the reference solution's, case by case."""
+
+    kind: Literal["oracle"] = "oracle"
+    cases: str = Field(description="The case set (a key of [cases]) to run.")
+    reference: str | None = Field(
+        default=None, description="The solution function to compare with; defaults to `function`."
+    )
+    tolerance: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tolerance name per output; integer outputs default to 'exact', float ones to 'default'.",
+    )
+    unordered_rows_by: str | None = Field(
+        default=None,
+        description="An output whose rows may come in any order; every output of the same shape is reordered with it.",
+    )
+
+    def problems(self, manifest: LabManifest) -> list[tuple[str, str, str]]:
+        out = []
+        spec = manifest.functions[self.function]
+        names = {o.name for o in spec.returns}
+        if self.cases not in manifest.cases:
+            out.append(("cases", f"one of {sorted(manifest.cases)}", repr(self.cases)))
+        if self.reference is not None and self.reference not in manifest.functions:
+            out.append(("reference", f"one of {sorted(manifest.functions)}", repr(self.reference)))
+        for output, tol in self.tolerance.items():
+            if output not in names:
+                out.append((f"tolerance.{output}", f"an output of {self.function}: {sorted(names)}", repr(output)))
+            if tol != "exact" and tol not in manifest.tolerances:
+                out.append((f"tolerance.{output}", f"'exact' or one of {sorted(manifest.tolerances)}", repr(tol)))
+        needs_default = any(o.dtype not in ("int", "bool") and o.name not in self.tolerance for o in spec.returns)
+        if needs_default and "default" not in manifest.tolerances:
+            out.append(("tolerance", "a [tolerances.default] for the float outputs, or a tolerance per output", "none"))
+        if self.unordered_rows_by is not None and self.unordered_rows_by not in names:
+            out.append(("unordered_rows_by", f"an output of {self.function}: {sorted(names)}", repr(self.unordered_rows_by)))
+        return out
+
+
+class OracleChecker(Checker):
+    """Runs the check's cases through the submission and the solution and compares outputs."""
+
+    name = "oracle"
+    Options = OracleOptions
+
+    def run(self, check_id: str, check: OracleOptions, ctx: CheckContext) -> Verdict:
+        spec = ctx.manifest.functions[check.function]
+        reference_fn = check.reference or check.function
+        cases = ctx.cases(check.cases, check_id)
+        for case in cases:
+            expected = ctx.reference(reference_fn, case, check_id)
+            got = ctx.call(check.function, case, check.time_limit_s).values
+            if check.unordered_rows_by:
+                key = check.unordered_rows_by
+                others = [o.name for o in spec.returns if o.name != key]
+                exp_sorted = sort_rows(expected[key], *(expected[n] for n in others))
+                got_sorted = sort_rows(got[key], *(got[n] for n in others))
+                expected = dict(zip([key, *others], exp_sorted))
+                got = dict(zip([key, *others], got_sorted))
+            for out in spec.returns:
+                default = "exact" if out.dtype in ("int", "bool") else "default"
+                tol = ctx.manifest.tolerance(check.tolerance.get(out.name, default))
+                result = compare(out.name, expected[out.name], got[out.name], tol)
+                if not result.ok:
+                    note = " (rows compared after sorting by " + check.unordered_rows_by + ")" if check.unordered_rows_by else ""
+                    return Verdict.failed(f"{case.label}: {result.message}{note}", mismatches=result.mismatches)
+        return Verdict.passed(f"matches the reference on all {len(cases)} cases")

@@ -1,0 +1,98 @@
+"""CPU performance: the submission beats a slow reference by a factor, timed by the grader.
+
+The submission is timed from the grader's side of the boundary (wall time of the whole call,
+input transfer included), on fresh inputs each repetition, after an untimed warm-up; every
+timed output is checked against the reference. The baseline is the solution's slow function,
+run in the grader's process on the same inputs; it is measured once per process (a batch
+reuses it) and the median of each side is compared.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from grader.checkers.base import Checker, CheckContext, Verdict
+from grader.checkers.compare import compare
+from grader.lab import Case
+from grader.manifest import CheckSpec, LabManifest
+
+
+class CpuSpeedupOptions(CheckSpec):
+    """The submission is at least `min_speedup` times faster than the solution's `baseline`."""
+
+    kind: Literal["cpu-speedup"] = "cpu-speedup"
+    cases: str = Field(description="Case set whose first case sets the size; each repetition draws fresh inputs.")
+    baseline: str = Field(description="The solution function to beat (e.g. the per-token loop).")
+    min_speedup: float = Field(gt=1, description="Required ratio baseline time / submission time.")
+    repeats: int = Field(default=5, ge=3, description="Timed repetitions on each side (medians are compared).")
+    tolerance: str = Field(default="default", description="Tolerance for checking the timed outputs.")
+
+    def problems(self, manifest: LabManifest) -> list[tuple[str, str, str]]:
+        out = []
+        if self.cases not in manifest.cases:
+            out.append(("cases", f"one of {sorted(manifest.cases)}", repr(self.cases)))
+        elif not manifest.cases[self.cases].fixed:
+            out.append(("cases", "a case set with a fixed case (its size is what is timed)", repr(self.cases)))
+        if self.baseline not in manifest.functions:
+            out.append(("baseline", f"one of {sorted(manifest.functions)}", repr(self.baseline)))
+        if self.tolerance != "exact" and self.tolerance not in manifest.tolerances:
+            out.append(("tolerance", f"'exact' or one of {sorted(manifest.tolerances)}", repr(self.tolerance)))
+        return out
+
+
+class CpuSpeedupChecker(Checker):
+    name = "cpu-speedup"
+    Options = CpuSpeedupOptions
+
+    def run(self, check_id: str, check: CpuSpeedupOptions, ctx: CheckContext) -> Verdict:
+        spec = ctx.manifest.functions[check.function]
+        tol = ctx.manifest.tolerance(check.tolerance)
+        # repeats + 1 draws of the case set's first case: one warm-up, then the timed ones.
+        key = (check_id, ctx.seeds.key, "baseline")
+        if key not in ctx.lab.timings:
+            runs = [self._case(ctx, check, check_id, i) for i in range(check.repeats + 1)]
+            times, outputs = [], []
+            for case in runs:
+                started = time.perf_counter()
+                outputs.append(ctx.lab.call_solution(check.baseline, case.inputs))
+                times.append(time.perf_counter() - started)
+            ctx.lab.timings[key] = (runs, times[1:], outputs)
+        runs, baseline_times, expected = ctx.lab.timings[key]
+        ctx.call(check.function, runs[0], check.time_limit_s)  # warm-up, untimed
+        sub_times = []
+        for i, case in enumerate(runs[1:], start=1):
+            got = ctx.call(check.function, case, check.time_limit_s)
+            for out in spec.returns:
+                result = compare(out.name, expected[i][out.name], got[out.name], tol)
+                if not result.ok:
+                    return Verdict.failed(f"a timed call gave a wrong answer: {result.message}", mismatches=result.mismatches)
+            sub_times.append(got.wall_s)
+        t_base = statistics.median(baseline_times)
+        t_sub = statistics.median(sub_times)
+        ratio = t_base / t_sub if t_sub > 0 else float("inf")
+        dims = ", ".join(f"{k}={v}" for k, v in runs[0].dims.items())
+        details = {
+            "baseline_ms": round(t_base * 1e3, 3),
+            "submission_ms": round(t_sub * 1e3, 3),
+            "speedup": round(ratio, 2),
+            "required": check.min_speedup,
+        }
+        summary = (
+            f"{check.function} took {t_sub * 1e3:.2f} ms (median of {check.repeats}, measured from the grader), "
+            f"{check.baseline} {t_base * 1e3:.2f} ms at {dims}: {ratio:.1f}x faster, {check.min_speedup:g}x needed"
+        )
+        if ratio >= check.min_speedup:
+            return Verdict.passed(summary, details=details)
+        return Verdict.failed(summary, details=details)
+
+    @staticmethod
+    def _case(ctx: CheckContext, check: CpuSpeedupOptions, check_id: str, i: int) -> Case:
+        spec = ctx.manifest.cases[check.cases]
+        dims = dict(spec.fixed[0])
+        generator = ctx.lab.support_function(spec.generator)
+        inputs = generator(ctx.rng(check_id, "timing", i), **dims, **spec.params)
+        return Case(check.cases, i, check.repeats + 1, dims, dict(inputs))

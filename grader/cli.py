@@ -1,0 +1,229 @@
+"""The ``grader`` command. Parses arguments, maps errors to exit codes, delegates the work.
+
+Exit codes (SPEC.md): 0 graded; 1 graded but under --fail-under (or a self-test that did not
+prove its checks); 2 bad input from the user, with a one-line reason; 3 the grader itself
+failed, with the result file still written and marked not gradable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from grader import __version__, discovery
+from grader.errors import GraderError, InfrastructureError, ManifestError, UsageError
+from grader.lab import Lab
+from grader.manifest import LabManifest, json_schema, load_manifest
+from grader.plugins import Plugins
+from grader.plugins import default as default_plugins
+from grader.results import GradeResult, SandboxInfo
+from grader.sandbox.launchers import Launcher, probe
+from grader.seeds import Seeds
+from grader.session import Grader, not_gradable
+from grader.submission import read_submission, sha256
+
+DEBUG_ENV = "GRADER_DEBUG"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _percent(text: str) -> float:
+    value = float(text.rstrip("%"))
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError("must be between 0 and 100")
+    return value
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="grader", description="Grade GPU and ML-systems lab submissions.")
+    parser.add_argument("--version", action="version", version=f"grader {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    p = sub.add_parser("submit", help="grade one file and write its reports")
+    p.add_argument("file", type=Path)
+    p.add_argument("--exercise", "-e", help="lab id or unambiguous prefix (default: from the file)")
+    p.add_argument("--out", type=Path, help="report folder (default: reports/<lab-id>/<file stem>/)")
+    p.add_argument("--seed", type=int, help="public seed of the inputs (default: the lab's fixed seed)")
+    p.add_argument("--fail-under", type=_percent, metavar="PCT", help="exit 1 if the score is under PCT percent")
+    _sandbox_flags(p)
+    p.add_argument("--official", action="store_true", help="grade as an LMS would: full isolation required")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the score line")
+
+    sub.add_parser("list", help="the labs, their functions, points and hardware needs")
+
+    p = sub.add_parser("validate", help="validate manifests (all of them by default)")
+    p.add_argument("paths", nargs="*", type=Path, help="manifest files or lab folders")
+    p.add_argument("--schema", action="store_true", help="print the manifest JSON schema instead")
+
+    p = sub.add_parser("selftest", help="prove a lab's checkers on its solution, starter and wrong files")
+    p.add_argument("exercise", nargs="?", help="lab id or prefix (default: every lab)")
+    _sandbox_flags(p)
+    return parser
+
+
+def _sandbox_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sandbox",
+        choices=["auto", "bubblewrap", "process"],
+        default="auto",
+        help="isolation tier (default: the strongest that starts here)",
+    )
+    p.add_argument(
+        "--allow-unsandboxed", action="store_true", help="let official grading run without bubblewrap (degraded)"
+    )
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def _labs() -> dict[str, Path]:
+    labs = discovery.find_labs()
+    if not labs:
+        raise UsageError(f"no labs found under {discovery.exercises_root()} (set {discovery.EXERCISES_ENV})")
+    return labs
+
+
+def _launcher(args: argparse.Namespace, official: bool) -> Launcher:
+    force = None if args.sandbox == "auto" else args.sandbox
+    try:
+        launcher = probe(sys.executable, False, force)
+    except RuntimeError as exc:
+        raise InfrastructureError(f"the {args.sandbox} sandbox cannot start here: {exc}") from None
+    if official and launcher.degraded and not args.allow_unsandboxed:
+        raise InfrastructureError(
+            "official grading needs bubblewrap isolation, which cannot start here "
+            f"({'; '.join(launcher.warnings[1:]) or launcher.mode}); install bubblewrap or pass --allow-unsandboxed"
+        )
+    return launcher
+
+
+def write_reports(plugins: Plugins, result: GradeResult, out_dir: Path, terminal: bool = True) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, cls in plugins.reporter_classes.items():
+        if cls.filename is None and not terminal:
+            continue
+        cls().write(result, out_dir)
+    plugins.grading_finished(result, out_dir)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    plugins = default_plugins()
+    source = read_submission(args.file)
+    labs = _labs()
+    checkers = plugins.checkers()
+    if args.exercise:
+        lab_id = discovery.resolve(args.exercise, labs)
+    else:
+        manifests, _ = discovery.load_all(labs, checkers)
+        lab_id = discovery.lab_for_file(source.decode("utf-8", errors="replace"), None, labs, manifests)
+    manifest = load_manifest(labs[lab_id], checkers)
+    out_dir = args.out or Path("reports") / lab_id / args.file.stem
+    seeds = Seeds.from_env(args.seed)
+    try:
+        launcher = _launcher(args, args.official)
+        result = Grader(Lab(manifest), plugins, launcher, seeds).grade(args.file)
+    except InfrastructureError as exc:
+        nothing = SandboxInfo(mode="none", degraded=True, warnings=["no worker was started"])
+        result = not_gradable(manifest, args.file.name, sha256(source), str(exc), nothing, seeds)
+    if args.quiet:
+        write_reports(plugins, result, out_dir, terminal=False)
+        print(f"{result.exercise} {result.submission}: {result.score:g}/{result.max_score:g} ({result.percent:.0f}%)")
+    else:
+        write_reports(plugins, result, out_dir)
+    if not result.gradable:
+        print(f"grader: error: not gradable: {result.error}", file=sys.stderr)
+        return 3
+    if args.fail_under is not None and result.percent < args.fail_under:
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    plugins = default_plugins()
+    labs = _labs()
+    manifests, broken = discovery.load_all(labs, plugins.checkers())
+    for lab_id in labs:
+        if lab_id in broken:
+            print(f"{lab_id}  (invalid manifest: {broken[lab_id]})")
+            continue
+        m = manifests[lab_id]
+        print(f"{lab_id}  {m.lab.title}  [{m.lab.hardware.value}]  {m.max_score:g} points")
+        for fname, spec in m.functions.items():
+            gpu = any(c.requires.value == "gpu" for c in m.checks.values() if c.function == fname)
+            print(f"    {fname}{spec.signature}  {m.function_points(fname):g} pts{'  (GPU checks)' if gpu else ''}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    plugins = default_plugins()
+    if args.schema:
+        print(json.dumps(json_schema(plugins.checkers()), indent=2))
+        return 0
+    paths = args.paths or list(_labs().values())
+    problems = 0
+    for path in paths:
+        if not Path(path).exists():
+            raise UsageError(f"{path}: no such file or folder")
+        try:
+            manifest = load_manifest(path, plugins.checkers())
+        except ManifestError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            problems += len(exc.problems)
+            continue
+        print(f"{manifest.path}: ok ({len(manifest.checks)} checks, {manifest.max_score:g} points)")
+    if problems:
+        print(f"grader: error: {problems} problem(s) in manifests", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from grader.selftest import run_selftest
+
+    plugins = default_plugins()
+    labs = _labs()
+    ids = [discovery.resolve(args.exercise, labs)] if args.exercise else list(labs)
+    launcher = _launcher(args, official=False)
+    ok = True
+    for lab_id in ids:
+        manifest: LabManifest = load_manifest(labs[lab_id], plugins.checkers())
+        ok &= run_selftest(manifest, plugins, launcher, out=sys.stdout)
+    return 0 if ok else 1
+
+
+COMMANDS = {"submit": cmd_submit, "list": cmd_list, "validate": cmd_validate, "selftest": cmd_selftest}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except GraderError as exc:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        print(f"grader: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("grader: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the grader's own bug: say so in one line, keep the trace for debugging
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        print(f"grader: internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for details)", file=sys.stderr)
+        return 3

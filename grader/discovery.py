@@ -1,0 +1,107 @@
+"""Finding labs, resolving exercise ids, and working out which lab a file is for."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from grader.errors import ManifestError, UsageError
+from grader.manifest import MANIFEST, LabManifest, load_manifest
+
+EXERCISES_ENV = "GRADER_EXERCISES"
+_EXERCISE_LINE = re.compile(r"""^EXERCISE\s*=\s*["']([A-Za-z0-9_.-]+)["']\s*(#.*)?$""", re.M)
+_DEF_LINE = re.compile(r"^(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(", re.M)
+
+
+def exercises_root() -> Path:
+    """Where the labs live: $GRADER_EXERCISES, else the exercises/ folder beside the package."""
+    if os.environ.get(EXERCISES_ENV):
+        return Path(os.environ[EXERCISES_ENV])
+    beside = Path(__file__).resolve().parent.parent / "exercises"
+    return beside if beside.is_dir() else Path.cwd() / "exercises"
+
+
+def find_labs(root: Path | None = None) -> dict[str, Path]:
+    """Lab id (the folder name) -> manifest path, for every exercises/<phase>/<lab>/manifest.toml."""
+    root = root or exercises_root()
+    labs = {p.parent.name: p for p in sorted(root.glob(f"*/lab-*/{MANIFEST}"))}
+    return labs
+
+
+def resolve(exercise: str, labs: Mapping[str, Path]) -> str:
+    """The lab id ``exercise`` names: an exact id or an unambiguous prefix."""
+    if exercise in labs:
+        return exercise
+    matches = [lab for lab in labs if lab.startswith(exercise)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        known = ", ".join(labs) or "none found"
+        raise UsageError(f"unknown exercise {exercise!r} (labs: {known})")
+    raise UsageError(f"exercise {exercise!r} is ambiguous: {', '.join(matches)}")
+
+
+def declared_exercise(source: str) -> str | None:
+    """The ``EXERCISE = "<lab-id>"`` line of a file, found without running it."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        match = _EXERCISE_LINE.search(source)
+        return match.group(1) if match else None
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id == "EXERCISE"
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            return node.value.value
+    return None
+
+
+def defined_functions(source: str) -> set[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set(_DEF_LINE.findall(source))
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def lab_for_file(
+    source: str, exercise: str | None, labs: Mapping[str, Path], manifests: Mapping[str, LabManifest]
+) -> str:
+    """--exercise, else the EXERCISE line, else the unique lab whose functions the file defines."""
+    if exercise:
+        return resolve(exercise, labs)
+    declared = declared_exercise(source)
+    if declared:
+        return resolve(declared, labs)
+    defined = defined_functions(source)
+    candidates = [lab for lab, m in manifests.items() if set(m.functions) <= defined]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise UsageError(f"cannot tell which lab this file is for ({', '.join(candidates)} fit); pass --exercise")
+    partial = sorted(((len(set(m.functions) & defined), lab) for lab, m in manifests.items()), reverse=True)
+    near = [lab for score, lab in partial if score] or list(labs)
+    raise UsageError(
+        f"cannot tell which lab this file is for (candidates: {', '.join(near)}); "
+        "pass --exercise or add EXERCISE = \"<lab-id>\""
+    )
+
+
+def load_all(labs: Mapping[str, Path], checkers: Sequence[type]) -> tuple[dict[str, LabManifest], dict[str, ManifestError]]:
+    """Every lab's manifest that loads, and the errors of those that do not."""
+    good: dict[str, LabManifest] = {}
+    bad: dict[str, ManifestError] = {}
+    for lab, path in labs.items():
+        try:
+            good[lab] = load_manifest(path, checkers)  # type: ignore[arg-type]
+        except ManifestError as exc:
+            bad[lab] = exc
+    return good, bad

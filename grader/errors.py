@@ -1,0 +1,47 @@
+"""Exceptions a user can act on, each carrying the exit code SPEC.md gives it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class GraderError(Exception):
+    """Base of the grader's own errors; ``str(err)`` is one line a person can act on."""
+
+    exit_code = 3
+
+
+class UsageError(GraderError):
+    """Bad input from the user: a missing file, an unknown exercise, a bad flag (exit 2)."""
+
+    exit_code = 2
+
+
+class InfrastructureError(GraderError):
+    """The grader itself could not grade (exit 3); the result is written as not gradable."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a manifest: where, what was expected, what was found."""
+
+    file: Path
+    key: str
+    expected: str
+    received: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key or '(top level)'}: expected {self.expected}, received {self.received}"
+
+
+class ManifestError(UsageError):
+    """A manifest that does not validate; holds every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        first = str(problems[0]) if problems else "invalid manifest"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(first + more)

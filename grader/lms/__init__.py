@@ -1,0 +1,13 @@
+"""LMS formats, registered through the same hook a third-party format uses."""
+
+from __future__ import annotations
+
+from grader.hookspecs import hookimpl
+from grader.lms.base import LmsFormat
+
+BUILTIN_LMS_FORMATS: tuple[type[LmsFormat], ...] = ()
+
+
+@hookimpl
+def grader_register_lms_formats() -> list[type[LmsFormat]]:
+    return list(BUILTIN_LMS_FORMATS)

@@ -1,0 +1,91 @@
+"""scorecard.md: a summary table, then one section per check that did not pass."""
+
+from __future__ import annotations
+
+from grader.reporters.base import Reporter
+from grader.results import CheckResult, GradeResult, Status
+
+ICON = {Status.passed: "✅", Status.failed: "❌", Status.error: "💥", Status.skipped: "⏭️"}
+
+
+def cell(text: str, limit: int = 160) -> str:
+    """Text safe inside a markdown table cell."""
+    text = " ".join(str(text).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("|", "\\|").replace("<", "&lt;")
+
+
+def block(text: str) -> str:
+    """Text in a fenced block that no content can close early."""
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _score(value: float) -> str:
+    return f"{value:g}"
+
+
+def _section(check: CheckResult) -> list[str]:
+    lines = [
+        f"## {ICON[check.status]} `{check.id}`: {check.status.value}",
+        "",
+        f"*{cell(check.title, 300)}* · function `{check.function}` · {check.kind} · "
+        f"{_score(check.score)} / {_score(check.max_score)} points",
+        "",
+        block(check.message),
+        "",
+    ]
+    if check.mismatches:
+        lines += ["First mismatches:", "", "| where | expected | got |", "| --- | --- | --- |"]
+        lines += [f"| `{cell(m.where)}` | {cell(m.expected)} | {cell(m.got)} |" for m in check.mismatches]
+        lines.append("")
+    if check.table:
+        lines += table(check.table) + [""]
+    if check.hint:
+        lines += [f"**What to look at:** {check.hint}", ""]
+    return lines
+
+
+def table(rows: list[dict[str, object]]) -> list[str]:
+    columns = list(rows[0])
+    out = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    out += ["| " + " | ".join(cell(str(r.get(c, ""))) for c in columns) + " |" for r in rows]
+    return out
+
+
+class MarkdownReporter(Reporter):
+    name = "markdown"
+    filename = "scorecard.md"
+
+    def render(self, result: GradeResult) -> str:
+        counts = result.counts()
+        lines = [
+            f"# {result.exercise}: {_score(result.score)} / {_score(result.max_score)} ({result.percent:.0f}%)",
+            "",
+            f"Submission `{cell(result.submission)}` (sha256 `{result.submission_sha256[:12]}`) · "
+            f"seed {result.seed} · sandbox **{result.sandbox.mode}** · grader {result.environment.grader}",
+            "",
+            " · ".join(f"{counts[s]} {s.value}" for s in Status),
+            "",
+        ]
+        if not result.gradable:
+            lines += [f"> **Not gradable:** {cell(result.error or 'the grader failed', 500)}", ""]
+        for warning in result.sandbox.warnings:
+            lines += [f"> ⚠️ {cell(warning, 500)}", ""]
+        lines += ["| | Check | Function | Score | Result |", "| --- | --- | --- | --- | --- |"]
+        for c in result.checks:
+            lines.append(
+                f"| {ICON[c.status]} | `{c.id}` | `{c.function}` | {_score(c.score)} / {_score(c.max_score)} | {cell(c.message)} |"
+            )
+        lines.append("")
+        for c in result.checks:
+            if c.status is not Status.passed:
+                lines += _section(c)
+            elif c.table:
+                lines += [f"## {ICON[c.status]} `{c.id}`", "", *table(c.table), ""]
+        if result.submission_output.strip():
+            lines += ["## What the submission printed (last lines)", "", block(result.submission_output.strip()), ""]
+        return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""The wire format between the grader and a submission's worker.
+
+A message is a run of frames, each an 8-byte little-endian length and its payload. The first
+frame is a JSON header; it names how many array frames follow. Arrays travel as ``.npy``
+bytes and are read back by :func:`parse_npy`, a strict loader: a whitelist of dtypes, no
+pickle, and the header checked against the payload's length before anything is allocated.
+
+This module is bound read-only into the sandbox next to ``worker.py``, so it imports nothing
+but the standard library and numpy.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+LENGTH = 8
+MAX_HEADER = 1 << 16
+NPY_MAGIC = b"\x93NUMPY"
+# Plain numeric and boolean dtypes only: no objects, structures, strings, datetimes or complex.
+ALLOWED_DESCR = frozenset(
+    ["|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"]
+)
+MAX_NDIM = 8
+
+
+class WireError(ValueError):
+    """Bytes that do not form a valid frame, header or array."""
+
+
+def frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(LENGTH, "little") + payload
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode(header: dict[str, Any], arrays: list[np.ndarray]) -> bytes:
+    """One message: the JSON header, then each array as an .npy frame."""
+    header = dict(header, frames=len(arrays))
+    parts = [frame(json.dumps(header, allow_nan=True).encode())]
+    parts += [frame(npy_bytes(a)) for a in arrays]
+    return b"".join(parts)
+
+
+def parse_header(payload: bytes) -> dict[str, Any]:
+    if len(payload) > MAX_HEADER:
+        raise WireError(f"header of {len(payload)} bytes is over {MAX_HEADER}")
+    try:
+        header = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError(f"header is not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("frames", 0), int):
+        raise WireError("header is not a JSON object with an integer 'frames'")
+    if not 0 <= header.get("frames", 0) <= 64:
+        raise WireError("header announces an impossible number of frames")
+    return header
+
+
+def parse_npy(payload: bytes | bytearray | memoryview, max_bytes: int) -> np.ndarray:
+    """A plain, owned ndarray from .npy bytes, or WireError; never unpickles, never over-allocates."""
+    view = memoryview(payload)
+    if bytes(view[:6]) != NPY_MAGIC or len(view) < 10:
+        raise WireError("array frame lacks the .npy magic")
+    major = view[6]
+    if major == 1:
+        hlen, start = int.from_bytes(view[8:10], "little"), 10
+    elif major in (2, 3):
+        hlen, start = int.from_bytes(view[8:12], "little"), 12
+    else:
+        raise WireError(f"unknown .npy version {major}")
+    if hlen > 4096 or start + hlen > len(view):
+        raise WireError("array header is too long or truncated")
+    try:
+        meta = ast.literal_eval(bytes(view[start : start + hlen]).decode("latin1"))
+    except Exception:  # literal_eval raises many kinds on hostile text
+        raise WireError("array header is not a literal") from None
+    if not isinstance(meta, dict) or set(meta) != {"descr", "fortran_order", "shape"}:
+        raise WireError("array header has unexpected keys")
+    descr, fortran, shape = meta["descr"], meta["fortran_order"], meta["shape"]
+    if not isinstance(descr, str) or descr not in ALLOWED_DESCR:
+        raise WireError(f"dtype {descr!r} is not allowed")
+    if not isinstance(fortran, bool):
+        raise WireError("fortran_order is not a boolean")
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) > MAX_NDIM
+        or not all(type(n) is int and n >= 0 for n in shape)
+    ):
+        raise WireError(f"shape {shape!r} is not a tuple of non-negative integers")
+    dtype = np.dtype(descr)
+    nbytes = math.prod(shape) * dtype.itemsize
+    data = view[start + hlen :]
+    if nbytes > max_bytes:
+        raise WireError(f"array of {nbytes} bytes is over the limit of {max_bytes}")
+    if len(data) != nbytes:
+        raise WireError(f"array header promises {nbytes} bytes, the frame holds {len(data)}")
+    arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return np.array(arr, order="C", copy=True)
+
+
+def digest(array: np.ndarray) -> str:
+    """A content hash of an array, the same on both sides of the boundary."""
+    arr = np.ascontiguousarray(array)
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values carried as their uint16 bit patterns, widened exactly to float32."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def f32_to_bf16(values: np.ndarray) -> np.ndarray:
+    """float32 to bfloat16 bit patterns, rounding to nearest even (as torch does)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = bits + 0x7FFF + ((bits >> 16) & 1)
+    return (rounded >> 16).astype(np.uint16)

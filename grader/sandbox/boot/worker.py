@@ -1,0 +1,223 @@
+"""The submission's side of the boundary: import the submission, then answer calls.
+
+Started by the grader as ``python -I -B worker.py FD_IN FD_OUT`` inside the sandbox. It reads
+requests from FD_IN and writes answers to FD_OUT in the format of ``wire.py``. Everything it
+sends is treated as untrusted data by the grader: once the submission is imported it may have
+patched anything in this process, so nothing here decides a verdict.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.util
+import io
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import wire  # noqa: E402
+
+torch: Any = None
+
+
+class Channel:
+    def __init__(self, fd_in: int, fd_out: int) -> None:
+        self.fd_in, self.fd_out = fd_in, fd_out
+
+    def _read_exact(self, n: int) -> bytes:
+        chunks, got = [], 0
+        while got < n:
+            chunk = os.read(self.fd_in, min(n - got, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def receive(self) -> tuple[dict[str, Any], list[bytes]]:
+        header = wire.parse_header(self._read_exact(int.from_bytes(self._read_exact(8), "little")))
+        frames = []
+        for _ in range(header.get("frames", 0)):
+            frames.append(self._read_exact(int.from_bytes(self._read_exact(8), "little")))
+        return header, frames
+
+    def send(self, header: dict[str, Any], arrays: list[np.ndarray]) -> None:
+        view = memoryview(wire.encode(header, arrays))
+        while view:
+            view = view[os.write(self.fd_out, view) :]
+
+
+def apply_seccomp(program: bytes) -> None:
+    """Install a seccomp-bpf filter on this process (the fallback tiers; bwrap does it itself)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    prog = SockFprog(len(program) // 8, program)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP failed")
+
+
+def describe(exc: BaseException, path: str) -> dict[str, Any]:
+    """Exception type, message and the innermost line of the submission it came from."""
+    where = ""
+    for entry in traceback.extract_tb(exc.__traceback__):
+        if entry.filename == path:
+            where = f"line {entry.lineno}, in {entry.name}"
+    if isinstance(exc, SystemExit):
+        message = f"called sys.exit({exc.code!r})"
+    else:
+        message = str(exc)
+    return {
+        "type": type(exc).__name__,
+        "message": message[:2000],
+        "where": where,
+        "traceback": "".join(traceback.format_exception(exc))[-4000:],
+    }
+
+
+def to_input(spec: dict[str, Any], frames: list[bytes]) -> Any:
+    if spec["t"] == "json":
+        return spec["v"]
+    array = np.load(io.BytesIO(frames[spec["f"]]), allow_pickle=False)
+    if spec["t"] == "ndarray":
+        return array
+    tensor = torch.from_numpy(array)
+    if spec.get("dtype") == "bfloat16":
+        tensor = tensor.view(torch.bfloat16)
+    return tensor.to(spec.get("device", "cpu"))
+
+
+def as_numpy(value: Any) -> tuple[np.ndarray, str | None]:
+    """A tensor's host copy as numpy (bf16 as its bit pattern), and its dtype if it needs naming."""
+    t = value.detach()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).cpu().numpy().view(np.uint16), "bfloat16"
+    return t.cpu().contiguous().numpy(), None
+
+
+def encode_value(value: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
+    py = type(value).__name__
+    if torch is not None and isinstance(value, torch.Tensor):
+        array, named = as_numpy(value)
+        arrays.append(array)
+        out = {"t": "tensor", "f": len(arrays) - 1, "py": py, "device": str(value.device), "exact": type(value) is torch.Tensor}
+        if named:
+            out["dtype"] = named
+        return out
+    if isinstance(value, bool | int | float) and not isinstance(value, np.generic):
+        return {"t": "json", "v": value, "py": py}
+    if isinstance(value, str):
+        return {"t": "json", "v": value[:10000], "py": py}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and isinstance(v, int | float) for k, v in value.items()):
+            return {"t": "json", "v": dict(list(value.items())[:1000]), "py": py}
+        return {"t": "other", "py": py}
+    if isinstance(value, np.ndarray | np.generic):
+        array = np.asarray(value)  # strips ndarray subclasses
+        if array.dtype.str not in wire.ALLOWED_DESCR:
+            return {"t": "other", "py": f"{py} of dtype {array.dtype}"}
+        arrays.append(array)
+        return {"t": "ndarray", "f": len(arrays) - 1, "py": py, "exact": type(value) in (np.ndarray,) or isinstance(value, np.generic)}
+    return {"t": "other", "py": py}
+
+
+def digest_input(value: Any) -> str | None:
+    if torch is not None and isinstance(value, torch.Tensor):
+        return wire.digest(as_numpy(value)[0])
+    if isinstance(value, np.ndarray):
+        return wire.digest(value)
+    return None
+
+
+def aliases(outputs: list[Any], args: list[Any], names: list[str]) -> list[str]:
+    found = []
+    for out in outputs:
+        for name, arg in zip(names, args):
+            if isinstance(out, np.ndarray) and isinstance(arg, np.ndarray) and np.shares_memory(out, arg):
+                found.append(name)
+            elif torch is not None and isinstance(out, torch.Tensor) and isinstance(arg, torch.Tensor):
+                if out.numel() and arg.numel() and out.untyped_storage().data_ptr() == arg.untyped_storage().data_ptr():
+                    found.append(name)
+    return sorted(set(found))
+
+
+def main() -> int:
+    global torch
+    chan = Channel(int(sys.argv[1]), int(sys.argv[2]))
+    for fd in (chan.fd_in, chan.fd_out):
+        os.set_inheritable(fd, False)
+    init, frames = chan.receive()
+    if init.get("seccomp_frame") is not None:
+        apply_seccomp(np.load(io.BytesIO(frames[init["seccomp_frame"]]), allow_pickle=False).tobytes())
+    for name in init.get("imports", []):
+        module = importlib.import_module(name)
+        if name == "torch":
+            torch = module
+            torch.set_num_threads(int(init.get("threads", 2)))
+    path = init["path"]
+    try:
+        spec = importlib.util.spec_from_file_location(init.get("module", "submission"), path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are the submission's too
+        chan.send({"op": "import_error", "error": describe(exc, path)}, [])
+        return 0
+    functions = {name: callable(getattr(module, name, None)) for name in init.get("functions", [])}
+    chan.send({"op": "ready", "functions": functions}, [])
+
+    while True:
+        try:
+            request, frames = chan.receive()
+        except EOFError:
+            return 0
+        if request.get("op") != "call":
+            return 0
+        args = [to_input(spec, frames) for spec in request["args"]]
+        fn = getattr(module, request["function"], None)
+        started = time.perf_counter()
+        try:
+            if not callable(fn):
+                raise AttributeError(f"the submission defines no function {request['function']!r}")
+            result = fn(*args)
+            if torch is not None and request.get("sync") and torch.cuda.is_available():
+                torch.cuda.synchronize()
+        except BaseException as exc:  # noqa: BLE001
+            chan.send({"op": "result", "ok": False, "error": describe(exc, path)}, [])
+            continue
+        elapsed = time.perf_counter() - started
+        as_tuple = isinstance(result, tuple | list) and request.get("outputs", 1) > 1
+        outputs = list(result) if as_tuple else [result]
+        arrays: list[np.ndarray] = []
+        try:
+            values = [encode_value(v, arrays) for v in outputs[:16]]
+            header = {
+                "op": "result",
+                "ok": True,
+                "tuple": as_tuple,
+                "py": type(result).__name__,
+                "values": values,
+                "inputs": [digest_input(a) for a in args],
+                "aliases": aliases(outputs, args, request.get("names", [])),
+                "elapsed_s": elapsed,
+            }
+        except BaseException as exc:  # noqa: BLE001 - a hostile __array__ or __len__
+            chan.send({"op": "result", "ok": False, "error": describe(exc, path)}, [])
+            continue
+        chan.send(header, arrays)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

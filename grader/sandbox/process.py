@@ -1,0 +1,203 @@
+"""The grader's side of one worker process: start it, exchange messages under deadlines, kill it.
+
+Every read and write has a deadline and a byte cap, so a worker that hangs, floods, or goes
+quiet while a daemonised child keeps the pipe open never holds the grader: when the deadline
+passes the whole process tree is killed and the call reports a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from grader.sandbox.boot import wire
+from grader.sandbox.launchers import WorkerCommand
+
+OUTPUT_TAIL = 4000
+
+
+class WorkerTimeout(Exception):
+    """The worker did not answer before the deadline."""
+
+
+class WorkerDied(Exception):
+    """The worker exited (or closed its channel) without answering."""
+
+
+class WorkerProtocolError(Exception):
+    """The worker answered with bytes that are not a valid message."""
+
+
+@dataclass
+class Message:
+    header: dict[str, Any]
+    frames: list[bytes] = field(default_factory=list)
+
+
+class WorkerProcess:
+    """One running worker. Not thread-safe; one per grading."""
+
+    def __init__(self, build: Callable[[tuple[int, int]], WorkerCommand], max_message_bytes: int) -> None:
+        """Start a worker; ``build`` turns the worker's two pipe ends into its command line."""
+        self.max_message_bytes = max_message_bytes
+        self._log = tempfile.TemporaryFile()
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        try:
+            self.command = build((req_r, resp_w))
+            self.proc = subprocess.Popen(
+                self.command.argv,
+                env=self.command.env,
+                pass_fds=self.command.pass_fds,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=self._log,
+                start_new_session=True,
+            )
+        except BaseException:
+            for fd in (req_w, resp_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in {req_r, resp_w, *getattr(self, "command", WorkerCommand([], {}, (), "", None)).pass_fds}:
+                os.close(fd)
+        self._w, self._r = req_w, resp_r
+        os.set_blocking(self._w, False)
+        os.set_blocking(self._r, False)
+        self._buffer = bytearray()
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def send(self, header: dict[str, Any], arrays: list[np.ndarray], deadline: float) -> None:
+        view = memoryview(wire.encode(header, arrays))
+        while view:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WorkerTimeout
+            _, writable, _ = select.select([], [self._w], [], remaining)
+            if not writable:
+                raise WorkerTimeout
+            try:
+                view = view[os.write(self._w, view) :]
+            except BrokenPipeError:
+                raise WorkerDied from None
+
+    def receive(self, deadline: float) -> Message:
+        budget = self.max_message_bytes
+        header_len = int.from_bytes(self._read(wire.LENGTH, deadline), "little")
+        if header_len > wire.MAX_HEADER:
+            raise WorkerProtocolError(f"a message header of {header_len} bytes")
+        try:
+            header = wire.parse_header(self._read(header_len, deadline))
+        except wire.WireError as exc:
+            raise WorkerProtocolError(str(exc)) from None
+        frames = []
+        for _ in range(header.get("frames", 0)):
+            n = int.from_bytes(self._read(wire.LENGTH, deadline), "little")
+            if n > budget:
+                raise WorkerProtocolError(f"a frame of {n} bytes is over the {self.max_message_bytes}-byte limit")
+            budget -= n
+            frames.append(self._read(n, deadline))
+        return Message(header, frames)
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        while len(self._buffer) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WorkerTimeout
+            readable, _, _ = select.select([self._r], [], [], remaining)
+            if not readable:
+                raise WorkerTimeout
+            chunk = os.read(self._r, max(1 << 16, min(n - len(self._buffer), 1 << 22)))
+            if not chunk:
+                raise WorkerDied
+            self._buffer += chunk
+        out = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return out
+
+    # -- life and death ---------------------------------------------------------------------------
+
+    def kill(self) -> None:
+        """Kill the worker's whole process group; bwrap's --die-with-parent and the pid
+        namespace take care of anything that left the group."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - the kernel always reaps a SIGKILL
+            pass
+        for fd in (self._w, self._r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._w = self._r = -1
+
+    def close(self, grace_s: float = 1.0) -> None:
+        if self._w >= 0 and self.proc.poll() is None:
+            try:
+                self.send({"op": "exit"}, [], time.monotonic() + grace_s)
+                self.proc.wait(timeout=grace_s)
+            except (WorkerTimeout, WorkerDied, subprocess.TimeoutExpired, OSError):
+                pass
+        self.kill()
+
+    def exit_description(self) -> str:
+        """How the worker ended, in words ('exited with status 1', 'was killed by SIGKILL')."""
+        code = self.proc.poll()
+        if code is None:
+            try:
+                code = self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                return "stopped answering"
+        # bwrap and prlimit report a signalled child as 128 + signal.
+        if code < 0 or code > 128:
+            sig = -code if code < 0 else code - 128
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = f"signal {sig}"
+            hint = {
+                "SIGXCPU": " (CPU time limit)",
+                "SIGXFSZ": " (file size limit)",
+                "SIGKILL": " (killed: out of memory or a limit)",
+                "SIGSEGV": " (segmentation fault)",
+            }.get(name, "")
+            return f"was killed by {name}{hint}"
+        return f"exited with status {code}"
+
+    def output_tail(self) -> str:
+        """The last few thousand bytes the worker printed, sanitised for terminals and XML."""
+        self._log.seek(0, os.SEEK_END)
+        size = self._log.tell()
+        self._log.seek(max(0, size - OUTPUT_TAIL))
+        return sanitize(self._log.read().decode("utf-8", errors="replace"))
+
+    def __del__(self) -> None:
+        try:
+            self._log.close()
+        except Exception:
+            pass
+
+
+def sanitize(text: str, limit: int = OUTPUT_TAIL) -> str:
+    """Printable text only: no escape sequences, carriage returns or other control characters."""
+    out = "".join(ch if ch in "\n\t" or (ch.isprintable() and ch != "\x7f") else "?" for ch in text)
+    return out[-limit:]
