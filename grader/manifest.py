@@ -161,14 +161,14 @@ class LabInfo(Strict):
     """The lab as a whole."""
 
     id: str = Field(pattern=r"^lab-\d\d-[a-z0-9-]+$", description="The lab id; equals the lab's folder name.")
-    title: str
+    title: str = Field(description="The lab's title, as `grader list` shows it.")
     phase: str = Field(default="", description="The course phase the lab belongs to.")
     hardware: Hardware = Field(default=Hardware.cpu, description="What full grading needs.")
     visibility: Visibility = Field(default=Visibility.visible, description="Default visibility of checks.")
     time_limit_s: float = Field(default=10.0, gt=0, description="Default wall-clock limit of one call.")
     import_time_limit_s: float = Field(default=20.0, gt=0, description="Limit for importing the submission.")
     support: str = Field(default="lab.py", description="The lab's grader-side module: generators and claims.")
-    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings, description="How the submission's worker starts.")
 
 
 class CheckSpec(Strict):
@@ -279,6 +279,13 @@ def _dotted(loc: Sequence[int | str], tags: Iterable[str]) -> str:
     return out
 
 
+def _key(err: Any, tags: Iterable[str]) -> str:
+    key = _dotted(err["loc"], tags)
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        key += "." + str((err.get("ctx") or {}).get("discriminator", "kind")).strip("'")
+    return key
+
+
 def _expected(err: Any) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
@@ -304,6 +311,8 @@ def _expected(err: Any) -> str:
 def _received(err: Any) -> str:
     if err["type"] == "missing":
         return "nothing"
+    if err["type"] == "union_tag_invalid":
+        return repr((err.get("ctx") or {}).get("tag"))
     text = repr(err.get("input"))
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -328,8 +337,7 @@ def load_manifest(path: Path, checkers: Sequence[type[Checker]]) -> LabManifest:
         manifest = model.model_validate(raw)
     except ValidationError as exc:
         problems = [
-            Problem(path, _dotted(e["loc"], _tags(checkers)), _expected(e), _received(e))
-            for e in exc.errors(include_url=False)
+            Problem(path, _key(e, _tags(checkers)), _expected(e), _received(e)) for e in exc.errors(include_url=False)
         ]
         raise ManifestError(problems) from None
     manifest._path = path

@@ -221,6 +221,7 @@ class Submission:
         self.import_failure: str | None = None
         self._timed_out: dict[str, float] = {}
         self.restarts = 0
+        self._calls = 0
         self._output: list[str] = []
         settings = manifest.lab.worker
         gpu = torch_device is not None and torch_device.startswith("cuda")
@@ -344,8 +345,10 @@ class Submission:
         arrays: list[np.ndarray] = []
         device = self.torch_device if spec.arrays == "torch" else None
         encoded = [encode_input(a, arrays, device) for a in args]
+        self._calls += 1
         header = {
             "op": "call",
+            "id": self._calls,
             "function": function,
             "args": [e[0] for e in encoded],
             "names": list(spec.args),
@@ -383,11 +386,15 @@ class Submission:
         dims: Mapping[str, int] | None,
         wall: float,
     ) -> Outputs:
-        if header.get("op") != "result":
+        if header.get("op") != "result" or header.get("id") != self._calls:
+            # Out of turn: something else in the worker (a forked child, a forged frame) wrote here.
             self._discard_worker()
-            raise SubmissionFault(Status.error, f"{function} produced an invalid answer")
+            raise SubmissionFault(Status.error, f"{function}: the submission's process answered out of turn")
         if not header.get("ok"):
-            raise SubmissionFault(Status.error, f"{function} raised " + _format_error(header.get("error") or {}))
+            err = header.get("error") or {}
+            if err.get("type") == "NotImplementedError":
+                raise SubmissionFault(Status.error, f"{function} is not implemented yet (it raises NotImplementedError)")
+            raise SubmissionFault(Status.error, f"{function} raised " + _format_error(err))
         got = header.get("inputs")
         if isinstance(got, list) and len(got) == len(sent):
             for name, before, after in zip(spec.args, sent, got):

@@ -41,7 +41,7 @@ class Permutation(_Rule):
     """`output` holds every integer 0..length-1 exactly once."""
 
     rule: Literal["permutation"] = "permutation"
-    output: str
+    output: str = Field(description="The output that must be a permutation.")
     length: str | int = Field(description="Expression for the length, e.g. 'T*k'.")
 
     def arrays(self) -> list[str]:
@@ -66,8 +66,8 @@ class Groups(_Rule):
     """`order` sorts the flattened `keys` into contiguous groups 0..count-1 delimited by `offsets`."""
 
     rule: Literal["groups"] = "groups"
-    order: str
-    offsets: str
+    order: str = Field(description="The output ordering the items.")
+    offsets: str = Field(description="The output with each group's start, plus the end.")
     keys: str = Field(description="The input or output holding each item's group, flattened.")
     count: str | int = Field(description="Expression for the number of groups, e.g. 'num_experts'.")
 
@@ -101,9 +101,9 @@ class RowsSumTo(_Rule):
     """Every row (last axis) of `output` sums to `value`."""
 
     rule: Literal["rows_sum_to"] = "rows_sum_to"
-    output: str
-    value: float = 1.0
-    atol: float = Field(default=1e-6, ge=0)
+    output: str = Field(description="The output whose rows are checked.")
+    value: float = Field(default=1.0, description="What every row must sum to.")
+    atol: float = Field(default=1e-6, ge=0, description="Allowed absolute error of each row sum.")
 
     def arrays(self) -> list[str]:
         return [self.output]
@@ -120,7 +120,7 @@ class NonNegative(_Rule):
     """Every value of `output` is >= 0."""
 
     rule: Literal["nonnegative"] = "nonnegative"
-    output: str
+    output: str = Field(description="The output that must have no negative value.")
 
     def arrays(self) -> list[str]:
         return [self.output]
@@ -138,7 +138,7 @@ class DistinctInRows(_Rule):
     """No row of `output` repeats a value."""
 
     rule: Literal["distinct_in_rows"] = "distinct_in_rows"
-    output: str
+    output: str = Field(description="The output whose rows must not repeat a value.")
 
     def arrays(self) -> list[str]:
         return [self.output]
@@ -158,8 +158,8 @@ class InRange(_Rule):
     """low <= value < high for every value of `output`."""
 
     rule: Literal["in_range"] = "in_range"
-    output: str
-    low: str | int = 0
+    output: str = Field(description="The output whose values are bounded.")
+    low: str | int = Field(default=0, description="Inclusive lower bound, an expression.")
     high: str | int = Field(description="Exclusive upper bound, an expression such as 'E'.")
 
     def arrays(self) -> list[str]:
@@ -179,9 +179,9 @@ class SumEquals(_Rule):
     """The values of `output` add up to `value` (exactly for integers)."""
 
     rule: Literal["sum_equals"] = "sum_equals"
-    output: str
+    output: str = Field(description="The output whose values are added up.")
     value: str | int = Field(description="Expression for the total, e.g. 'T*k'.")
-    atol: float = Field(default=0.0, ge=0)
+    atol: float = Field(default=0.0, ge=0, description="Allowed absolute error of the total.")
 
     def arrays(self) -> list[str]:
         return [self.output]

@@ -66,6 +66,8 @@ class WorkerCommand:
     submission_path: str
     seccomp: bytes | None
     """A filter the worker installs itself (the tiers where no bwrap installs one)."""
+    uid: int | None = None
+    """The uid the worker runs as, when it is its own: every process of it is killed afterwards."""
 
 
 @dataclass
@@ -143,7 +145,7 @@ class Launcher:
             argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         argv += self._setpriv(uid)
         argv += self._worker_argv(python, SANDBOX_BOOT, fds)
-        return WorkerCommand(argv, {"PATH": "/usr/bin:/bin"}, (*fds, bpf_r), f"{SANDBOX_SUB}/{submission.name}", None)
+        return WorkerCommand(argv, {"PATH": "/usr/bin:/bin"}, (*fds, bpf_r), f"{SANDBOX_SUB}/{submission.name}", None, uid)
 
     def _process(
         self, python: str, submission: Path, fds: tuple[int, int], env: dict[str, str], limits: Limits, uid: int | None
@@ -154,7 +156,7 @@ class Launcher:
         argv += self._setpriv(uid)
         argv += self._worker_argv(python, str(BOOT_DIR), fds)
         program = seccomp_program(deny_ip_sockets=self.mode == "process")
-        return WorkerCommand(argv, dict(env), fds, str(submission), program)
+        return WorkerCommand(argv, dict(env), fds, str(submission), program, uid)
 
 
 @functools.lru_cache(maxsize=4)

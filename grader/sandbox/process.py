@@ -71,6 +71,7 @@ class WorkerProcess:
             for fd in {req_r, resp_w, *getattr(self, "command", WorkerCommand([], {}, (), "", None)).pass_fds}:
                 os.close(fd)
         self._w, self._r = req_w, resp_r
+        self.survivors: list[int] = []
         os.set_blocking(self._w, False)
         os.set_blocking(self._r, False)
         self._buffer = bytearray()
@@ -128,8 +129,8 @@ class WorkerProcess:
     # -- life and death ---------------------------------------------------------------------------
 
     def kill(self) -> None:
-        """Kill the worker's whole process group; bwrap's --die-with-parent and the pid
-        namespace take care of anything that left the group."""
+        """Kill the worker's whole process tree: its process group, then (bwrap's pid namespace
+        is torn down asynchronously, and daemons leave the group) every process of its uid."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -149,6 +150,8 @@ class WorkerProcess:
             except OSError:
                 pass
         self._w = self._r = -1
+        if self.command.uid is not None and os.geteuid() == 0:
+            self.survivors = reap(self.command.uid)
 
     def close(self, grace_s: float = 1.0) -> None:
         if self._w >= 0 and self.proc.poll() is None:
@@ -195,6 +198,39 @@ class WorkerProcess:
             self._log.close()
         except Exception:
             pass
+
+
+def processes_of(uid: int) -> list[int]:
+    """Pids whose real uid is ``uid``."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Uid:"):
+                        if int(line.split()[1]) == uid:
+                            pids.append(int(entry.name))
+                        break
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def reap(uid: int, timeout_s: float = 5.0) -> list[int]:
+    """SIGKILL every process of ``uid`` until none is left; returns any that outlived the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = processes_of(uid)
+        if not pids or time.monotonic() > deadline:
+            return pids
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
 
 
 def sanitize(text: str, limit: int = OUTPUT_TAIL) -> str:

@@ -185,6 +185,7 @@ def main() -> int:
             return 0
         if request.get("op") != "call":
             return 0
+        call_id = request.get("id")
         args = [to_input(spec, frames) for spec in request["args"]]
         fn = getattr(module, request["function"], None)
         started = time.perf_counter()
@@ -195,7 +196,7 @@ def main() -> int:
             if torch is not None and request.get("sync") and torch.cuda.is_available():
                 torch.cuda.synchronize()
         except BaseException as exc:  # noqa: BLE001
-            chan.send({"op": "result", "ok": False, "error": describe(exc, path)}, [])
+            chan.send({"op": "result", "id": call_id, "ok": False, "error": describe(exc, path)}, [])
             continue
         elapsed = time.perf_counter() - started
         as_tuple = isinstance(result, tuple | list) and request.get("outputs", 1) > 1
@@ -205,6 +206,7 @@ def main() -> int:
             values = [encode_value(v, arrays) for v in outputs[:16]]
             header = {
                 "op": "result",
+                "id": call_id,
                 "ok": True,
                 "tuple": as_tuple,
                 "py": type(result).__name__,
@@ -214,7 +216,7 @@ def main() -> int:
                 "elapsed_s": elapsed,
             }
         except BaseException as exc:  # noqa: BLE001 - a hostile __array__ or __len__
-            chan.send({"op": "result", "ok": False, "error": describe(exc, path)}, [])
+            chan.send({"op": "result", "id": call_id, "ok": False, "error": describe(exc, path)}, [])
             continue
         chan.send(header, arrays)
 
