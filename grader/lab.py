@@ -7,6 +7,7 @@ keyed by the seed, so a TA batch computes each reference once for a whole class.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from collections.abc import Mapping
@@ -97,7 +98,9 @@ class Lab:
         return self.manifest.id
 
     def _module_name(self, part: str) -> str:
-        return f"grader_lab_{self.id.replace('-', '_')}_{part}"
+        # The folder is part of the name: two copies of a lab (a test's, a course's) never share modules.
+        tag = hashlib.sha256(str(self.directory.resolve()).encode()).hexdigest()[:10]
+        return f"grader_lab_{self.id.replace('-', '_')}_{part}_{tag}"
 
     @property
     def solution(self) -> ModuleType:

@@ -298,7 +298,7 @@ def _expected(err: Any) -> str:
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         sym = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values()), "?")
-        return f"a number {sym} {bound}"
+        return f"a number {sym} {bound:g}" if isinstance(bound, (int, float)) else f"a number {sym} {bound}"
     if kind == "string_pattern_mismatch":
         return f"a string matching {ctx.get('pattern', '?')}"
     if kind == "too_short":

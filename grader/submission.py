@@ -30,6 +30,7 @@ from grader.manifest import FunctionSpec, LabManifest, OutputSpec
 from grader.results import Status
 from grader.sandbox.boot import wire
 from grader.sandbox.launchers import Launcher, Limits, WorkerCommand, worker_env
+from grader.text import printable
 from grader.sandbox.process import WorkerDied, WorkerProcess, WorkerProtocolError, WorkerTimeout
 
 MAX_SUBMISSION_BYTES = 1 << 20
@@ -422,9 +423,9 @@ class Submission:
 
 
 def _format_error(err: dict[str, Any]) -> str:
-    kind = str(err.get("type", "an exception"))[:100]
-    message = str(err.get("message", ""))[:500]
-    where = str(err.get("where", ""))[:100]
+    kind = printable(str(err.get("type", "an exception"))[:100], keep_newlines=False)
+    message = printable(str(err.get("message", ""))[:500], keep_newlines=False)
+    where = printable(str(err.get("where", ""))[:100], keep_newlines=False)
     text = f"{kind}: {message}" if message else kind
     return text + (f" ({where})" if where else "")
 

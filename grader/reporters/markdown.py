@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from grader.reporters.base import Reporter
 from grader.results import CheckResult, GradeResult, Status
+from grader.text import printable
 
 ICON = {Status.passed: "✅", Status.failed: "❌", Status.error: "💥", Status.skipped: "⏭️"}
 
 
 def cell(text: str, limit: int = 160) -> str:
     """Text safe inside a markdown table cell."""
-    text = " ".join(str(text).split())
+    text = " ".join(printable(str(text)).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text.replace("|", "\\|").replace("<", "&lt;")
@@ -18,6 +19,7 @@ def cell(text: str, limit: int = 160) -> str:
 
 def block(text: str) -> str:
     """Text in a fenced block that no content can close early."""
+    text = printable(text)
     fence = "```"
     while fence in text:
         fence += "`"

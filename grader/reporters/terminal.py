@@ -8,6 +8,7 @@ from pathlib import Path
 
 from grader.reporters.base import Reporter
 from grader.results import GradeResult, Status
+from grader.text import printable
 
 LABEL = {Status.passed: "PASS ", Status.failed: "FAIL ", Status.error: "ERROR", Status.skipped: "SKIP "}
 COLOR = {Status.passed: "32", Status.failed: "31", Status.error: "35", Status.skipped: "33"}
@@ -18,7 +19,7 @@ def _paint(text: str, code: str, on: bool) -> str:
 
 
 def _one_line(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = " ".join(printable(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -33,7 +34,7 @@ class TerminalReporter(Reporter):
 
     def render(self, result: GradeResult, out_dir: Path | None = None) -> str:
         c = self.color
-        lines = [f"grader {result.environment.grader} · {result.exercise} · {result.submission}"]
+        lines = [f"grader {result.environment.grader} · {result.exercise} · {printable(result.submission, 200, False)}"]
         if result.sandbox.degraded or result.sandbox.warnings:
             for warning in result.sandbox.warnings:
                 lines.append(_paint(f"  !! {warning}", "1;33", c))

@@ -21,6 +21,7 @@ import numpy as np
 
 from grader.sandbox.boot import wire
 from grader.sandbox.launchers import WorkerCommand
+from grader.text import printable
 
 OUTPUT_TAIL = 4000
 
@@ -191,7 +192,7 @@ class WorkerProcess:
         self._log.seek(0, os.SEEK_END)
         size = self._log.tell()
         self._log.seek(max(0, size - OUTPUT_TAIL))
-        return sanitize(self._log.read().decode("utf-8", errors="replace"))
+        return printable(self._log.read().decode("utf-8", errors="replace"), OUTPUT_TAIL)
 
     def __del__(self) -> None:
         try:
@@ -232,8 +233,3 @@ def reap(uid: int, timeout_s: float = 5.0) -> list[int]:
                 pass
         time.sleep(0.01)
 
-
-def sanitize(text: str, limit: int = OUTPUT_TAIL) -> str:
-    """Printable text only: no escape sequences, carriage returns or other control characters."""
-    out = "".join(ch if ch in "\n\t" or (ch.isprintable() and ch != "\x7f") else "?" for ch in text)
-    return out[-limit:]

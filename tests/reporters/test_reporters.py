@@ -1,0 +1,118 @@
+"""Reporters render one result model: JUnit valid against the schema, markdown and terminal readable."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import xmlschema
+
+from grader.reporters.jsonfile import JsonReporter
+from grader.reporters.junit import JUnitReporter
+from grader.reporters.markdown import MarkdownReporter
+from grader.reporters.terminal import TerminalReporter
+from grader.results import CheckResult, Environment, GradeResult, Mismatch, SandboxInfo, Status
+
+SCHEMA = xmlschema.XMLSchema(str(Path(__file__).resolve().parent.parent / "data" / "junit.xsd"))
+
+
+def check(cid: str, status: Status, message: str = "", **kw) -> CheckResult:
+    score = 1.0 if status is Status.passed else 0.0
+    return CheckResult(
+        id=cid, title=f"title of {cid}", function="route", kind="oracle", status=status,
+        score=score, max_score=1.0, message=message or status.value, **kw,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def result() -> GradeResult:
+    return GradeResult(
+        exercise="lab-01-moe-routing",
+        submission="alice <&> | pipes.py",
+        submission_sha256="ab" * 32,
+        score=1.0,
+        max_score=4.0,
+        checks=[
+            check("a-passes", Status.passed),
+            check(
+                "b-fails",
+                Status.failed,
+                "case 2 of 5: out: 3 of 9 value(s) differ | with a pipe",
+                mismatches=[Mismatch(where="out[0, 1]", expected="1", got="2")],
+                hint="look at the relu",
+            ),
+            check("c-errors", Status.error, "route raised ValueError: bad <input> & \x1b[31m"),
+            check("d-skips", Status.skipped, "needs a CUDA GPU"),
+        ],
+        environment=Environment(grader="0.1.0", python="3.11"),
+        sandbox=SandboxInfo(mode="bubblewrap"),
+        seed=7,
+    )
+
+
+def test_junit_is_schema_valid_with_messages(result: GradeResult, tmp_path: Path) -> None:
+    path = JUnitReporter().write(result, tmp_path)
+    assert path is not None
+    SCHEMA.validate(str(path))
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "lab-01-moe-routing"
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props["score"] == "1" and props["max_score"] == "4" and props["sandbox"] == "bubblewrap"
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert all(c.get("classname") == "lab-01-moe-routing" for c in cases.values())
+    failure = cases["b-fails"].find("failure")
+    assert failure is not None and failure.get("message", "").startswith("case 2 of 5")
+    assert "out[0, 1]: expected 1, got 2" in (failure.text or "") and "hint: look at the relu" in (failure.text or "")
+    error = cases["c-errors"].find("error")
+    assert error is not None and "ValueError" in error.get("message", "")
+    assert cases["d-skips"].find("skipped") is not None
+    assert cases["a-passes"].find("failure") is None and cases["a-passes"].find("error") is None
+
+
+def test_junit_for_ungradable_result_still_valid(result: GradeResult, tmp_path: Path) -> None:
+    result.gradable = False
+    result.error = "the reference failed"
+    path = JUnitReporter().write(result, tmp_path)
+    SCHEMA.validate(str(path))
+    assert "the reference failed" in path.read_text()
+
+
+def test_result_json_round_trips(result: GradeResult, tmp_path: Path) -> None:
+    path = JsonReporter().write(result, tmp_path)
+    data = json.loads(path.read_text())
+    assert GradeResult.model_validate(data) == result
+    assert data["checks"][1]["status"] == "failed" and data["sandbox"]["mode"] == "bubblewrap"
+
+
+def test_markdown_scorecard(result: GradeResult) -> None:
+    text = MarkdownReporter().render(result)
+    assert text.startswith("# lab-01-moe-routing: 1 / 4 (25%)")
+    table = next(b for b in text.split("\n\n") if b.startswith("| | Check |")).splitlines()
+    assert table[0] == "| | Check | Function | Score | Result |" and len(table) == 6  # header, rule, 4 checks
+    assert "\\|" in text  # pipes in messages are escaped inside tables
+    assert "## ❌ `b-fails`: failed" in text and "| `out[0, 1]` | 1 | 2 |" in text
+    assert "**What to look at:** look at the relu" in text
+    assert "## ⏭️ `d-skips`: skipped" in text
+    assert "## ✅ `a-passes`" not in text  # passed checks get no section
+    assert "<input>" not in text.split("## 💥")[0]  # table cells are escaped
+    assert "\x1b" not in text
+
+
+def test_markdown_shows_degraded_sandbox(result: GradeResult) -> None:
+    result.sandbox = SandboxInfo(mode="process", degraded=True, warnings=["DEGRADED ISOLATION: plain process"])
+    assert "> ⚠️ DEGRADED ISOLATION: plain process" in MarkdownReporter().render(result)
+
+
+def test_terminal_scorecard(result: GradeResult) -> None:
+    text = TerminalReporter(color=False).render(result, Path("reports/x"))
+    lines = text.splitlines()
+    assert lines[0] == "grader 0.1.0 · lab-01-moe-routing · alice <&> | pipes.py"
+    assert any(line.strip().startswith("FAIL  b-fails") and "case 2 of 5" in line for line in lines)
+    assert any(line.strip().startswith("PASS  a-passes") for line in lines)
+    assert "Score: 1 / 4 (25%)" in text and "1 passed · 1 failed · 1 error · 1 skipped" in text
+    assert "Next: b-fails: look at the relu" in text
+    assert "\x1b" not in text  # the submission's escape sequence is neutralised
+    colored = TerminalReporter(color=True).render(result)
+    assert "\x1b[32mPASS" in colored

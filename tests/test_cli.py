@@ -1,0 +1,176 @@
+"""The command line as a user meets it: exit codes, files written, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from support import LAB01, ROOT, run_grader_process
+
+RESULT_FIELDS = {
+    "exercise", "submission", "submission_sha256", "score", "max_score", "gradable", "checks", "environment", "sandbox",
+}  # fmt: skip
+CHECK_FIELDS = {"id", "title", "function", "kind", "status", "score", "max_score", "message", "visibility", "duration_s"}
+
+
+def test_submit_solution_full_marks_and_files(run_cli, tmp_path: Path) -> None:
+    code, out, err = run_cli("submit", LAB01 / "solution.py", "--out", tmp_path)
+    assert code == 0, err
+    assert "Score: 10 / 10 (100%)" in out
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert RESULT_FIELDS <= set(result)
+    assert result["score"] == result["max_score"] == 10 and result["gradable"] is True
+    for check in result["checks"]:
+        assert CHECK_FIELDS <= set(check)
+        assert check["status"] == "passed"
+    assert {"grader", "python", "numpy", "torch", "triton", "gpu"} <= set(result["environment"])
+    assert {"mode", "warnings"} <= set(result["sandbox"])
+    assert (tmp_path / "scorecard.md").read_text().startswith("# lab-01-moe-routing: 10 / 10 (100%)")
+    assert "<testsuite" in (tmp_path / "junit.xml").read_text()
+
+
+def test_submit_starter_scores_zero_without_traceback(run_cli, tmp_path: Path) -> None:
+    code, out, err = run_cli("submit", LAB01 / "starter.py", "--out", tmp_path)
+    assert code == 0
+    assert "Traceback" not in out + err
+    assert "Score: 0 / 10 (0%)" in out
+    assert "route is not implemented yet" in out
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["score"] == 0 and {c["status"] for c in result["checks"]} == {"error"}
+
+
+def test_default_report_folder(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = run_cli("submit", LAB01 / "starter.py")
+    assert code == 0
+    assert (tmp_path / "reports" / "lab-01-moe-routing" / "starter" / "result.json").is_file()
+
+
+def test_fail_under(run_cli, tmp_path: Path) -> None:
+    assert run_cli("submit", LAB01 / "starter.py", "--out", tmp_path, "--fail-under", "50")[0] == 1
+    assert run_cli("submit", LAB01 / "solution.py", "--out", tmp_path, "--fail-under", "100")[0] == 0
+
+
+def test_lab_found_from_the_functions_the_file_defines(run_cli, tmp_path: Path) -> None:
+    source = (LAB01 / "solution.py").read_text().replace('EXERCISE = "lab-01-moe-routing"', "")
+    path = tmp_path / "mine.py"
+    path.write_text(source)
+    code, out, _ = run_cli("submit", path, "--out", tmp_path / "out", "-q")
+    assert code == 0 and out.startswith("lab-01-moe-routing mine.py: 10/10")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "no/such/file.py"], "no/such/file.py: no such file"),
+        (["submit", str(LAB01 / "solution.py"), "--exercise", "lab-99"], "unknown exercise 'lab-99'"),
+        (["submit", str(LAB01 / "solution.py"), "--fail-under", "150"], "must be between 0 and 100"),
+        (["submit", str(LAB01 / "solution.py"), "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["submit", str(LAB01)], "is not a regular file"),
+        (["selftest", "lab-77"], "unknown exercise 'lab-77'"),
+        (["validate", "no/such/manifest.toml"], "no/such/manifest.toml: no such file or folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(run_cli, args: list[str], message: str) -> None:
+    code, out, err = run_cli(*args)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+def test_file_for_no_lab(run_cli, tmp_path: Path) -> None:
+    path = tmp_path / "other.py"
+    path.write_text("def unrelated():\n    pass\n")
+    code, _, err = run_cli("submit", path)
+    assert code == 2 and "cannot tell which lab this file is for" in err and "--exercise" in err
+
+
+def test_ambiguous_prefix(run_cli, make_lab, lab01: Path) -> None:
+    lab = make_lab()
+    other = lab.parent / "lab-01-other"
+    other.mkdir()
+    (other / "manifest.toml").write_text((lab / "manifest.toml").read_text())
+    code, _, err = run_cli("submit", lab01 / "solution.py", "--exercise", "lab-01")
+    assert code == 2 and "ambiguous" in err and "lab-01-moe-routing" in err and "lab-01-other" in err
+
+
+def test_symlinked_submission_is_refused(run_cli, tmp_path: Path) -> None:
+    link = tmp_path / "link.py"
+    link.symlink_to(LAB01 / "solution.py")
+    code, _, err = run_cli("submit", link)
+    assert code == 2 and "symbolic link" in err
+
+
+def test_invalid_manifest_exit_2(run_cli, make_lab) -> None:
+    make_lab(edit=lambda t: t.replace("min_speedup = 4.0", "min_speedup = -1"))
+    code, _, err = run_cli("submit", LAB01 / "solution.py", "--exercise", "lab-01")
+    assert code == 2
+    assert "checks.grouped-is-faster.min_speedup: expected a number > 1, received -1" in err
+
+
+def test_validate_lists_every_error(run_cli, make_lab) -> None:
+    lab = make_lab(edit=lambda t: t.replace("points = 2\ncases", "points = -2\ncases").replace("rtol = 1e-4", "rtol = []"))
+    code, out, err = run_cli("validate", lab)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert any("tolerances.default.rtol: expected a number, received []" in line for line in lines)
+    assert any("checks.route-matches-reference.points: expected a number >= 0, received -2" in line for line in lines)
+    assert lines[-1].startswith("grader: error:") and "problem(s)" in lines[-1]
+
+
+def test_validate_ok_and_schema(run_cli) -> None:
+    code, out, _ = run_cli("validate")
+    assert code == 0 and "lab-01-moe-routing/manifest.toml: ok" in out
+    code, out, _ = run_cli("validate", "--schema")
+    assert code == 0 and json.loads(out)["title"] == "grader lab manifest"
+
+
+def test_list_shows_functions_points_and_hardware(run_cli) -> None:
+    code, out, _ = run_cli("list")
+    assert code == 0
+    assert "lab-01-moe-routing" in out and "[cpu]" in out and "10 points" in out
+    assert "moe_forward_grouped(x, w_gate, w1s, w2s, k)  3 pts" in out
+
+
+def test_infrastructure_failure_writes_ungradable_result_exit_3(run_cli, make_lab, tmp_path: Path) -> None:
+    broken = (LAB01 / "solution.py").read_text().replace(
+        "    return np.maximum(x @ w1, 0.0) @ w2", "    raise RuntimeError('reference broke')"
+    )
+    make_lab(files={"solution.py": broken})
+    code, out, err = run_cli("submit", LAB01 / "solution.py", "--exercise", "lab-01", "--out", tmp_path)
+    assert code == 3
+    assert "not gradable" in err and "reference broke" in err
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["gradable"] is False and "reference broke" in result["error"]
+
+
+def test_official_grading_refuses_degraded_isolation(run_cli, tmp_path: Path) -> None:
+    code, out, err = run_cli(
+        "submit", LAB01 / "solution.py", "--official", "--sandbox", "process", "--out", tmp_path
+    )
+    assert code == 3
+    assert "official grading needs bubblewrap isolation" in err
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["gradable"] is False
+
+
+def test_degraded_local_grading_warns_loudly(run_cli, tmp_path: Path) -> None:
+    code, out, err = run_cli("submit", LAB01 / "solution.py", "--sandbox", "process", "--out", tmp_path)
+    assert code == 0
+    assert "DEGRADED ISOLATION" in out
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["sandbox"]["degraded"] is True
+    assert any("DEGRADED" in w for w in result["sandbox"]["warnings"])
+
+
+def test_real_process_exit_codes(tmp_path: Path) -> None:
+    """The installed entry point, as an LMS runs it: its own process, no traceback."""
+    env = dict(os.environ, NO_COLOR="1")
+    done = run_grader_process("submit", str(LAB01 / "starter.py"), "--out", str(tmp_path), cwd=ROOT, env=env)
+    assert done.returncode == 0 and "Score: 0 / 10" in done.stdout
+    done = run_grader_process("submit", str(tmp_path / "missing.py"), cwd=ROOT, env=env)
+    assert done.returncode == 2 and done.stderr.strip() == f"grader: error: {tmp_path / 'missing.py'}: no such file"

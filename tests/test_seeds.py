@@ -1,0 +1,58 @@
+"""Seeds: local runs are reproducible; a secret part defeats outputs hard-coded for public seeds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grader.lab import Lab
+from grader.manifest import load_manifest
+from grader.plugins import default as default_plugins
+from grader.sandbox.launchers import probe
+from grader.seeds import Seeds
+from grader.session import Grader
+from support import LAB01
+
+CHEAT = '''
+import hashlib, json
+import numpy as np
+
+ANSWERS = json.loads({table!r})
+
+
+def route(x, w_gate, k):
+    ids, weights = ANSWERS[hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()]
+    return np.array(ids, dtype=np.int64).reshape(x.shape[0], k), np.array(weights).reshape(x.shape[0], k)
+'''
+
+
+def test_same_seed_same_inputs_and_different_seed_different_inputs() -> None:
+    assert np.array_equal(Seeds(5).rng("a", 1).random(4), Seeds(5).rng("a", 1).random(4))
+    assert not np.array_equal(Seeds(5).rng("a", 1).random(4), Seeds(6).rng("a", 1).random(4))
+    assert not np.array_equal(Seeds(5).rng("a", 1).random(4), Seeds(5, "s").rng("a", 1).random(4))
+
+
+def test_secret_seed_defeats_hard_coded_public_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = load_manifest(LAB01, default_plugins().checkers())
+    lab = Lab(manifest)
+    public = Seeds(123)
+    table = {}
+    for check_id in ("route-matches-reference", "route-weights-are-a-distribution"):
+        for case in lab.cases("route", public, check_id):
+            out = lab.call_solution("route", case.inputs)
+            key = hashlib.sha256(np.ascontiguousarray(case.inputs["x"]).tobytes()).hexdigest()
+            table[key] = [out["topk_ids"].tolist(), out["topk_weights"].tolist()]
+    cheat = tmp_path / "cheat.py"
+    cheat.write_text(CHEAT.format(table=json.dumps(table)))
+
+    def route_statuses(seeds: Seeds) -> set[str]:
+        result = Grader(Lab(manifest), default_plugins(), probe(), seeds).grade(cheat)
+        return {c.status.value for c in result.checks if c.function == "route"}
+
+    assert route_statuses(Seeds(123)) == {"passed"}  # the cheat works against the public seed...
+    monkeypatch.setenv("GRADER_SECRET_SEED", "only-the-course-staff-know")
+    assert route_statuses(Seeds.from_env(123)) == {"error"}  # ...and not once a secret is mixed in
