@@ -212,6 +212,7 @@ class Submission:
         self.slot = slot
         self.torch_device = torch_device
         self.filename = filename
+        self.source = source
         self._dir = Path(tempfile.mkdtemp(prefix="grader-sub-"))
         os.chmod(self._dir, 0o755)
         self._path = self._dir / _safe_name(filename)

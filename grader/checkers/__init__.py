@@ -6,6 +6,7 @@ from grader.checkers.base import Checker, CheckContext, Verdict
 from grader.checkers.conservation import ConservationChecker
 from grader.checkers.oracle import OracleChecker
 from grader.checkers.property import PropertyChecker
+from grader.checkers.rule import RuleChecker
 from grader.checkers.speedup import CpuSpeedupChecker
 from grader.hookspecs import hookimpl
 
@@ -14,6 +15,7 @@ BUILTIN_CHECKERS: tuple[type[Checker], ...] = (
     ConservationChecker,
     PropertyChecker,
     CpuSpeedupChecker,
+    RuleChecker,
 )
 
 __all__ = ["BUILTIN_CHECKERS", "CheckContext", "Checker", "Verdict"]

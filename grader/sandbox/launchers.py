@@ -128,6 +128,8 @@ class Launcher:
         for name in ("ld.so.cache", "passwd", "group", "nsswitch.conf", "localtime"):
             if os.path.exists(f"/etc/{name}"):
                 argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        # The private /tmp comes before the interpreter's binds: a venv under /tmp must stay visible.
+        argv += ["--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp"]
         made: set[str] = {"/", "/usr", "/etc", "/tmp"}
         for root in _python_roots(python):
             argv += _parents(root, made)
@@ -139,7 +141,6 @@ class Launcher:
             for dev in sorted(glob.glob("/dev/nvidia*")):
                 argv += ["--dev-bind", dev, dev]
         argv += ["--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/dev/shm"]
-        argv += ["--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp"]
         argv += ["--chdir", "/tmp", "--seccomp", str(bpf_r)]
         if os.geteuid() == 0:
             argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
