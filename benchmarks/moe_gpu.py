@@ -1,0 +1,287 @@
+"""lab-05 on the GPU, in one call: check, (optionally) tune, and time the reference fused MoE.
+
+For Mixtral-like (E=8, k=2, H=4096, I=14336) and DeepSeek-V3-like (E=256, k=8, H=7168, I=2048)
+experts at 1, 8, 64, 512 and 4096 tokens, bf16:
+
+* checks the reference solution, a naive per-expert torch loop and torch._grouped_mm against a
+  float32 oracle (relative Frobenius error);
+* with --tune, sweeps tile configurations per cell (GEMM 1, then GEMM 2) and prints the
+  CONFIGS table for solution.py;
+* times every method as the median of triton.testing.do_bench (L2 flushed before each run),
+  as CUDA-graph replays where the method allows, and prints us, TFLOP/s, GB/s and % of the
+  roofline floor per cell.
+
+Floor per cell: max(FLOPs / 798 TFLOP/s, bytes / 3.0 TB/s), the dense bf16 rate and copy
+bandwidth measured on the H100s of this project; bytes = the weights of the experts the
+routing actually touches + x read + out written.
+
+    python benchmarks/moe_gpu.py [--tune] [--models mixtral,deepseek_v3] [--tokens 1,8,64,512,4096] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.testing
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTION = ROOT / "exercises" / "phase-07-gemm-and-moe-kernels" / "lab-05-fused-moe-kernel" / "solution.py"
+PEAK_FLOPS = 798e12
+PEAK_BYTES = 3.0e12
+MODELS = {"mixtral": (8, 2, 4096, 14336), "deepseek_v3": (256, 8, 7168, 2048)}
+
+
+def load_solution():
+    spec = importlib.util.spec_from_file_location("lab05_solution", SOLUTION)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_inputs(E, k, H, I, T, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(T, H, device="cuda", dtype=torch.bfloat16, generator=g)
+    logits = torch.randn(T, E, device="cuda", generator=g)
+    weights, ids = torch.topk(torch.softmax(logits, -1), k)
+    weights = (weights / weights.sum(-1, keepdim=True)).float()
+    return x, weights, ids.to(torch.int32)
+
+
+def make_weights(E, H, I, seed=1):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    w1 = torch.randn(E, 2 * I, H, device="cuda", dtype=torch.bfloat16, generator=g) * H**-0.5
+    w2 = torch.randn(E, H, I, device="cuda", dtype=torch.bfloat16, generator=g) * I**-0.5
+    return w1, w2
+
+
+def oracle(x, w1, w2, weights, ids):
+    """float32 reference, one expert at a time (never the whole weight tensor in float32)."""
+    T, H = x.shape
+    I = w2.shape[2]
+    out = torch.zeros(T, H, device=x.device, dtype=torch.float32)
+    for e in torch.unique(ids).tolist():
+        tok, slot = (ids == e).nonzero(as_tuple=True)
+        xe = x[tok].float()
+        gate_up = xe @ w1[e].float().T
+        h = F.silu(gate_up[:, :I]) * gate_up[:, I:]
+        out.index_add_(0, tok, (h @ w2[e].float().T) * weights[tok, slot, None])
+    return out
+
+
+def naive(x, w1, w2, weights, ids):
+    """Per-expert torch loop (index_select, matmul, index_add), as a first attempt would be."""
+    I = w2.shape[2]
+    out = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+    for e in range(w1.shape[0]):
+        tok, slot = (ids == e).nonzero(as_tuple=True)
+        if tok.numel() == 0:
+            continue
+        gate_up = x.index_select(0, tok) @ w1[e].T
+        h = F.silu(gate_up[:, :I]) * gate_up[:, I:]
+        out.index_add_(0, tok, (h @ w2[e].T).float() * weights[tok, slot, None])
+    return out.to(x.dtype)
+
+
+def grouped_mm(x, w1, w2, weights, ids):
+    """torch._grouped_mm (CUTLASS grouped GEMM on sm90) with torch glue for permute and combine."""
+    E = w1.shape[0]
+    k = ids.shape[1]
+    I = w2.shape[2]
+    flat = ids.reshape(-1)
+    order = torch.argsort(flat)
+    counts = torch.zeros(E, dtype=torch.int64, device=x.device).scatter_add_(0, flat.long(), torch.ones_like(flat, dtype=torch.int64))
+    offs = torch.cumsum(counts, 0).to(torch.int32)
+    tok = order // k
+    xs = x.index_select(0, tok)
+    gate_up = torch._grouped_mm(xs, w1.transpose(-2, -1), offs=offs)
+    h = F.silu(gate_up[:, :I]) * gate_up[:, I:]
+    y = torch._grouped_mm(h, w2.transpose(-2, -1), offs=offs)
+    out = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+    out.index_add_(0, tok, y.float() * weights.reshape(-1)[order, None])
+    return out.to(x.dtype)
+
+
+def floor_us(E, k, H, I, T, ids):
+    touched = torch.unique(ids).numel()
+    flops = 6.0 * T * k * H * I
+    nbytes = touched * 3.0 * H * I * 2 + 2.0 * T * H * 2
+    return max(flops / PEAK_FLOPS, nbytes / PEAK_BYTES) * 1e6, flops, nbytes, touched
+
+
+def bench(fn, graph: bool, rep_ms: int) -> tuple[float, float, bool]:
+    """Median and IQR in microseconds of do_bench (L2 flushed before each run); graph replays if possible."""
+    fn()
+    torch.cuda.synchronize()
+    target = fn
+    used_graph = False
+    if graph:
+        try:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                fn()
+            torch.cuda.current_stream().wait_stream(stream)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                fn()
+            target = g.replay
+            used_graph = True
+        except Exception as exc:  # not capturable (host syncs): time eagerly and say so
+            print(f"    (no CUDA graph: {type(exc).__name__}: {str(exc)[:80]})", flush=True)
+            torch.cuda.synchronize()
+    times = triton.testing.do_bench(target, warmup=max(rep_ms // 4, 5), rep=rep_ms, return_mode="all")
+    q = statistics.quantiles(times, n=4) if len(times) >= 4 else [min(times), statistics.median(times), max(times)]
+    return statistics.median(times) * 1e3, (q[2] - q[0]) * 1e3, used_graph
+
+
+def rel_err(out, ref):
+    return ((out.float() - ref).norm() / ref.norm()).item()
+
+
+DECODE_1 = [(16, 64, 128, 4, 4), (16, 64, 256, 4, 4), (16, 128, 128, 4, 4), (16, 128, 128, 8, 4), (16, 64, 128, 4, 5),
+            (16, 32, 256, 4, 4), (16, 128, 256, 8, 3), (16, 64, 64, 4, 5), (32, 64, 128, 4, 4), (32, 128, 128, 8, 4)]
+DECODE_2 = [(64, 128, 4, 4, 1), (64, 128, 4, 4, 2), (64, 128, 4, 4, 4), (128, 128, 4, 4, 2), (64, 256, 4, 4, 2),
+            (32, 128, 4, 4, 4), (64, 128, 4, 4, 8), (128, 128, 8, 4, 4), (64, 256, 4, 3, 4), (128, 64, 4, 5, 2)]
+PREFILL_1 = [(64, 128, 64, 4, 3), (64, 128, 64, 4, 4), (128, 128, 64, 8, 3), (128, 128, 64, 4, 3), (64, 256, 64, 8, 3),
+             (128, 128, 64, 8, 4), (128, 64, 64, 4, 4), (64, 64, 64, 4, 4), (128, 128, 32, 8, 4)]
+PREFILL_2 = [(128, 64, 4, 3, 1), (128, 64, 4, 4, 1), (256, 64, 8, 3, 1), (128, 64, 8, 3, 1), (64, 64, 4, 4, 1),
+             (128, 128, 8, 3, 1), (256, 64, 8, 4, 1), (128, 32, 4, 4, 1)]
+
+
+def gemm1_candidates(T, E, k):
+    """Curated tile configs (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages) per regime."""
+    per_expert = T * k / E
+    if per_expert <= 48:
+        return [(bm, bn, bk, 1, w, s) for bm, bn, bk, w, s in DECODE_1]
+    return [(bm, bn, bk, g, w, s) for bm, bn, bk, w, s in PREFILL_1 for g in (8,)] + [
+        (bm, bn, bk, 16, w, s) for bm, bn, bk, w, s in PREFILL_1[:3]
+    ]
+
+
+def gemm2_candidates(bm, T):
+    if bm <= 32:
+        return [(bm, bn, bk, 1, w, s, split) for bn, bk, w, s, split in DECODE_2]
+    return [(bm, bn, bk, 8, w, s, split) for bn, bk, w, s, split in PREFILL_2]
+
+
+def tune_cell(S, x, w1, w2, weights, ids, rep_ms, budget_s):
+    E, H, I = w1.shape[0], w1.shape[2], w2.shape[2]
+    T = x.shape[0]
+    start = time.time()
+    best = None
+    base1, base2 = S.pick_config(T, E, H, I)
+    results = []
+    for c1 in gemm1_candidates(T, E, ids.shape[1]):
+        if time.time() - start > budget_s / 2:
+            break
+        c2 = (c1[0],) + tuple(base2[1:])
+        try:
+            t, _, _ = bench(lambda: S.fused_moe(x, w1, w2, weights, ids, config=(c1, c2)), True, rep_ms)
+        except Exception as exc:
+            print(f"    gemm1 {c1}: {type(exc).__name__}", flush=True)
+            continue
+        results.append((t, c1))
+    results.sort()
+    best1 = results[0][1] if results else base1
+    results2 = []
+    for c2 in gemm2_candidates(best1[0], T):
+        if time.time() - start > budget_s:
+            break
+        try:
+            t, _, _ = bench(lambda: S.fused_moe(x, w1, w2, weights, ids, config=(best1, c2)), True, rep_ms)
+        except Exception as exc:
+            print(f"    gemm2 {c2}: {type(exc).__name__}", flush=True)
+            continue
+        results2.append((t, c2))
+    results2.sort()
+    best2 = results2[0][1] if results2 else (best1[0],) + tuple(base2[1:])
+    out = S.fused_moe(x, w1, w2, weights, ids, config=(best1, best2))
+    return best1, best2, rel_err(out, oracle(x, w1, w2, weights, ids)), len(results) + len(results2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tune", action="store_true")
+    parser.add_argument("--models", default="mixtral,deepseek_v3")
+    parser.add_argument("--tokens", default="1,8,64,512,4096")
+    parser.add_argument("--rep-ms", type=int, default=200)
+    parser.add_argument("--tune-budget-s", type=float, default=40)
+    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = parser.parse_args()
+    S = load_solution()
+    props = torch.cuda.get_device_properties(0)
+    header = {
+        "device": torch.cuda.get_device_name(0),
+        "sms": props.multi_processor_count,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+    }
+    print(json.dumps(header), flush=True)
+    rows, tuned = [], {}
+    out_dir = Path(args.out)
+    for model in args.models.split(","):
+        E, k, H, I = MODELS[model]
+        w1, w2 = make_weights(E, H, I)
+        for T in [int(t) for t in args.tokens.split(",")]:
+            x, weights, ids = make_inputs(E, k, H, I, T, seed=T)
+            floor, flops, nbytes, touched = floor_us(E, k, H, I, T, ids)
+            ref = oracle(x, w1, w2, weights, ids)
+            if args.tune:
+                c1, c2, err, n = tune_cell(S, x, w1, w2, weights, ids, max(args.rep_ms // 8, 10), args.tune_budget_s)
+                tuned.setdefault(f"{E},{H},{I}", []).append([T, list(c1), list(c2)])
+                print(f"  tuned {model} T={T}: {c1} {c2} err {err:.1e} ({n} configs)", flush=True)
+                config = (c1, c2)
+            else:
+                config = None
+            methods = {"reference": (lambda: S.fused_moe(x, w1, w2, weights, ids, config=config), True)}
+            if not args.skip_peers:
+                methods["naive"] = (lambda: naive(x, w1, w2, weights, ids), False)
+                methods["grouped_mm"] = (lambda: grouped_mm(x, w1, w2, weights, ids), True)
+            for name, (fn, graph) in methods.items():
+                try:
+                    err = rel_err(fn(), ref)
+                    us, iqr, used_graph = bench(fn, graph, args.rep_ms)
+                except Exception as exc:
+                    print(f"  {model} T={T} {name}: FAILED {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+                    continue
+                row = {
+                    "model": model, "tokens": T, "method": name, "us": round(us, 1), "iqr_us": round(iqr, 1),
+                    "graph": used_graph, "rel_err": err, "floor_us": round(floor, 1), "touched": touched,
+                    "tflops": round(flops / us / 1e6, 1), "gbps": round(nbytes / us / 1e3, 1),
+                    "pct_floor": round(100 * floor / us, 1),
+                    "bound": "compute" if flops / PEAK_FLOPS > nbytes / PEAK_BYTES else "memory",
+                }
+                rows.append(row)
+                print(
+                    f"  {model:12s} T={T:5d} {name:11s} {us:9.1f} us (iqr {iqr:6.1f}) {row['tflops']:6.1f} TFLOP/s "
+                    f"{row['gbps']:7.1f} GB/s {row['pct_floor']:5.1f}% of floor  err {err:.1e}",
+                    flush=True,
+                )
+            (out_dir / "moe_gpu.json").write_text(json.dumps({"header": header, "rows": rows, "tuned": tuned}, indent=1))
+            del x, weights, ids, ref
+        del w1, w2
+        torch.cuda.empty_cache()
+    if tuned:
+        print("CONFIGS =", json.dumps(tuned), flush=True)
+    print("\n| model | tokens | floor us | bound | method | us | TFLOP/s | GB/s | % of floor | rel err |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['tokens']} | {r['floor_us']} | {r['bound']} | {r['method']} | {r['us']} | "
+            f"{r['tflops']} | {r['gbps']} | {r['pct_floor']} | {r['rel_err']:.1e} |"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
