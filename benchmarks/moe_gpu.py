@@ -148,30 +148,40 @@ def rel_err(out, ref):
     return ((out.float() - ref).norm() / ref.norm()).item()
 
 
-DECODE_1 = [(16, 64, 128, 4, 4), (16, 64, 256, 4, 4), (16, 128, 128, 4, 4), (16, 128, 128, 8, 4), (16, 64, 128, 4, 5),
-            (16, 32, 256, 4, 4), (16, 128, 256, 8, 3), (16, 64, 64, 4, 5), (32, 64, 128, 4, 4), (32, 128, 128, 8, 4)]
-DECODE_2 = [(64, 128, 4, 4, 1), (64, 128, 4, 4, 2), (64, 128, 4, 4, 4), (128, 128, 4, 4, 2), (64, 256, 4, 4, 2),
-            (32, 128, 4, 4, 4), (64, 128, 4, 4, 8), (128, 128, 8, 4, 4), (64, 256, 4, 3, 4), (128, 64, 4, 5, 2)]
-PREFILL_1 = [(64, 128, 64, 4, 3), (64, 128, 64, 4, 4), (128, 128, 64, 8, 3), (128, 128, 64, 4, 3), (64, 256, 64, 8, 3),
-             (128, 128, 64, 8, 4), (128, 64, 64, 4, 4), (64, 64, 64, 4, 4), (128, 128, 32, 8, 4)]
-PREFILL_2 = [(128, 64, 4, 3, 1), (128, 64, 4, 4, 1), (256, 64, 8, 3, 1), (128, 64, 8, 3, 1), (64, 64, 4, 4, 1),
-             (128, 128, 8, 3, 1), (256, 64, 8, 4, 1), (128, 32, 4, 4, 1)]
+# Curated candidates. GEMM 1: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages, INTERLEAVE, PERSISTENT);
+# GEMM 2: (BLOCK_N, BLOCK_K, warps, stages, SPLIT_K, PERSISTENT). BLOCK_M and GROUP_M are set per regime.
+DECODE_1 = [
+    (16, 32, 256, 4, 4, 0, 0), (16, 64, 128, 4, 4, 0, 0), (16, 64, 256, 4, 4, 0, 0), (16, 32, 128, 4, 5, 0, 0),
+    (16, 32, 256, 4, 4, 1, 0), (16, 64, 128, 4, 4, 1, 0), (16, 32, 128, 4, 5, 1, 0), (32, 64, 128, 4, 4, 0, 0),
+    (32, 32, 256, 4, 4, 1, 0), (16, 128, 128, 8, 4, 0, 0),
+]
+DECODE_2 = [
+    (64, 128, 4, 4, 1, 0), (64, 128, 4, 4, 2, 0), (64, 128, 4, 4, 4, 0), (128, 128, 8, 4, 4, 0), (64, 256, 4, 4, 2, 0),
+    (32, 128, 4, 4, 4, 0), (32, 256, 4, 4, 2, 0), (128, 128, 4, 4, 2, 0), (64, 128, 4, 5, 2, 0),
+]
+PREFILL_1 = [
+    (128, 64, 64, 8, 4, 1, 0), (128, 128, 64, 8, 3, 1, 0), (128, 128, 64, 8, 4, 1, 0), (64, 128, 64, 4, 4, 1, 0),
+    (128, 64, 64, 8, 4, 1, 1), (128, 128, 64, 8, 3, 1, 1), (128, 128, 64, 8, 4, 0, 0), (64, 256, 64, 8, 3, 0, 0),
+    (128, 64, 128, 8, 3, 1, 0), (64, 64, 128, 4, 4, 1, 0), (128, 128, 64, 8, 4, 0, 1), (256, 64, 64, 8, 3, 1, 0),
+]
+PREFILL_2 = [
+    (128, 64, 8, 3, 1, 0), (256, 64, 8, 3, 1, 0), (256, 64, 8, 4, 1, 0), (128, 64, 4, 4, 1, 0), (128, 128, 8, 3, 1, 0),
+    (256, 64, 8, 3, 1, 1), (128, 64, 8, 4, 1, 1), (64, 128, 4, 4, 1, 0), (128, 64, 8, 4, 2, 0), (256, 64, 8, 3, 2, 0),
+]
 
 
 def gemm1_candidates(T, E, k):
-    """Curated tile configs (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages) per regime."""
     per_expert = T * k / E
     if per_expert <= 48:
-        return [(bm, bn, bk, 1, w, s) for bm, bn, bk, w, s in DECODE_1]
-    return [(bm, bn, bk, g, w, s) for bm, bn, bk, w, s in PREFILL_1 for g in (8,)] + [
-        (bm, bn, bk, 16, w, s) for bm, bn, bk, w, s in PREFILL_1[:3]
-    ]
+        return [(bm, bn, bk, 1, w, s, il, p) for bm, bn, bk, w, s, il, p in DECODE_1]
+    out = [(bm, bn, bk, 8, w, s, il, p) for bm, bn, bk, w, s, il, p in PREFILL_1]
+    return out + [(bm, bn, bk, g, w, s, il, p) for bm, bn, bk, w, s, il, p in PREFILL_1[:3] for g in (16, 32)]
 
 
 def gemm2_candidates(bm, T):
     if bm <= 32:
-        return [(bm, bn, bk, 1, w, s, split) for bn, bk, w, s, split in DECODE_2]
-    return [(bm, bn, bk, 8, w, s, split) for bn, bk, w, s, split in PREFILL_2]
+        return [(bm, bn, bk, 1, w, s, split, p) for bn, bk, w, s, split, p in DECODE_2]
+    return [(bm, bn, bk, g, w, s, split, p) for bn, bk, w, s, split, p in PREFILL_2 for g in (8,)]
 
 
 def tune_cell(S, x, w1, w2, weights, ids, rep_ms, budget_s):

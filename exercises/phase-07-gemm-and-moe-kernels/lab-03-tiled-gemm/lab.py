@@ -116,7 +116,7 @@ def tiled_product_is_exact(probe, rng: np.random.Generator, random: int = 8) -> 
         got = probe.submission("tiled_matmul", inputs, {"M": M, "N": N})["c"]
         result = compare("c", inputs["a"] @ inputs["b"], got, Tolerance(rtol=0.0, atol=0.0))
         if not result.ok:
-            return f"{_label(*shape)}: {result.message} (inputs are half-integers, so the exact product is exact)"
+            return f"{_label(*shape)}: {result.message} (the inputs are half-integers: a @ b has no rounding error in any summation order)"
     return None
 
 

@@ -168,47 +168,78 @@ def _gemm1_swiglu_kernel(
     stride_xm, stride_we, stride_wn, stride_hm,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
+    INTERLEAVE: tl.constexpr, PERSISTENT: tl.constexpr,
 ):  # fmt: skip
-    """h[sorted row, n] = silu(x[token] @ gate[e, n]) * (x[token] @ up[e, n]) for one tile."""
+    """h[sorted row, n] = silu(x[token] @ gate[e, n]) * (x[token] @ up[e, n]), tile by tile.
+
+    BLOCK_N counts output columns of h. INTERLEAVE loads the gate rows and the up rows of those
+    columns as one (BLOCK_K, 2*BLOCK_N) tile, so one MMA with one accumulator does both, and
+    splits the accumulator in the epilogue. PERSISTENT makes each program loop over tiles."""
     num_pid_n = tl.cdiv(N, BLOCK_N)
-    pid_m, pid_n = _tile_ids(tl.program_id(0), num_pid_m, num_pid_n, GROUP_M)
-    if pid_m * BLOCK_M >= tl.load(total_ptr):
-        return
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    slots = tl.load(sorted_ids_ptr + offs_m)
-    valid = slots < numel
-    tokens = tl.where(valid, slots // top_k, 0).to(tl.int64)
-    expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = x_ptr + tokens[:, None] * stride_xm + offs_k[None, :]
-    g_ptrs = w1_ptr + expert * stride_we + offs_n[None, :].to(tl.int64) * stride_wn + offs_k[:, None]
-    u_ptrs = g_ptrs + N * stride_wn
-    n_ok = offs_n < N
-    acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for kk in range(0, tl.cdiv(K, BLOCK_K)):
-        if EVEN_K:
-            a = tl.load(a_ptrs, mask=valid[:, None], other=0.0)
-            if EVEN_N:
-                g = tl.load(g_ptrs)
-                u = tl.load(u_ptrs)
+    total = tl.load(total_ptr)
+    num_tiles = num_pid_m * num_pid_n
+    step = tl.num_programs(0) if PERSISTENT else num_tiles
+    for tile in range(tl.program_id(0), num_tiles, step):
+        pid_m, pid_n = _tile_ids(tile, num_pid_m, num_pid_n, GROUP_M)
+        if pid_m * BLOCK_M < total:
+            offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            slots = tl.load(sorted_ids_ptr + offs_m)
+            valid = slots < numel
+            tokens = tl.where(valid, slots // top_k, 0).to(tl.int64)
+            expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+            offs_k = tl.arange(0, BLOCK_K)
+            a_ptrs = x_ptr + tokens[:, None] * stride_xm + offs_k[None, :]
+            w_base = w1_ptr + expert * stride_we
+            offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            n_ok = offs_n < N
+            if INTERLEAVE:
+                cols = tl.arange(0, 2 * BLOCK_N)
+                rows = pid_n * BLOCK_N + (cols % BLOCK_N) + (cols // BLOCK_N) * N
+                rows_ok = (pid_n * BLOCK_N + (cols % BLOCK_N)) < N
+                b_ptrs = w_base + rows[None, :].to(tl.int64) * stride_wn + offs_k[:, None]
+                acc = tl.zeros([BLOCK_M, 2 * BLOCK_N], dtype=tl.float32)
+                for kk in range(0, tl.cdiv(K, BLOCK_K)):
+                    if EVEN_K:
+                        a = tl.load(a_ptrs, mask=valid[:, None], other=0.0)
+                        if EVEN_N:
+                            b = tl.load(b_ptrs)
+                        else:
+                            b = tl.load(b_ptrs, mask=rows_ok[None, :], other=0.0)
+                    else:
+                        k_ok = offs_k < K - kk * BLOCK_K
+                        a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+                        b = tl.load(b_ptrs, mask=k_ok[:, None] & rows_ok[None, :], other=0.0)
+                    acc = tl.dot(a, b, acc)
+                    a_ptrs += BLOCK_K
+                    b_ptrs += BLOCK_K
+                gate, up = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N)), (0, 2, 1)))
             else:
-                g = tl.load(g_ptrs, mask=n_ok[None, :], other=0.0)
-                u = tl.load(u_ptrs, mask=n_ok[None, :], other=0.0)
-        else:
-            k_ok = offs_k < K - kk * BLOCK_K
-            a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
-            g = tl.load(g_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-            u = tl.load(u_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc_g = tl.dot(a, g, acc_g)
-        acc_u = tl.dot(a, u, acc_u)
-        a_ptrs += BLOCK_K
-        g_ptrs += BLOCK_K
-        u_ptrs += BLOCK_K
-    h = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
-    h_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_n[None, :]
-    tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=n_ok[None, :])
+                g_ptrs = w_base + offs_n[None, :].to(tl.int64) * stride_wn + offs_k[:, None]
+                u_ptrs = g_ptrs + N * stride_wn
+                gate = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                for kk in range(0, tl.cdiv(K, BLOCK_K)):
+                    if EVEN_K:
+                        a = tl.load(a_ptrs, mask=valid[:, None], other=0.0)
+                        if EVEN_N:
+                            g = tl.load(g_ptrs)
+                            u = tl.load(u_ptrs)
+                        else:
+                            g = tl.load(g_ptrs, mask=n_ok[None, :], other=0.0)
+                            u = tl.load(u_ptrs, mask=n_ok[None, :], other=0.0)
+                    else:
+                        k_ok = offs_k < K - kk * BLOCK_K
+                        a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+                        g = tl.load(g_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+                        u = tl.load(u_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+                    gate = tl.dot(a, g, gate)
+                    up = tl.dot(a, u, up)
+                    a_ptrs += BLOCK_K
+                    g_ptrs += BLOCK_K
+                    u_ptrs += BLOCK_K
+            h = gate / (1.0 + tl.exp(-gate)) * up
+            h_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_n[None, :]
+            tl.store(h_ptrs, h.to(h_ptr.dtype.element_ty), mask=n_ok[None, :])
 
 
 @triton.jit
@@ -217,59 +248,79 @@ def _gemm2_combine_kernel(
     numel, top_k, N, K, num_pid_m, k_per_split,
     stride_hm, stride_we, stride_wn, stride_om,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
+    GROUP_M: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, PERSISTENT: tl.constexpr,
 ):  # fmt: skip
     """out[token] += routing weight * (h[sorted rows] @ w2[e].T) over this program's K slice."""
     num_pid_n = tl.cdiv(N, BLOCK_N)
-    pid_m, pid_n = _tile_ids(tl.program_id(0), num_pid_m, num_pid_n, GROUP_M)
-    if pid_m * BLOCK_M >= tl.load(total_ptr):
-        return
+    total = tl.load(total_ptr)
+    num_tiles = num_pid_m * num_pid_n
+    step = tl.num_programs(0) if PERSISTENT else num_tiles
     k_start = tl.program_id(1) * k_per_split
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    slots = tl.load(sorted_ids_ptr + offs_m)
-    valid = slots < numel
-    expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = k_start + tl.arange(0, BLOCK_K)
-    a_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_k[None, :]
-    b_ptrs = w2_ptr + expert * stride_we + offs_n[None, :].to(tl.int64) * stride_wn + offs_k[:, None]
-    n_ok = offs_n < N
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for kk in range(0, tl.cdiv(k_per_split, BLOCK_K)):
-        if EVEN_K:
-            a = tl.load(a_ptrs)
-            if EVEN_N:
-                b = tl.load(b_ptrs)
-            else:
-                b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
-        else:
-            k_ok = (offs_k < K - kk * BLOCK_K) & (offs_k < k_start + k_per_split - kk * BLOCK_K)
-            a = tl.load(a_ptrs, mask=k_ok[None, :], other=0.0)
-            b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc = tl.dot(a, b, acc)
-        a_ptrs += BLOCK_K
-        b_ptrs += BLOCK_K
-    weight = tl.load(weights_ptr + slots, mask=valid, other=0.0).to(tl.float32)
-    acc = acc * weight[:, None]
-    tokens = tl.where(valid, slots // top_k, 0).to(tl.int64)
-    out_ptrs = out_ptr + tokens[:, None] * stride_om + offs_n[None, :]
-    tl.atomic_add(out_ptrs, acc, mask=valid[:, None] & n_ok[None, :])
+    for tile in range(tl.program_id(0), num_tiles, step):
+        pid_m, pid_n = _tile_ids(tile, num_pid_m, num_pid_n, GROUP_M)
+        if pid_m * BLOCK_M < total:
+            offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            slots = tl.load(sorted_ids_ptr + offs_m)
+            valid = slots < numel
+            expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+            offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            offs_k = k_start + tl.arange(0, BLOCK_K)
+            a_ptrs = h_ptr + offs_m[:, None].to(tl.int64) * stride_hm + offs_k[None, :]
+            b_ptrs = w2_ptr + expert * stride_we + offs_n[None, :].to(tl.int64) * stride_wn + offs_k[:, None]
+            n_ok = offs_n < N
+            acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            for kk in range(0, tl.cdiv(k_per_split, BLOCK_K)):
+                if EVEN_K:
+                    a = tl.load(a_ptrs)
+                    if EVEN_N:
+                        b = tl.load(b_ptrs)
+                    else:
+                        b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
+                else:
+                    k_ok = (offs_k < K - kk * BLOCK_K) & (offs_k < k_start + k_per_split - kk * BLOCK_K)
+                    a = tl.load(a_ptrs, mask=k_ok[None, :], other=0.0)
+                    b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+                acc = tl.dot(a, b, acc)
+                a_ptrs += BLOCK_K
+                b_ptrs += BLOCK_K
+            weight = tl.load(weights_ptr + slots, mask=valid, other=0.0).to(tl.float32)
+            acc = acc * weight[:, None]
+            tokens = tl.where(valid, slots // top_k, 0).to(tl.int64)
+            out_ptrs = out_ptr + tokens[:, None] * stride_om + offs_n[None, :]
+            tl.atomic_add(out_ptrs, acc, mask=valid[:, None] & n_ok[None, :])
 
 
 # --- configuration ----------------------------------------------------------------------------------
 
-# (E, H, I) -> list of (max tokens, gemm1 config, gemm2 config); a config is
-# (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages[, SPLIT_K]).
-# Tuned on an H100 80GB HBM3 (torch 2.11, triton 3.6) by benchmarks/tune_moe.py; see docs/lab-05-gpu.md.
-CONFIGS: dict[tuple[int, int, int], list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = {}
+# A GEMM 1 config is (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages, INTERLEAVE,
+# PERSISTENT); a GEMM 2 config is (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages,
+# SPLIT_K, PERSISTENT). PERSISTENT is programs per SM (0: one program per tile).
+# CONFIGS maps (E, H, I) to [(up to this many tokens, gemm1, gemm2), ...], tuned on an H100
+# 80GB HBM3 (torch 2.11, triton 3.6) by `benchmarks/moe_gpu.py --tune`; see docs/lab-05-gpu.md.
+CONFIGS: dict[tuple[int, int, int], list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = {
+    (8, 4096, 14336): [
+        (1, (16, 32, 256, 1, 4, 4, 0, 0), (16, 128, 128, 1, 8, 4, 4, 0)),
+        (8, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 256, 1, 4, 4, 2, 0)),
+        (64, (32, 64, 128, 1, 4, 4, 0, 0), (32, 128, 128, 1, 4, 4, 2, 0)),
+        (512, (64, 256, 64, 8, 8, 3, 0, 0), (64, 128, 64, 8, 8, 3, 1, 0)),
+        (1 << 30, (128, 128, 64, 8, 8, 4, 0, 0), (128, 256, 64, 8, 8, 3, 1, 0)),
+    ],
+    (256, 7168, 2048): [
+        (1, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 2, 0)),
+        (8, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 1, 0)),
+        (64, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 1, 0)),
+        (512, (32, 64, 128, 1, 4, 4, 0, 0), (32, 64, 128, 1, 4, 4, 1, 0)),
+        (1 << 30, (128, 128, 64, 8, 8, 3, 0, 0), (128, 128, 64, 8, 8, 3, 1, 0)),
+    ],
+}
 
 DEFAULT = [
-    (8, (16, 64, 128, 1, 4, 4), (16, 64, 128, 1, 4, 4, 4)),
-    (64, (16, 64, 128, 1, 4, 4), (16, 64, 128, 1, 4, 4, 2)),
-    (512, (64, 128, 64, 8, 4, 3), (64, 128, 64, 8, 4, 3, 1)),
-    (1 << 30, (128, 128, 64, 8, 8, 3), (128, 128, 64, 8, 8, 3, 1)),
+    (8, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 2, 0)),
+    (64, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 1, 0)),
+    (512, (64, 128, 64, 8, 4, 3, 0, 0), (64, 128, 64, 8, 4, 3, 1, 0)),
+    (1 << 30, (128, 128, 64, 8, 8, 4, 0, 0), (128, 128, 64, 8, 8, 3, 1, 0)),
 ]
-INTERPRETER = ((16, 32, 32, 1, 4, 1), (16, 32, 32, 1, 4, 1, 2))
+INTERPRETER = ((16, 32, 32, 1, 4, 1, 0, 0), (16, 32, 32, 1, 4, 1, 2, 0))
 
 
 def pick_config(num_tokens: int, num_experts: int, hidden: int, inter: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -279,6 +330,13 @@ def pick_config(num_tokens: int, num_experts: int, hidden: int, inter: int) -> t
         if num_tokens <= limit:
             return c1, c2
     raise AssertionError("unreachable: the last config has no limit")
+
+
+def _grid(tiles: int, persistent: int, device: torch.device) -> int:
+    if not persistent or device.type != "cuda":
+        return tiles
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return min(tiles, sms * persistent)
 
 
 # --- the layer ----------------------------------------------------------------------------------
@@ -299,26 +357,26 @@ def fused_moe(x, w1, w2, topk_weights, topk_ids, config=None):
     blocks = expert_ids.numel()
     h = torch.empty((blocks * bm, inter), dtype=x.dtype, device=x.device)
     bn1, bk1 = c1[1], c1[2]
-    grid1 = (blocks * triton.cdiv(inter, bn1),)
-    _gemm1_swiglu_kernel[grid1](
+    tiles1 = blocks * triton.cdiv(inter, bn1)
+    _gemm1_swiglu_kernel[(_grid(tiles1, c1[7], x.device),)](
         x, w1, h, sorted_ids, expert_ids, total,
         numel, top_k, inter, H, blocks,
         x.stride(0), w1.stride(0), w1.stride(1), h.stride(0),
         BLOCK_M=bm, BLOCK_N=bn1, BLOCK_K=bk1, GROUP_M=c1[3],
-        EVEN_K=H % bk1 == 0, EVEN_N=inter % bn1 == 0,
+        EVEN_K=H % bk1 == 0, EVEN_N=inter % bn1 == 0, INTERLEAVE=bool(c1[6]), PERSISTENT=bool(c1[7]),
         num_warps=c1[4], num_stages=c1[5],
     )  # fmt: skip
     out = torch.zeros((T, H), dtype=torch.float32, device=x.device)
     bn2, bk2, split = c2[1], c2[2], c2[6]
     k_per_split = triton.cdiv(triton.cdiv(inter, split), bk2) * bk2
     split = triton.cdiv(inter, k_per_split)
-    grid2 = (blocks * triton.cdiv(H, bn2), split)
-    _gemm2_combine_kernel[grid2](
+    tiles2 = blocks * triton.cdiv(H, bn2)
+    _gemm2_combine_kernel[(_grid(tiles2, c2[7], x.device), split)](
         h, w2, out, sorted_ids, expert_ids, total, topk_weights.reshape(-1),
         numel, top_k, H, inter, blocks, k_per_split,
         h.stride(0), w2.stride(0), w2.stride(1), out.stride(0),
         BLOCK_M=bm, BLOCK_N=bn2, BLOCK_K=bk2, GROUP_M=c2[3],
         EVEN_K=inter % k_per_split == 0 and k_per_split % bk2 == 0, EVEN_N=H % bn2 == 0,
-        num_warps=c2[4], num_stages=c2[5],
+        PERSISTENT=bool(c2[7]), num_warps=c2[4], num_stages=c2[5],
     )  # fmt: skip
     return out if x.dtype == torch.float32 else out.to(x.dtype)
