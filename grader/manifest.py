@@ -57,7 +57,8 @@ class OutputSpec(Strict):
     )
     dtype: str = Field(
         default="number",
-        description="A category ('int', 'float', 'bool', 'number') or an exact dtype ('float32', 'bfloat16', ...).",
+        description="A category ('int', 'float', 'bool', 'number'), an exact dtype ('float32', 'bfloat16', ...) "
+        "or 'like:<argument>' for the dtype of that argument.",
         examples=["int", "float32"],
     )
     shape: list[int | str] | None = Field(
@@ -68,7 +69,7 @@ class OutputSpec(Strict):
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, value: str) -> str:
-        if value in DTYPE_CATEGORIES or value == "bfloat16":
+        if value in DTYPE_CATEGORIES or value == "bfloat16" or (value.startswith("like:") and value[5:].isidentifier()):
             return value
         try:
             np.dtype(value)
@@ -182,6 +183,10 @@ class CheckSpec(Strict):
     requires: Hardware = Field(default=Hardware.cpu, description="'gpu' checks are skipped without CUDA.")
     time_limit_s: float | None = Field(default=None, gt=0, description="Overrides the lab's per-call limit.")
     hint: str = Field(default="", description="What to look at when the check fails.")
+    after: list[str] = Field(
+        default_factory=list,
+        description="Checks (earlier in the manifest) that must pass first; until they do this one is skipped.",
+    )
 
     def problems(self, manifest: LabManifest) -> list[tuple[str, str, str]]:
         """Cross-references this check makes, as (key below the check, expected, received)."""
@@ -416,7 +421,11 @@ def semantic_problems(manifest: LabManifest, path: Path) -> list[Problem]:
         if len(set(names)) != len(names):
             add(f"functions.{fname}.returns", "distinct output names", repr(names))
 
+    order = list(manifest.checks)
     for cid, check in manifest.checks.items():
+        for i, needed in enumerate(check.after):
+            if needed not in manifest.checks or order.index(needed) >= order.index(cid):
+                add(f"checks.{cid}.after[{i}]", "the id of a check that comes earlier in the manifest", repr(needed))
         if check.function not in manifest.functions:
             add(f"checks.{cid}.function", f"one of {sorted(manifest.functions)}", repr(check.function))
             continue

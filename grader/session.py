@@ -91,6 +91,7 @@ class Grader:
         gpu = self._gpu()
         handles: dict[str, Submission] = {}
         results: list[CheckResult] = []
+        self._passed: dict[str, bool] = {}
         infra: str | None = None
         try:
             for check_id, check in self.manifest.checks.items():
@@ -124,6 +125,7 @@ class Grader:
                     table=verdict.table,
                 )
                 results.append(result)
+                self._passed[check_id] = result.status is Status.passed
                 self.plugins.check_finished(self.manifest, result)
         finally:
             output = ""
@@ -153,6 +155,9 @@ class Grader:
     ) -> Verdict:
         if check.requires is Hardware.gpu and gpu is None:
             return Verdict.skipped("needs a CUDA GPU and none is available here; it is graded on the GPU machine")
+        waiting = [c for c in check.after if self._passed.get(c) is not True]
+        if waiting:
+            return Verdict.skipped(f"graded once {', '.join(waiting)} passes")
         device = "cuda" if check.requires is Hardware.gpu else "cpu"
         if device not in handles:
             handles[device] = Submission(

@@ -27,10 +27,12 @@ import numpy as np
 from grader import dims as dimexpr
 from grader.errors import InfrastructureError, UsageError
 from grader.manifest import FunctionSpec, LabManifest, OutputSpec
+from grader.recipes import Recipe
 from grader.results import Status
 from grader.sandbox.boot import wire
 from grader.sandbox.launchers import Launcher, Limits, WorkerCommand, worker_env
 from grader.text import printable
+from grader.sandbox.uids import UidLease
 from grader.sandbox.process import WorkerDied, WorkerProcess, WorkerProtocolError, WorkerTimeout
 
 MAX_SUBMISSION_BYTES = 1 << 20
@@ -93,7 +95,9 @@ def _is_tensor(value: Any) -> bool:
 
 
 def encode_input(value: Any, arrays: list[np.ndarray], torch_device: str | None) -> tuple[dict[str, Any], str | None]:
-    """The wire spec of one argument and the digest of what was sent (None for scalars)."""
+    """The wire spec of one argument and the digest of what was sent (None for scalars and recipes)."""
+    if isinstance(value, Recipe):
+        return {"t": "recipe", "recipe": value.spec, "device": torch_device or "cpu"}, None
     if _is_tensor(value):
         t = value.detach().cpu()
         spec: dict[str, Any] = {"t": "tensor", "device": torch_device or "cpu"}
@@ -125,7 +129,9 @@ def encode_input(value: Any, arrays: list[np.ndarray], torch_device: str | None)
 # --- decoding and validating outputs -------------------------------------------------------------
 
 
-def _category_ok(dtype_name: str, np_dtype: np.dtype, want: str) -> bool:
+def _category_ok(dtype_name: str, np_dtype: np.dtype, want: str, arg_dtypes: Mapping[str, str | None]) -> bool:
+    if want.startswith("like:"):
+        return dtype_name == arg_dtypes.get(want[5:])
     if want == "int":
         return np.issubdtype(np_dtype, np.integer) and dtype_name != "bfloat16"
     if want == "float":
@@ -137,13 +143,29 @@ def _category_ok(dtype_name: str, np_dtype: np.dtype, want: str) -> bool:
     return dtype_name == want
 
 
+def dtype_name(value: Any) -> str | None:
+    """The dtype of an input, as outputs name theirs ('float32', 'bfloat16', ...)."""
+    if isinstance(value, Recipe):
+        return value.dtype
+    if _is_tensor(value):
+        return str(value.dtype).removeprefix("torch.")
+    if isinstance(value, np.ndarray):
+        return value.dtype.name
+    return None
+
+
 def _describe_py(value: dict[str, Any]) -> str:
     py = str(value.get("py", "?"))
     return {"list": "a list", "tuple": "a tuple", "NoneType": "None", "dict": "a dict"}.get(py, f"a {py}")
 
 
 def validate_output(
-    value: dict[str, Any], frames: list[bytes], spec: OutputSpec, dims: Mapping[str, int] | None, label: str
+    value: dict[str, Any],
+    frames: list[bytes],
+    spec: OutputSpec,
+    dims: Mapping[str, int] | None,
+    label: str,
+    arg_dtypes: Mapping[str, str | None] | None = None,
 ) -> tuple[np.ndarray, str]:
     """One output as a plain numpy array (bfloat16 widened to float32), or SubmissionFault(failed)."""
     kind = value.get("t")
@@ -151,7 +173,7 @@ def validate_output(
         if kind == "json" and isinstance(value.get("v"), (bool, int, float)):
             array = np.asarray(value["v"])
             dtype_name = array.dtype.name
-        elif kind == "ndarray" and isinstance(value.get("f"), int):
+        elif kind in ("ndarray", "tensor") and isinstance(value.get("f"), int):
             array = _frame(frames, value["f"])
             dtype_name = array.dtype.name
             if array.ndim != 0 and array.shape != (1,):
@@ -171,8 +193,10 @@ def validate_output(
             if array.dtype != np.uint16:
                 raise SubmissionFault(Status.error, f"{label}: malformed bfloat16 payload")
             array, dtype_name = wire.bf16_to_f32(array), "bfloat16"
-    if not _category_ok(dtype_name, array.dtype, spec.dtype):
-        raise SubmissionFault(Status.failed, f"{label} has dtype {dtype_name}, expected {spec.dtype}")
+    arg_dtypes = arg_dtypes or {}
+    if not _category_ok(dtype_name, array.dtype, spec.dtype, arg_dtypes):
+        want = spec.dtype if not spec.dtype.startswith("like:") else f"{arg_dtypes.get(spec.dtype[5:])} (like {spec.dtype[5:]})"
+        raise SubmissionFault(Status.failed, f"{label} has dtype {dtype_name}, expected {want}")
     if spec.shape is not None and dims is not None:
         want = tuple(dimexpr.evaluate(d, dims) for d in spec.shape)
         if array.shape != want:
@@ -246,12 +270,20 @@ class Submission:
         self.restarts += 1
         lab = self.manifest.lab
 
+        try:
+            lease = UidLease(self.launcher.uid, self.slot * 8) if self.launcher.uid is not None else None
+        except RuntimeError as exc:
+            raise InfrastructureError(str(exc)) from None
+
         def build(fds: tuple[int, int]) -> WorkerCommand:
-            return self.launcher.command(sys.executable, self._path, fds, self._env, self._limits, self.slot)
+            uid = lease.uid if lease else None
+            return self.launcher.command(sys.executable, self._path, fds, self._env, self._limits, uid)
 
         try:
-            worker = WorkerProcess(build, MAX_MESSAGE_BYTES)
+            worker = WorkerProcess(build, MAX_MESSAGE_BYTES, lease)
         except OSError as exc:
+            if lease:
+                lease.release()
             raise InfrastructureError(f"could not start a worker process: {exc}") from None
         cmd = worker.command
         init: dict[str, Any] = {
@@ -324,16 +356,9 @@ class Submission:
         self.start()
         return self.import_failure is None and self._available.get(function, False)
 
-    def call(
-        self,
-        function: str,
-        inputs: Mapping[str, Any],
-        dims: Mapping[str, int] | None,
-        time_limit_s: float | None = None,
-    ) -> Outputs:
-        """Call ``function`` with the case's inputs (matched by argument name) and validate the outputs."""
+    def _ready(self, function: str) -> WorkerProcess:
+        """The running worker, if ``function`` can be called at all; else SubmissionFault."""
         spec = self.manifest.functions[function]
-        limit = time_limit_s or self.manifest.lab.time_limit_s
         self.start()
         if self.import_failure is not None:
             raise SubmissionFault(Status.error, self.import_failure)
@@ -343,22 +368,20 @@ class Submission:
             raise SubmissionFault(
                 Status.error, f"{function} already ran past its {self._timed_out[function]:g} s limit on an earlier call"
             )
-        args = [inputs[name] for name in spec.args]
-        arrays: list[np.ndarray] = []
+        assert self._worker is not None
+        return self._worker
+
+    def _encode(self, function: str, inputs: Mapping[str, Any], arrays: list[np.ndarray]) -> tuple[list[Any], list[str | None]]:
+        spec = self.manifest.functions[function]
         device = self.torch_device if spec.arrays == "torch" else None
-        encoded = [encode_input(a, arrays, device) for a in args]
+        encoded = [encode_input(inputs[name], arrays, device) for name in spec.args]
+        return [e[0] for e in encoded], [e[1] for e in encoded]
+
+    def _request(self, function: str, header: dict[str, Any], arrays: list[np.ndarray], limit: float) -> tuple[Any, float]:
+        """Send one request, wait for its answer under ``limit``; SubmissionFault on any failure."""
+        worker = self._ready(function)
         self._calls += 1
-        header = {
-            "op": "call",
-            "id": self._calls,
-            "function": function,
-            "args": [e[0] for e in encoded],
-            "names": list(spec.args),
-            "outputs": len(spec.returns),
-            "sync": device is not None,
-        }
-        worker = self._worker
-        assert worker is not None
+        header = dict(header, id=self._calls, function=function)
         started = time.monotonic()
         deadline = started + limit
         try:
@@ -376,7 +399,78 @@ class Submission:
             self._discard_worker()
             raise SubmissionFault(Status.error, f"{function} produced an invalid answer ({exc})") from None
         wall = time.monotonic() - started
-        return self._decode(function, spec, reply.header, reply.frames, [e[1] for e in encoded], dims, wall)
+        if reply.header.get("op") != "result" or reply.header.get("id") != self._calls:
+            # Out of turn: something else in the worker (a forked child, a forged frame) wrote here.
+            self._discard_worker()
+            raise SubmissionFault(Status.error, f"{function}: the submission's process answered out of turn")
+        if not reply.header.get("ok"):
+            err = reply.header.get("error") or {}
+            if err.get("type") == "NotImplementedError":
+                raise SubmissionFault(Status.error, f"{function} is not implemented yet (it raises NotImplementedError)")
+            raise SubmissionFault(Status.error, f"{function} raised " + _format_error(err))
+        return reply, wall
+
+    def call(
+        self,
+        function: str,
+        inputs: Mapping[str, Any],
+        dims: Mapping[str, int] | None,
+        time_limit_s: float | None = None,
+        noop_kernels: bool = False,
+    ) -> Outputs:
+        """Call ``function`` with the case's inputs (matched by argument name) and validate the outputs.
+
+        ``noop_kernels`` runs it with the submission's own Triton kernels turned into no-ops (ghost replay).
+        """
+        spec = self.manifest.functions[function]
+        arrays: list[np.ndarray] = []
+        args, sent = self._encode(function, inputs, arrays)
+        header = {
+            "op": "call",
+            "args": args,
+            "names": list(spec.args),
+            "outputs": len(spec.returns),
+            "sync": spec.arrays == "torch" and bool(self.torch_device and self.torch_device.startswith("cuda")),
+            "noop_kernels": noop_kernels,
+        }
+        reply, wall = self._request(function, header, arrays, time_limit_s or self.manifest.lab.time_limit_s)
+        arg_dtypes = {name: dtype_name(inputs[name]) for name in spec.args}
+        return self._decode(function, spec, reply.header, reply.frames, sent, dims, wall, arg_dtypes)
+
+    def time(
+        self, function: str, input_sets: Sequence[Mapping[str, Any]], time_limit_s: float, warmup: int = 3, budget_s: float = 3.0
+    ) -> tuple[list[float], list[list[float]], float]:
+        """Time ``function`` on one input set per call with the worker's GPU harness.
+
+        Returns per-call device times (us), a fingerprint of each timed output, and the wall time
+        of the whole request on the grader's own clock."""
+        arrays: list[np.ndarray] = []
+        sets = [self._encode(function, inputs, arrays)[0] for inputs in input_sets]
+        header = {"op": "time", "input_sets": sets, "warmup": warmup, "budget_s": budget_s}
+        reply, wall = self._request(function, header, arrays, time_limit_s)
+        times, prints = reply.header.get("times_us"), reply.header.get("fingerprints")
+        if not isinstance(times, list) or not isinstance(prints, list) or len(times) != len(prints) or not times:
+            raise SubmissionFault(Status.error, f"{function}: the timing harness returned an invalid answer")
+        try:
+            return [float(t) for t in times], [[float(v) for v in p] for p in prints], wall
+        except (TypeError, ValueError):
+            raise SubmissionFault(Status.error, f"{function}: the timing harness returned an invalid answer") from None
+
+    def profile(self, function: str, inputs: Mapping[str, Any], time_limit_s: float) -> tuple[list[dict[str, Any]], list[str]]:
+        """The kernel table of a few profiled calls, and the names of the submission's own kernels."""
+        arrays: list[np.ndarray] = []
+        header = {"op": "profile", "input_sets": [self._encode(function, inputs, arrays)[0]]}
+        reply, _ = self._request(function, header, arrays, time_limit_s)
+        rows, defined = reply.header.get("kernels"), reply.header.get("defined")
+        if not isinstance(rows, list) or not isinstance(defined, list):
+            raise SubmissionFault(Status.error, f"{function}: the profiler returned an invalid answer")
+        clean = []
+        for row in rows[:200]:
+            try:
+                clean.append({"name": printable(str(row["name"]), 300, False), "device_time_us": float(row["device_time_us"]), "calls": int(row["calls"])})
+            except (KeyError, TypeError, ValueError):
+                raise SubmissionFault(Status.error, f"{function}: the profiler returned an invalid row") from None
+        return clean, [printable(str(n), 100, False) for n in defined[:100]]
 
     def _decode(
         self,
@@ -387,20 +481,12 @@ class Submission:
         sent: Sequence[str | None],
         dims: Mapping[str, int] | None,
         wall: float,
+        arg_dtypes: Mapping[str, str | None],
     ) -> Outputs:
-        if header.get("op") != "result" or header.get("id") != self._calls:
-            # Out of turn: something else in the worker (a forked child, a forged frame) wrote here.
-            self._discard_worker()
-            raise SubmissionFault(Status.error, f"{function}: the submission's process answered out of turn")
-        if not header.get("ok"):
-            err = header.get("error") or {}
-            if err.get("type") == "NotImplementedError":
-                raise SubmissionFault(Status.error, f"{function} is not implemented yet (it raises NotImplementedError)")
-            raise SubmissionFault(Status.error, f"{function} raised " + _format_error(err))
         got = header.get("inputs")
         if isinstance(got, list) and len(got) == len(sent):
             for name, before, after in zip(spec.args, sent, got):
-                if before is not None and after != before:
+                if before is not None and after is not None and after != before:
                     raise SubmissionFault(Status.error, f"{function} modified its argument {name!r} in place; inputs must stay unchanged")
         aliased = header.get("aliases")
         if isinstance(aliased, list) and aliased:
@@ -419,7 +505,7 @@ class Submission:
         for i, ospec in enumerate(spec.returns):
             value = values[i] if isinstance(values[i], dict) else {}
             label = f"{function}'s {ospec.name}" if n > 1 else f"{function}'s result"
-            out[ospec.name], kinds[ospec.name] = validate_output(value, frames, ospec, dims, label)
+            out[ospec.name], kinds[ospec.name] = validate_output(value, frames, ospec, dims, label, arg_dtypes)
         return Outputs(out, wall, kinds)
 
 

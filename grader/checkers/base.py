@@ -16,7 +16,7 @@ import numpy as np
 
 from grader.manifest import CheckSpec, LabManifest
 from grader.results import Mismatch, Status
-from grader.submission import Outputs
+from grader.submission import Outputs, SubmissionFault
 
 if TYPE_CHECKING:
     from grader.lab import Case, Lab
@@ -95,9 +95,14 @@ class CheckContext:
         """The solution's outputs on this case, computed in the grader's process (cached)."""
         return self.lab.reference(function, case, key=(check_id, self.seeds.key), device=self.torch_device)
 
-    def call(self, function: str, case: Case, time_limit_s: float | None = None) -> Outputs:
-        """The submission's outputs on this case, validated; raises SubmissionFault."""
-        return self.submission.call(function, case.inputs, case.dims, time_limit_s)
+    def call(self, function: str, case: Case, time_limit_s: float | None = None, **kw: Any) -> Outputs:
+        """The submission's outputs on this case, validated; raises SubmissionFault naming the case."""
+        try:
+            return self.submission.call(function, case.inputs, case.dims, time_limit_s, **kw)
+        except SubmissionFault as fault:
+            if fault.status is Status.failed:
+                raise SubmissionFault(fault.status, f"{case.label}: {fault.message}") from None
+            raise
 
     def claim_probe(self, check_id: str, time_limit_s: float | None) -> Probe:
         return Probe(self, check_id, time_limit_s)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.sandbox import seccomp
+from grader.sandbox.uids import UidLease
 
 BOOT_DIR = Path(__file__).parent / "boot"
 SANDBOX_BOOT = "/boot"
@@ -89,9 +90,10 @@ class Launcher:
         fds: tuple[int, int],
         env: dict[str, str],
         limits: Limits,
-        slot: int = 0,
+        uid: int | None = None,
     ) -> WorkerCommand:
-        uid = None if self.uid is None else self.uid + slot
+        """The command line of one worker; ``uid`` (leased by the caller) replaces the tier's base uid."""
+        uid = None if self.uid is None else (uid if uid is not None else self.uid)
         if self.mode == "bubblewrap":
             return self._bwrap(python, submission, fds, env, limits, uid)
         return self._process(python, submission, fds, env, limits, uid)
@@ -226,6 +228,8 @@ def worker_env(extra: dict[str, str], threads: int) -> dict[str, str]:
 
 # -- choosing a tier --------------------------------------------------------------------------
 
+_PROBE_LEASES: list[UidLease | None] = []
+
 
 def _try(argv: list[str], pass_fds: tuple[int, ...], env: dict[str, str]) -> tuple[bool, str]:
     try:
@@ -240,13 +244,22 @@ def _try(argv: list[str], pass_fds: tuple[int, ...], env: dict[str, str]) -> tup
 
 
 def _probe_command(launcher: Launcher, python: str) -> tuple[list[str], tuple[int, ...], dict[str, str]]:
-    # Run the real command line, with a one-line program in place of the worker.
+    # Run the real command line, with a one-line program in place of the worker, as a leased uid.
     r, w = os.pipe()
-    cmd = launcher.command(python, BOOT_DIR / "worker.py", (r, w), worker_env({}, 1), Limits())
+    lease = UidLease(launcher.uid) if launcher.uid is not None else None
+    _PROBE_LEASES.append(lease)
+    cmd = launcher.command(python, BOOT_DIR / "worker.py", (r, w), worker_env({}, 1), Limits(), lease.uid if lease else None)
     os.close(r)
     os.close(w)
     argv = cmd.argv[:-3] + ["-c", "import numpy"]
     return argv, tuple(fd for fd in cmd.pass_fds if fd not in (r, w)), cmd.env
+
+
+def _release_probe_leases() -> None:
+    while _PROBE_LEASES:
+        lease = _PROBE_LEASES.pop()
+        if lease is not None:
+            lease.release()
 
 
 @functools.lru_cache(maxsize=4)
@@ -262,6 +275,7 @@ def probe(python: str = sys.executable, gpu: bool = False, force: str | None = N
             ok, why = _try(argv, fds, env)
             for fd in fds:
                 os.close(fd)
+            _release_probe_leases()
             if ok:
                 if not seccomp.supported():
                     candidate.warnings.append(f"no seccomp filter for {os.uname().machine}")
@@ -277,9 +291,12 @@ def probe(python: str = sys.executable, gpu: bool = False, force: str | None = N
         argv, fds, env = _probe_command(candidate, python)
         if _try(argv, fds, env)[0]:
             fallback = candidate
+        _release_probe_leases()
     if fallback.uid is not None:
         argv, fds, env = _probe_command(fallback, python)
-        if not _try(argv, fds, env)[0]:
+        works = _try(argv, fds, env)[0]
+        _release_probe_leases()
+        if not works:
             notes.append(f"uid {fallback.uid} cannot run {python}, so the worker keeps the grader's uid")
             fallback.uid = None
     fallback.warnings = [

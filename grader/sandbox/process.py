@@ -21,6 +21,7 @@ import numpy as np
 
 from grader.sandbox.boot import wire
 from grader.sandbox.launchers import WorkerCommand
+from grader.sandbox.uids import UidLease
 from grader.text import printable
 
 OUTPUT_TAIL = 4000
@@ -47,9 +48,13 @@ class Message:
 class WorkerProcess:
     """One running worker. Not thread-safe; one per grading."""
 
-    def __init__(self, build: Callable[[tuple[int, int]], WorkerCommand], max_message_bytes: int) -> None:
-        """Start a worker; ``build`` turns the worker's two pipe ends into its command line."""
+    def __init__(
+        self, build: Callable[[tuple[int, int]], WorkerCommand], max_message_bytes: int, lease: UidLease | None = None
+    ) -> None:
+        """Start a worker; ``build`` turns the worker's two pipe ends into its command line. The
+        uid ``lease`` (if any) is released once every process of that uid is gone."""
         self.max_message_bytes = max_message_bytes
+        self._lease = lease
         self._log = tempfile.TemporaryFile()
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
@@ -153,6 +158,8 @@ class WorkerProcess:
         self._w = self._r = -1
         if self.command.uid is not None and os.geteuid() == 0:
             self.survivors = reap(self.command.uid)
+        if self._lease is not None and not self.survivors:
+            self._lease.release()
 
     def close(self, grace_s: float = 1.0) -> None:
         if self._w >= 0 and self.proc.poll() is None:

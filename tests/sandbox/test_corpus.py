@@ -8,6 +8,7 @@ grading must finish, stay gradable, and never credit the attack.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import GradeResult
 from grader.sandbox.launchers import SLOT_UID_BASE, probe
+from grader.sandbox.uids import LOCK_DIR, POOL
 from grader.seeds import Seeds
 from grader.session import Grader
 from support import LAB01, tight_limits
@@ -63,15 +65,26 @@ def corpus_grader(tmp_path_factory: pytest.TempPathFactory) -> Grader:
 
 
 def _no_slot_processes(result: GradeResult) -> None:
+    """No process may outlive its grading: a live process of a worker uid that no grading holds
+    a lease on is a survivor (uids still leased belong to gradings running right now)."""
     survivors = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             uid_line = next(line for line in status.read_text().splitlines() if line.startswith("Uid:"))
         except (OSError, StopIteration):
             continue
-        if SLOT_UID_BASE <= int(uid_line.split()[1]) < SLOT_UID_BASE + 64:
-            survivors.append(status.parent.name)
-    assert not survivors, f"processes of the worker's uid survived grading: {survivors}"
+        uid = int(uid_line.split()[1])
+        if not SLOT_UID_BASE <= uid < SLOT_UID_BASE + POOL:
+            continue
+        fd = os.open(LOCK_DIR / f"{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            survivors.append(f"{status.parent.name} (uid {uid})")
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+    assert not survivors, f"processes of a worker's uid survived grading: {survivors}"
 
 
 def _sanitised_output(result: GradeResult) -> None:

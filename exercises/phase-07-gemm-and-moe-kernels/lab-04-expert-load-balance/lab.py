@@ -140,7 +140,10 @@ def hot_expert_straggler(probe, rng: np.random.Generator) -> str | None:
         loads = probe.submission("expert_loads", inputs, {"E": E})["loads"]
         want = probe.reference("expert_loads", inputs)["loads"]
         if loads.shape != want.shape or np.any(loads != want):
-            return f"{name} routing (T={T}, E={E}, k={k}): expert_loads gives {loads.tolist()[:8]}..., expected {want.tolist()[:8]}..."
+            return (
+                f"{name} routing (T={T}, E={E}, k={k}): expert_loads gives {loads.tolist()[:8]}..., "
+                f"expected {want.tolist()[:8]}..."
+            )
         if int(loads.sum()) != T * k:
             return f"{name} routing: the loads add up to {int(loads.sum())}, not T*k = {T * k}"
         times[name] = []
@@ -217,7 +220,10 @@ def _check_valid(placement: np.ndarray, E: int, devices: int) -> str | None:
     counts = np.bincount(placement.astype(np.int64), minlength=devices)
     if np.any(counts != E // devices):
         d = int(np.flatnonzero(counts != E // devices)[0])
-        return f"device {d} hosts {int(counts[d])} experts, every device must host exactly E/num_devices = {E // devices} ({counts.tolist()})"
+        return (
+            f"device {d} hosts {int(counts[d])} experts, every device must host exactly "
+            f"E/num_devices = {E // devices} (experts per device: {counts.tolist()})"
+        )
     return None
 
 
@@ -230,11 +236,16 @@ def _describe(loads: np.ndarray, devices: int, what: str) -> str:
     return f"{what} (loads={shown}, num_devices={devices})"
 
 
+def _placement_of(probe, loads: np.ndarray, devices: int) -> np.ndarray:
+    dims = {"devices": devices, "per_device": loads.size // devices}
+    return probe.submission("balanced_placement", {"loads": loads, "num_devices": devices}, dims)["placement"]
+
+
 def placement_is_valid(probe, rng: np.random.Generator) -> str | None:
     """balanced_placement gives every device exactly E/num_devices experts, with valid ids."""
     for loads, devices, what in placement_instances(rng):
         E = loads.size
-        got = probe.submission("balanced_placement", {"loads": loads, "num_devices": devices}, {"devices": devices, "per_device": E // devices})["placement"]
+        got = _placement_of(probe, loads, devices)
         problem = _check_valid(got, E, devices)
         if problem:
             return f"{_describe(loads, devices, what)}: {problem}"
@@ -247,7 +258,7 @@ def placement_is_balanced(probe, rng: np.random.Generator) -> str | None:
     reference's."""
     for loads, devices, what in placement_instances(rng):
         E = loads.size
-        got = probe.submission("balanced_placement", {"loads": loads, "num_devices": devices}, {"devices": devices, "per_device": E // devices})["placement"]
+        got = _placement_of(probe, loads, devices)
         problem = _check_valid(got, E, devices)
         if problem:
             return f"{_describe(loads, devices, what)}: not a valid placement: {problem}"
