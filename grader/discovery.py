@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -105,3 +106,67 @@ def load_all(labs: Mapping[str, Path], checkers: Sequence[type]) -> tuple[dict[s
         except ManifestError as exc:
             bad[lab] = exc
     return good, bad
+
+
+_SKIP_DIRS = {"__pycache__", "__MACOSX", "node_modules"}
+MAX_FOLDER_FILES = 500
+
+
+def python_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """Regular ``.py`` files under ``folder`` (hidden and cache folders left out), and notes on the
+    links and special files passed over: they could point at a solution, so they are never graded."""
+    found: list[Path] = []
+    notes: list[str] = []
+    for current, dirs, files in os.walk(folder, followlinks=False):
+        here = Path(current)
+        for name in list(dirs):
+            if name.startswith(".") or name in _SKIP_DIRS:
+                dirs.remove(name)
+            elif (here / name).is_symlink():
+                notes.append(f"{(here / name).relative_to(folder)} is a symbolic link (skipped)")
+        for name in sorted(files):
+            if name.startswith(".") or not name.endswith(".py"):
+                continue
+            path = here / name
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                notes.append(f"{path.relative_to(folder)} is a symbolic link (skipped)")
+            elif not stat.S_ISREG(mode):
+                notes.append(f"{path.relative_to(folder)} is not a regular file (skipped)")
+            else:
+                found.append(path)
+        if len(found) > MAX_FOLDER_FILES:
+            break
+    return sorted(found), notes
+
+
+def pick_submission(candidates: Sequence[Path], manifest: LabManifest, where: str) -> Path:
+    """The one file among ``candidates`` that is the submission for ``manifest``'s lab.
+
+    The only candidate; else the one whose ``EXERCISE`` line names the lab; else the one that
+    defines the most of the lab's functions. A UsageError (one line) when none or several fit.
+    """
+    if not candidates:
+        raise UsageError(f"{where}: no Python (.py) file to grade")
+    if len(candidates) == 1:
+        return candidates[0]
+    sources = {p: p.read_text(encoding="utf-8", errors="replace") for p in candidates if p.stat().st_size <= 1 << 20}
+    declared = [p for p, text in sources.items() if _names_lab(declared_exercise(text), manifest.id)]
+    if len(declared) == 1:
+        return declared[0]
+    pool = declared or list(sources)
+    wanted = set(manifest.functions)
+    scores = {p: len(wanted & defined_functions(sources[p])) for p in pool}
+    best = max(scores.values(), default=0)
+    winners = [p for p, score in scores.items() if score == best]
+    if best and len(winners) == 1:
+        return winners[0]
+    names = ", ".join(p.name for p in (winners if best else candidates)[:6])
+    raise UsageError(
+        f"{where}: {len(candidates)} Python files and none is clearly the {manifest.id} submission ({names}); "
+        f"keep one, or add EXERCISE = \"{manifest.id}\" to it"
+    )
+
+
+def _names_lab(declared: str | None, lab_id: str) -> bool:
+    return bool(declared) and lab_id.startswith(declared)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ import numpy as np
 from grader import dims as dimexpr
 from grader.errors import InfrastructureError
 from grader.manifest import FunctionSpec, LabManifest
+from grader.recipes import Recipe
 from grader.sandbox.boot import wire
 from grader.seeds import Seeds
 
@@ -149,27 +150,47 @@ class Lab:
 
     # -- the reference --------------------------------------------------------------------------
 
-    def call_solution(self, function: str, inputs: Mapping[str, Any], device: str | None = None) -> dict[str, np.ndarray]:
-        """Run the solution's ``function`` on copies of ``inputs`` and return numpy outputs by name."""
-        spec = self.manifest.functions[function]
-        fn = getattr(self.solution, function, None)
+    def implementation(self, function: str, reference: str | None = None) -> Any:
+        """The trusted callable for ``function``: the solution's, or ``lab:<name>`` from lab.py."""
+        if reference and reference.startswith("lab:"):
+            return self.support_function(reference[4:])
+        name = reference or function
+        fn = getattr(self.solution, name, None)
         if not callable(fn):
-            raise InfrastructureError(f"the lab's solution.py defines no {function}")
-        args = [_private_copy(inputs[name], spec.arrays, device) for name in spec.args]
+            raise InfrastructureError(f"the lab's solution.py defines no {name}")
+        return fn
+
+    def arguments(self, function: str, inputs: Mapping[str, Any], device: str | None = None) -> list[Any]:
+        """Private copies of a case's inputs for ``function``, as trusted code receives them
+        (numpy or torch on ``device``; recipes materialised)."""
+        spec = self.manifest.functions[function]
+        return [_private_copy(inputs[name], spec.arrays, device) for name in spec.args]
+
+    def call_solution(
+        self, function: str, inputs: Mapping[str, Any], device: str | None = None, reference: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run the reference for ``function`` on copies of ``inputs`` and return numpy outputs by name."""
+        spec = self.manifest.functions[function]
+        fn = self.implementation(function, reference)
+        args = self.arguments(function, inputs, device)
         try:
             result = fn(*args)
         except Exception as exc:
             raise InfrastructureError(f"the reference {function} raised {type(exc).__name__}: {exc}") from exc
         return split_outputs(function, spec, result)
 
-    def reference(self, function: str, case: Case, key: tuple[Any, ...], device: str | None = None) -> dict[str, np.ndarray]:
-        cache_key = (function, case.set, case.index, *key)
+    def reference(
+        self, function: str, case: Case, key: tuple[Any, ...], device: str | None = None, reference: str | None = None
+    ) -> dict[str, np.ndarray]:
+        cache_key = (function, reference, case.set, case.index, *key)
         if cache_key not in self._references:
-            self._references[cache_key] = self.call_solution(function, case.inputs, device)
+            self._references[cache_key] = self.call_solution(function, case.inputs, device, reference)
         return self._references[cache_key]
 
 
 def _private_copy(value: Any, arrays: str, device: str | None) -> Any:
+    if isinstance(value, Recipe):
+        return value.materialize(device or "cpu")
     if _is_tensor(value):
         return value.detach().clone().to(device or "cpu")
     if isinstance(value, np.ndarray):

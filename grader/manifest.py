@@ -107,10 +107,14 @@ class FunctionSpec(Strict):
 
 
 class Tolerance(Strict):
-    """Elementwise closeness: |got - expected| <= atol + rtol * |expected|."""
+    """Closeness: elementwise |got - expected| <= atol + rtol * |expected|, or, when `norm` is set,
+    the relative Frobenius error ||got - expected|| / ||expected|| <= norm (for low precision)."""
 
-    rtol: float = Field(ge=0, description="Relative tolerance.")
-    atol: float = Field(ge=0, description="Absolute tolerance.")
+    rtol: float = Field(default=0.0, ge=0, description="Relative tolerance, elementwise.")
+    atol: float = Field(default=0.0, ge=0, description="Absolute tolerance, elementwise.")
+    norm: float | None = Field(
+        default=None, gt=0, description="Bound on the relative Frobenius error; replaces the elementwise test."
+    )
 
 
 class CaseSet(Strict):

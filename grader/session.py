@@ -6,6 +6,7 @@ self-test reuse it, and with it the lab's cached inputs and reference outputs).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 import traceback
@@ -62,6 +63,12 @@ def not_gradable(
     )
 
 
+def _score(points: float, verdict: Verdict) -> float:
+    if verdict.fraction is not None:
+        return round(points * min(1.0, max(0.0, verdict.fraction)), 4)
+    return points if verdict.status is Status.passed else 0.0
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -114,7 +121,7 @@ class Grader:
                     function=check.function,
                     kind=check.kind,
                     status=verdict.status,
-                    score=check.points if verdict.status is Status.passed else 0.0,
+                    score=_score(check.points, verdict),
                     max_score=check.points,
                     message=verdict.message,
                     visibility=check.visibility or self.manifest.lab.visibility,
@@ -160,8 +167,9 @@ class Grader:
             return Verdict.skipped(f"graded once {', '.join(waiting)} passes")
         device = "cuda" if check.requires is Hardware.gpu else "cpu"
         if device not in handles:
+            launcher = dataclasses.replace(self.launcher, gpu=device == "cuda")
             handles[device] = Submission(
-                source, name, self.manifest, self.launcher, self.slot, torch_device=device,
+                source, name, self.manifest, launcher, self.slot, torch_device=device,
             )  # fmt: skip
         handle = handles[device]
         handle.start()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from grader.checkers.base import Checker, CheckContext, Verdict
 from grader.checkers.conservation import ConservationChecker
+from grader.checkers.ghost import GhostChecker
+from grader.checkers.gpu import GpuProfileChecker, GpuSpeedChecker
 from grader.checkers.oracle import OracleChecker
 from grader.checkers.property import PropertyChecker
 from grader.checkers.rule import RuleChecker
@@ -16,6 +18,9 @@ BUILTIN_CHECKERS: tuple[type[Checker], ...] = (
     PropertyChecker,
     CpuSpeedupChecker,
     RuleChecker,
+    GhostChecker,
+    GpuSpeedChecker,
+    GpuProfileChecker,
 )
 
 __all__ = ["BUILTIN_CHECKERS", "CheckContext", "Checker", "Verdict"]

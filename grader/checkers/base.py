@@ -33,6 +33,8 @@ class Verdict:
     mismatches: list[Mismatch] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     table: list[dict[str, Any]] = field(default_factory=list)
+    fraction: float | None = None
+    """Partial credit in [0, 1] (e.g. speed relative to the reference); None means all or nothing."""
 
     @classmethod
     def passed(cls, message: str, **kw: Any) -> Verdict:
@@ -91,9 +93,9 @@ class CheckContext:
     def torch_device(self) -> str | None:
         return self.device if self.device.startswith("cuda") else None
 
-    def reference(self, function: str, case: Case, check_id: str) -> dict[str, np.ndarray]:
-        """The solution's outputs on this case, computed in the grader's process (cached)."""
-        return self.lab.reference(function, case, key=(check_id, self.seeds.key), device=self.torch_device)
+    def reference(self, function: str, case: Case, check_id: str, reference: str | None = None) -> dict[str, np.ndarray]:
+        """The trusted outputs on this case (the solution's, or ``lab:<fn>``'s), computed in the grader's process (cached)."""
+        return self.lab.reference(function, case, key=(check_id, self.seeds.key), device=self.torch_device, reference=reference)
 
     def call(self, function: str, case: Case, time_limit_s: float | None = None, **kw: Any) -> Outputs:
         """The submission's outputs on this case, validated; raises SubmissionFault naming the case."""

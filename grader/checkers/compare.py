@@ -33,6 +33,8 @@ def compare(name: str, expected: np.ndarray, got: np.ndarray, tol: Tolerance) ->
     """Elementwise |got - expected| <= atol + rtol*|expected|; NaN and infinity never pass."""
     if expected.shape != got.shape:
         return Comparison(False, f"{name} has shape {got.shape}, expected {expected.shape}")
+    if tol.norm is not None:
+        return _compare_norm(name, expected, got, tol.norm)
     exact = tol.rtol == 0 and tol.atol == 0
     if exact or not (np.issubdtype(expected.dtype, np.floating) or np.issubdtype(got.dtype, np.floating)):
         bad = expected != got
@@ -57,6 +59,26 @@ def compare(name: str, expected: np.ndarray, got: np.ndarray, tol: Tolerance) ->
         f"first at {first.where}: expected {first.expected}, got {first.got}"
     )
     return Comparison(False, message, mismatches)
+
+
+def _compare_norm(name: str, expected: np.ndarray, got: np.ndarray, bound: float) -> Comparison:
+    e = expected.astype(np.float64)
+    g = got.astype(np.float64)
+    finite = np.isfinite(g)
+    if not finite.all():
+        bad = np.argwhere(~finite)[:MAX_MISMATCHES]
+        mismatches = [Mismatch(where=_index(name, tuple(i)), expected=_fmt(e[tuple(i)]), got=_fmt(g[tuple(i)])) for i in bad]
+        return Comparison(False, f"{name}: {int((~finite).sum())} NaN or infinite value(s); NaN never passes", mismatches)
+    err = np.abs(g - e)
+    rel = float(np.linalg.norm(err) / max(np.linalg.norm(e), 1e-30))
+    if rel <= bound:
+        return Comparison(True)
+    worst = np.argsort(err, axis=None)[::-1][:MAX_MISMATCHES]
+    where = [np.unravel_index(i, err.shape) for i in worst]
+    mismatches = [Mismatch(where=_index(name, tuple(i)), expected=_fmt(e[tuple(i)]), got=_fmt(g[tuple(i)])) for i in where]
+    first = mismatches[0] if mismatches else None
+    detail = f"; largest at {first.where}: expected {first.expected}, got {first.got}" if first else ""
+    return Comparison(False, f"{name}: relative error {rel:.3g} exceeds {bound:g} (||got - expected|| / ||expected||){detail}", mismatches)
 
 
 def sort_rows(key: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:

@@ -195,8 +195,55 @@ class SumEquals(_Rule):
         return None
 
 
+class PaddedGroups(_Rule):
+    """The layout of moe_align_block_size: assignments grouped by key in ascending order, each
+    group padded with the sentinel (the number of items) to a multiple of `block`, one key per block."""
+
+    rule: Literal["padded_groups"] = "padded_groups"
+    sorted: str = Field(description="The output holding the grouped, padded item indices.")
+    blocks: str = Field(description="The output holding each block's key.")
+    total: str = Field(description="The output holding the padded length (only that many entries are read).")
+    keys: str = Field(description="The input holding each item's key (flattened).")
+    count: str | int = Field(description="Expression for the number of keys, e.g. 'num_experts'.")
+    block: str | int = Field(description="Expression for the block size, e.g. 'block_m'.")
+
+    def arrays(self) -> list[str]:
+        return [self.sorted, self.blocks, self.total, self.keys]
+
+    def check(self, ns: Namespace, dims: Mapping[str, int]) -> str | None:
+        keys = np.asarray(ns[self.keys]).reshape(-1).astype(np.int64)
+        sentinel = keys.size
+        count, block = _value(self.count, ns, dims), _value(self.block, ns, dims)
+        sizes = np.bincount(keys, minlength=count)
+        padded = -(-sizes // block) * block
+        total = int(np.asarray(ns[self.total]).reshape(-1)[0])
+        if total != int(padded.sum()):
+            return f"{self.total} is {total}, expected {int(padded.sum())} (every group padded to a multiple of {block})"
+        order = np.asarray(ns[self.sorted]).reshape(-1).astype(np.int64)
+        owners = np.asarray(ns[self.blocks]).reshape(-1).astype(np.int64)
+        if order.size < total or owners.size < total // block:
+            return f"{self.sorted} holds {order.size} entries and {self.blocks} {owners.size}: fewer than {total} and {total // block}"
+        seen = np.zeros(sentinel, dtype=bool)
+        start = 0
+        for key in range(count):
+            segment = order[start : start + padded[key]]
+            real = segment[segment != sentinel]
+            if np.any((real < 0) | (real > sentinel)):
+                bad = int(real[(real < 0) | (real > sentinel)][0])
+                return f"{self.sorted} holds {bad}, neither an item index nor the sentinel {sentinel}"
+            if real.size != sizes[key] or np.any(keys[real] != key):
+                return f"group {key} ({self.sorted}[{start}:{start + padded[key]}]) should hold its {sizes[key]} items, holds {real.tolist()[:8]}"
+            if np.any(seen[real]):
+                return f"{self.sorted} lists item {int(real[seen[real]][0])} twice"
+            seen[real] = True
+            if np.any(owners[start // block : (start + padded[key]) // block] != key):
+                return f"{self.blocks}[{start // block}:{(start + padded[key]) // block}] should all be {key}"
+            start += padded[key]
+        return None
+
+
 Rule = Annotated[
-    Union[Permutation, Groups, RowsSumTo, NonNegative, DistinctInRows, InRange, SumEquals],  # noqa: UP007
+    Union[Permutation, Groups, RowsSumTo, NonNegative, DistinctInRows, InRange, SumEquals, PaddedGroups],  # noqa: UP007
     Field(discriminator="rule"),
 ]
 

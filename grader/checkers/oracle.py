@@ -17,7 +17,8 @@ class OracleOptions(CheckSpec):
     kind: Literal["oracle"] = "oracle"
     cases: str = Field(description="The case set (a key of [cases]) to run.")
     reference: str | None = Field(
-        default=None, description="The solution function to compare with; defaults to `function`."
+        default=None,
+        description="The trusted function to compare with: a solution function, or 'lab:<name>' from lab.py; defaults to `function`.",
     )
     tolerance: dict[str, str] = Field(
         default_factory=dict,
@@ -34,8 +35,8 @@ class OracleOptions(CheckSpec):
         names = {o.name for o in spec.returns}
         if self.cases not in manifest.cases:
             out.append(("cases", f"one of {sorted(manifest.cases)}", repr(self.cases)))
-        if self.reference is not None and self.reference not in manifest.functions:
-            out.append(("reference", f"one of {sorted(manifest.functions)}", repr(self.reference)))
+        if self.reference is not None and not self.reference.startswith("lab:") and self.reference not in manifest.functions:
+            out.append(("reference", f"one of {sorted(manifest.functions)} or 'lab:<function>'", repr(self.reference)))
         for output, tol in self.tolerance.items():
             if output not in names:
                 out.append((f"tolerance.{output}", f"an output of {self.function}: {sorted(names)}", repr(output)))
@@ -57,10 +58,9 @@ class OracleChecker(Checker):
 
     def run(self, check_id: str, check: OracleOptions, ctx: CheckContext) -> Verdict:
         spec = ctx.manifest.functions[check.function]
-        reference_fn = check.reference or check.function
         cases = ctx.cases(check.cases, check_id)
         for case in cases:
-            expected = ctx.reference(reference_fn, case, check_id)
+            expected = ctx.reference(check.function, case, check_id, check.reference)
             got = ctx.call(check.function, case, check.time_limit_s).values
             if check.unordered_rows_by:
                 key = check.unordered_rows_by

@@ -54,7 +54,7 @@ class Limits:
         ]
         if self.address_space_mb:
             args.insert(0, f"--as={self.address_space_mb << 20}")
-        return ["prlimit", *args, "--"]
+        return [shutil.which("prlimit") or "prlimit", *args, "--"]
 
 
 @dataclass
@@ -113,7 +113,7 @@ class Launcher:
         self, python: str, submission: Path, fds: tuple[int, int], env: dict[str, str], limits: Limits, uid: int | None
     ) -> WorkerCommand:
         bpf_r = _seccomp_fd(deny_ip_sockets=False)
-        argv = [*limits.prlimit_args(), "bwrap"]
+        argv = [*limits.prlimit_args(), shutil.which("bwrap") or "bwrap"]
         argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         if os.geteuid() != 0:
             argv += ["--unshare-user"]
@@ -155,7 +155,7 @@ class Launcher:
     ) -> WorkerCommand:
         argv = [*limits.prlimit_args()]
         if self.mode == "process+unshare":
-            argv += ["unshare", "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc", "--"]
+            argv += [shutil.which("unshare") or "unshare", "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc", "--"]
         argv += self._setpriv(uid)
         argv += self._worker_argv(python, str(BOOT_DIR), fds)
         program = seccomp_program(deny_ip_sockets=self.mode == "process")

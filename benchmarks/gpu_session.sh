@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Everything lab-05 needs on the GPU machine, in one call: set up, then grade and/or benchmark.
+#
+#   benchmarks/gpu_session.sh grade   # grader selftest lab-05 on the GPU + grader submit of the solution
+#   benchmarks/gpu_session.sh bench   # benchmarks/moe_gpu.py: reference vs naive loop vs torch._grouped_mm
+#
+# The device image has torch and triton but not pydantic or junit-xml, and no bubblewrap: the
+# call carries wheels in .whl/ (pip download ... --python-version 3.12, see docs/lab-05-gpu.md)
+# and Debian's bubblewrap .deb in .device/. Results go to $OUT (or ./gpu-out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 NO_COLOR=1
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+if ! command -v bwrap >/dev/null && ls .device/bubblewrap_*.deb >/dev/null 2>&1; then
+  dpkg -x .device/bubblewrap_*.deb /tmp/bw && export PATH=/tmp/bw/usr/bin:$PATH
+fi
+{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader; python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'; bwrap --version; } | tee "$OUT/device.txt"
+
+for step in "$@"; do
+  case "$step" in
+    grade)
+      python3 -m grader selftest lab-05 2>&1 | tee "$OUT/selftest-lab05.txt"
+      python3 -m grader submit exercises/phase-07-gemm-and-moe-kernels/lab-05-fused-moe-kernel/solution.py --out "$OUT/solution" 2>&1 | tee "$OUT/submit-solution.txt"
+      python3 -m grader submit exercises/phase-07-gemm-and-moe-kernels/lab-05-fused-moe-kernel/wrong/decorative_kernel.py --out "$OUT/decorative" -q 2>&1 | tee -a "$OUT/submit-solution.txt"
+      ;;
+    bench)
+      python3 benchmarks/moe_gpu.py --out "$OUT" 2>&1 | tee "$OUT/bench.txt"
+      ;;
+    *) echo "unknown step $step"; exit 2 ;;
+  esac
+done

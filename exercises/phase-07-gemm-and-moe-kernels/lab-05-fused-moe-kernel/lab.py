@@ -1,0 +1,108 @@
+"""Grader-side code of lab-05: inputs for the CPU interpreter and the GPU, the oracle, the floor.
+
+Runs in the grader's process, never in the student's. CPU cases are small numpy inputs (float32
+or float16) that the worker hands to the submission as CPU torch tensors, run by Triton's
+interpreter. GPU cases are recipes: gigabytes of bf16 expert weights that the grader and the
+worker each build from the same seed on the device, instead of sending them through a pipe.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from grader import recipes
+
+PEAK_FLOPS = 798e12  # dense bf16 GEMM measured on the project's H100s
+PEAK_BYTES = 3.0e12  # device-to-device copy, bytes read plus written, same machines
+
+# model index -> (name, E, k, H, I); 2 is a small awkward shape whose sizes are not multiples of any tile
+MODELS = {
+    0: ("mixtral", 8, 2, 4096, 14336),
+    1: ("deepseek_v3", 256, 8, 7168, 2048),
+    2: ("awkward", 6, 3, 200, 96),
+}
+
+
+def _routing(rng: np.random.Generator, T: int, E: int, k: int, skew: float) -> tuple[np.ndarray, np.ndarray]:
+    logits = rng.standard_normal((T, E)) + skew * np.linspace(2, 0, E)
+    ids = np.argsort(-logits, axis=1)[:, :k]
+    chosen = np.take_along_axis(logits, ids, axis=1)
+    w = np.exp(chosen - chosen.max(axis=1, keepdims=True))
+    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32), ids
+
+
+def cpu_inputs(rng: np.random.Generator, T: int, H: int, I: int, E: int, k: int, half: int = 0, ids64: int = 0) -> dict:
+    dtype = np.float16 if half else np.float32
+    weights, ids = _routing(rng, T, E, k, skew=float(rng.uniform(0, 2)))
+    return {
+        "x": rng.standard_normal((T, H)).astype(dtype),
+        "w1": (rng.standard_normal((E, 2 * I, H)) / math.sqrt(H)).astype(dtype),
+        "w2": (rng.standard_normal((E, H, I)) / math.sqrt(I)).astype(dtype),
+        "topk_weights": weights,
+        "topk_ids": ids.astype(np.int64 if ids64 else np.int32),
+    }
+
+
+def align_inputs(rng: np.random.Generator, T: int, E: int, k: int, block_m: int, ids64: int = 0) -> dict:
+    _, ids = _routing(rng, T, E, k, skew=float(rng.uniform(0, 3)))
+    return {"topk_ids": ids.astype(np.int64 if ids64 else np.int32), "num_experts": E, "block_m": block_m}
+
+
+def gpu_inputs(rng: np.random.Generator, model: int, T: int) -> dict:
+    """One graded shape. Weights depend only on the model (built once per process and cached);
+    activations and routing come from the grading seed."""
+    _, E, k, H, I = MODELS[model]
+    w_seed = 7000 + 10 * model
+    seed = int(rng.integers(1 << 30))
+    weights, ids = recipes.routing(T, E, k, seed + 1)
+    return {
+        "x": recipes.randn((T, H), "bfloat16", seed),
+        "w1": recipes.randn((E, 2 * I, H), "bfloat16", w_seed, scale=H**-0.5, cache=True),
+        "w2": recipes.randn((E, H, I), "bfloat16", w_seed + 1, scale=I**-0.5, cache=True),
+        "topk_weights": weights,
+        "topk_ids": ids,
+    }
+
+
+def fresh_activations(rng: np.random.Generator, inputs: dict) -> dict:
+    """The same weights, new tokens and routing: what every timed call gets."""
+    x = inputs["x"].spec
+    ids = inputs["topk_ids"].spec
+    seed = int(rng.integers(1 << 30))
+    weights, new_ids = recipes.routing(ids["tokens"], ids["experts"], ids["k"], seed + 1)
+    return dict(inputs, x=recipes.randn(tuple(x["shape"]), x["dtype"], seed), topk_weights=weights, topk_ids=new_ids)
+
+
+def floor_us(inputs: dict) -> tuple[float, float, float]:
+    """Roofline floor of one call: max(FLOPs / peak, bytes / bandwidth), with bytes = the weights of
+    the experts the routing touches + x read + out written. Returns (us, FLOPs, bytes)."""
+    import torch
+
+    ids = inputs["topk_ids"].materialize("cuda")
+    T, k = ids.shape
+    E, two_i, H = inputs["w1"].spec["shape"]
+    inter = two_i // 2
+    touched = int(torch.unique(ids).numel())
+    flops = 6.0 * T * k * H * inter
+    nbytes = touched * 3.0 * H * inter * 2 + 2.0 * T * H * 2
+    return max(flops / PEAK_FLOPS, nbytes / PEAK_BYTES) * 1e6, flops, nbytes
+
+
+def moe_reference(x, w1, w2, topk_weights, topk_ids):
+    """The oracle: one expert at a time in float64 on the CPU (float32 on the GPU), never the
+    whole weight tensor widened at once. Returns float32."""
+    import torch
+    import torch.nn.functional as F
+
+    wide = torch.float64 if x.device.type == "cpu" else torch.float32
+    inter = w2.shape[2]
+    out = torch.zeros(x.shape, dtype=wide, device=x.device)
+    ids = topk_ids.long()
+    for e in torch.unique(ids).tolist():
+        tok, slot = (ids == e).nonzero(as_tuple=True)
+        gate_up = x[tok].to(wide) @ w1[e].to(wide).T
+        h = F.silu(gate_up[:, :inter]) * gate_up[:, inter:]
+        out.index_add_(0, tok, (h @ w2[e].to(wide).T) * topk_weights[tok, slot, None].to(wide))
+    return out.float()

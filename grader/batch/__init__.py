@@ -1,0 +1,11 @@
+"""TA batch grading: a folder of submissions, graded in parallel, resumably, with a class summary.
+
+``layouts`` finds the submissions (plain files, folders, Gradescope and Canvas exports),
+``runner`` schedules them over long-lived ``worker`` processes, ``store`` writes every
+per-student file atomically and remembers what was graded, ``summary`` and ``histogram``
+write the class outputs.
+"""
+
+from grader.batch.runner import BatchOptions, BatchOutcome, run_batch
+
+__all__ = ["BatchOptions", "BatchOutcome", "run_batch"]

@@ -1,0 +1,79 @@
+"""The batch's progress on stderr: one updating bar on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from typing import TextIO
+
+from grader.text import printable
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Counts graded submissions; ``total`` excludes those skipped as already graded."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, tty: bool | None = None) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        if os.environ.get("TERM") == "dumb":
+            self.tty = False
+        self.done = 0
+        self.problems = 0
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+        self._active: dict[int, str] = {}
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def started_one(self, slot: int, student: str) -> None:
+        self._active[slot] = student
+        self.draw()
+
+    def finished_one(self, slot: int, student: str, outcome: str, problem: bool = False) -> None:
+        self._active.pop(slot, None)
+        self.done += 1
+        self.problems += problem
+        if self.tty:
+            self.draw(force=True)
+        else:
+            width = len(str(self.total))
+            print(f"[{self.done:>{width}}/{self.total}] {printable(student, keep_newlines=False)}: {outcome}", file=self.stream, flush=True)
+
+    def draw(self, force: bool = False) -> None:
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_draw < 0.1:
+            return
+        self._last_draw = now
+        columns = shutil.get_terminal_size((100, 20)).columns
+        rate = self.rate
+        eta = (self.total - self.done) / rate if rate > 0 else 0.0
+        bar_width = max(10, min(30, columns - 70))
+        filled = int(bar_width * self.done / self.total) if self.total else bar_width
+        bar = "#" * filled + "-" * (bar_width - filled)
+        text = f"[{bar}] {self.done}/{self.total}  {rate:.1f}/s  eta {_clock(eta)}"
+        if self.problems:
+            text += f"  {self.problems} not gradable"
+        if self._active:
+            text += "  grading " + ", ".join(sorted(self._active.values()))
+        text = printable(text, keep_newlines=False)[: columns - 1]
+        self.stream.write("\r\033[K" + text)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.draw(force=True)
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,365 @@
+"""``grader batch``: grade a folder of submissions with N long-lived workers, resumably.
+
+The batch process only schedules: it finds the submissions, skips those already graded, hands
+one submission at a time to each of N batch workers (:mod:`grader.batch.worker`), records each
+finished student, and writes the class summary at the end. A worker that dies (or falls silent
+past the watchdog) is replaced; its submission is retried once, then recorded as an
+infrastructure error for that student alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from grader.batch.layouts import Entry, Skipped, find_submissions
+from grader.batch.progress import Progress
+from grader.batch.store import Store, write_reports_atomic
+from grader.errors import InfrastructureError, UsageError
+from grader.manifest import LabManifest
+from grader.plugins import Plugins
+from grader.results import GradeResult, SandboxInfo
+from grader.sandbox.launchers import Launcher
+from grader.seeds import Seeds
+from grader.session import not_gradable, sandbox_info
+
+ATTEMPTS = 2
+"""A submission whose worker dies is graded at most this many times."""
+START_FAILURES = 2
+"""A slot whose worker dies this many times in a row before it is ready stops the batch."""
+
+
+@dataclass
+class BatchOptions:
+    folder: Path
+    out: Path
+    jobs: int = 2
+    force: bool = False
+    seed: int | None = None
+    allow_unsandboxed: bool = False
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch produced: every current student's result, and what was skipped."""
+
+    entries: list[Entry]
+    skipped: list[Skipped]
+    results: dict[str, GradeResult]
+    graded: int = 0
+    reused: int = 0
+    retried: int = 0
+    elapsed_s: float = 0.0
+    sandbox: SandboxInfo | None = None
+
+    @property
+    def not_gradable(self) -> list[str]:
+        return [s for s, r in self.results.items() if not r.gradable]
+
+
+@dataclass
+class _Job:
+    id: int
+    entry: Entry
+    attempts: int = 0
+    started: float = 0.0
+
+
+def silence_limit_s(manifest: LabManifest) -> float:
+    """How long a worker may go without finishing a check before it counts as hung.
+
+    Generous: a check makes several calls, each bounded by its own limit in the sandbox; this
+    watchdog only catches a grader that hangs itself."""
+    longest = max(
+        [manifest.lab.time_limit_s, manifest.lab.import_time_limit_s]
+        + [c.time_limit_s for c in manifest.checks.values() if c.time_limit_s]
+    )
+    return max(300.0, 20.0 * longest)
+
+
+class _Worker:
+    """One batch worker process and the submission it is grading."""
+
+    def __init__(self, slot: int, config: dict[str, Any], log: Path) -> None:
+        self.slot = slot
+        self.config = dict(config, slot=slot)
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.buffer = b""
+        self.ready = False
+        self.job: _Job | None = None
+        self.last_seen = 0.0
+        self.start_failures = 0
+        self.fd = -1
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "grader.batch.worker"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+            )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.fd = self.proc.stdout.fileno()
+        self.buffer, self.ready, self.job = b"", False, None
+        self.last_seen = time.monotonic()
+        self.send(self.config)
+
+    def send(self, message: dict[str, Any]) -> bool:
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(message) + "\n").encode())
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def read(self) -> list[dict[str, Any]] | None:
+        """The complete messages available now; None once the worker closed its end."""
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            return None
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        self.last_seen = time.monotonic()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def kill(self) -> str:
+        """Kill the worker (and anything in its session); how it ended, for messages."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        code = self.proc.wait()
+        self.fd = -1
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        return f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+    def log_tail(self) -> str:
+        try:
+            lines = [line for line in self.log.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return ""
+        return lines[-1][:300] if lines else ""
+
+
+def _outcome(result: GradeResult) -> str:
+    text = f"{result.score:g}/{result.max_score:g} ({result.percent:.0f}%)"
+    return text if result.gradable else f"{text}, NOT GRADABLE: {result.error}"
+
+
+def run_batch(
+    plugins: Plugins,
+    manifest: LabManifest,
+    launcher: Launcher,
+    options: BatchOptions,
+    stream: TextIO | None = None,
+    tty: bool | None = None,
+) -> BatchOutcome:
+    """Grade every submission under ``options.folder``; returns every current student's result."""
+    stream = stream or sys.stderr
+    started = time.monotonic()
+    seeds = Seeds.from_env(options.seed)
+    entries, skipped = find_submissions(options.folder, manifest, exclude=options.out)
+    if not entries:
+        why = f" ({len(skipped)} entries skipped, e.g. {skipped[0].name}: {skipped[0].reason})" if skipped else ""
+        raise UsageError(f"{options.folder}: no submissions to grade{why}")
+    store = Store(options.out, manifest, seeds)
+    outcome = BatchOutcome(entries, skipped, {}, sandbox=sandbox_info(launcher))
+    todo: deque[_Job] = deque()
+    for i, entry in enumerate(entries):
+        previous = None if options.force else store.done(entry.student, entry.sha256)
+        if previous is not None:
+            outcome.results[entry.student] = previous
+            outcome.reused += 1
+        else:
+            todo.append(_Job(i, entry))
+
+    layouts = sorted({e.layout for e in entries})
+    print(
+        f"grader batch: {len(entries)} submissions in {options.folder} ({', '.join(layouts)})"
+        + (f", {outcome.reused} already graded (skipped; --force redoes them)" if outcome.reused else "")
+        + (f", {len(skipped)} entries not gradable as submissions (listed in summary.md)" if skipped else ""),
+        file=stream,
+    )
+    if not seeds.official:
+        print("grader batch: GRADER_SECRET_SEED is not set: inputs come from the public seed only", file=stream)
+    for warning in launcher.warnings:
+        print(f"grader batch: warning: {warning}", file=stream)
+    if todo:
+        jobs = max(1, min(options.jobs, len(todo)))
+        print(f"grader batch: grading {len(todo)} with {jobs} worker(s), sandbox {launcher.mode}", file=stream)
+        scheduler = _Scheduler(plugins, manifest, launcher, seeds, store, options, outcome, Progress(len(todo), stream, tty))
+        scheduler.run(todo, jobs)
+    outcome.elapsed_s = time.monotonic() - started
+    return outcome
+
+
+class _Scheduler:
+    """Hands submissions to the workers, collects their answers, replaces the ones that die."""
+
+    def __init__(
+        self,
+        plugins: Plugins,
+        manifest: LabManifest,
+        launcher: Launcher,
+        seeds: Seeds,
+        store: Store,
+        options: BatchOptions,
+        outcome: BatchOutcome,
+        progress: Progress,
+    ) -> None:
+        self.plugins, self.manifest, self.launcher, self.seeds = plugins, manifest, launcher, seeds
+        self.store, self.outcome, self.progress = store, outcome, progress
+        self.todo: deque[_Job] = deque()
+        self.silence = silence_limit_s(manifest)
+        self.config = {
+            "op": "config",
+            "manifest": str(manifest.path.resolve()),
+            "seed": options.seed,
+            "sandbox": "bubblewrap" if launcher.mode == "bubblewrap" else "process",
+            "allow_unsandboxed": options.allow_unsandboxed,
+            "parent": os.getpid(),
+        }
+        self.workers: list[_Worker] = []
+        self.by_fd: dict[int, _Worker] = {}
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self, todo: deque[_Job], jobs: int) -> None:
+        self.todo = todo
+        self.workers = [_Worker(slot, self.config, self.store.log_path(slot)) for slot in range(jobs)]
+        try:
+            for worker in self.workers:
+                self._start(worker)
+            while self.todo or any(w.job is not None for w in self.workers):
+                self._dispatch()
+                readable, _, _ = select.select(list(self.by_fd), [], [], 0.2)
+                for fd in readable:
+                    worker = self.by_fd.get(fd)
+                    if worker is None:
+                        continue
+                    messages = worker.read()
+                    if messages is None:
+                        self._died(worker, None)
+                        continue
+                    for message in messages:
+                        self._handle(worker, message)
+                self._watchdog()
+                self.progress.draw()
+        finally:
+            self.progress.close()
+            for worker in self.workers:
+                worker.stop()
+
+    def _start(self, worker: _Worker) -> None:
+        worker.start()
+        self.by_fd[worker.fd] = worker
+
+    def _dispatch(self) -> None:
+        for worker in self.workers:
+            if not (worker.ready and worker.job is None and self.todo):
+                continue
+            job = self.todo.popleft()
+            job.started = worker.last_seen = time.monotonic()
+            worker.job = job
+            out_dir = self.store.student_dir(job.entry.student)
+            message = {"op": "grade", "id": job.id, "path": str(job.entry.path.resolve()), "out": str(out_dir)}
+            if worker.send(message):
+                self.progress.started_one(worker.slot, job.entry.student)
+            # A failed send means the worker is gone: its end of stdout closes and _died follows.
+
+    def _watchdog(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.fd in self.by_fd and now - worker.last_seen > self.silence:
+                self._died(worker, f"no progress for {self.silence:g} s")
+
+    # -- answers -------------------------------------------------------------------------------
+
+    def _handle(self, worker: _Worker, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "ready":
+            worker.ready, worker.start_failures = True, 0
+            return
+        if op == "fatal":
+            raise InfrastructureError(f"the batch worker cannot grade: {message.get('error')}")
+        job = worker.job
+        if job is None or message.get("id") != job.id or op == "alive":
+            return
+        worker.job = None
+        if op == "done":
+            path = self.store.student_dir(job.entry.student) / "result.json"
+            try:
+                result = GradeResult.model_validate_json(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                self._failed(worker, job, f"its result.json could not be read back ({exc})")
+                return
+            self._finish(worker, job, result)
+        elif op == "refused":  # the file changed into something unreadable since it was found
+            reason = str(message.get("error", "")).split(": ", 1)[-1]
+            self.outcome.skipped.append(Skipped(job.entry.file, reason))
+            self.progress.finished_one(worker.slot, job.entry.student, f"skipped: {reason}")
+        else:
+            self._failed(worker, job, f"grader error: {message.get('error')}")
+
+    def _finish(self, worker: _Worker, job: _Job, result: GradeResult) -> None:
+        self.store.record(job.entry.student, job.entry.file, result)
+        self.outcome.results[job.entry.student] = result
+        self.outcome.graded += 1
+        self.progress.finished_one(worker.slot, job.entry.student, _outcome(result), problem=not result.gradable)
+
+    def _failed(self, worker: _Worker, job: _Job, how: str) -> None:
+        job.attempts += 1
+        if job.attempts < ATTEMPTS:
+            self.outcome.retried += 1
+            self.todo.appendleft(job)
+            return
+        reason = f"the grader's batch worker failed twice on this submission ({how}; log: {worker.log})"
+        result = not_gradable(
+            self.manifest, job.entry.path.name, job.entry.sha256, reason, sandbox_info(self.launcher), self.seeds
+        )
+        write_reports_atomic(self.plugins, result, self.store.student_dir(job.entry.student))
+        self._finish(worker, job, result)
+
+    def _died(self, worker: _Worker, why: str | None) -> None:
+        """The worker closed its channel (or hung): replace it, retry its submission once."""
+        self.by_fd.pop(worker.fd, None)
+        how = worker.kill()
+        how = f"{why}, killed" if why else f"worker {how}"
+        if not worker.ready:
+            worker.start_failures += 1
+            if worker.start_failures >= START_FAILURES:
+                tail = worker.log_tail() or f"see {worker.log}"
+                raise InfrastructureError(f"the batch worker cannot start ({how}): {tail}")
+        job, worker.job = worker.job, None
+        if job is not None:
+            self._failed(worker, job, how)
+        if self.todo or any(w.job is not None for w in self.workers):
+            self._start(worker)

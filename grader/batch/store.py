@@ -1,0 +1,123 @@
+"""The batch's output folder: per-student reports written atomically, and what was already graded.
+
+Every file is written to a temporary name and renamed into place, so a batch killed at any
+moment leaves each file either whole or absent. A student counts as graded only once their
+*record* (``.state/<student>.json``) exists: it is written last, after every report, and names
+what the grading depended on (content hash, grader version, lab, seed). A re-run skips a
+student whose record matches; anything else, a grading cut off half-way included, is redone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from grader import __version__
+from grader.manifest import LabManifest
+from grader.plugins import Plugins
+from grader.results import GradeResult
+from grader.seeds import Seeds
+
+STATE = ".state"
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_reports_atomic(plugins: Plugins, result: GradeResult, out_dir: Path) -> None:
+    """Every file reporter's output for ``result`` in ``out_dir``, each file renamed into place.
+
+    Reporters write into a private staging folder beside ``out_dir`` (so a third-party reporter
+    needs nothing special); the finished files are then moved over one by one.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent))
+    try:
+        for cls in plugins.reporter_classes.values():
+            if cls.filename is not None:
+                cls().write(result, staging)
+        for item in sorted(staging.iterdir()):
+            if item.is_file():
+                os.replace(item, out_dir / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    plugins.grading_finished(result, out_dir)
+
+
+def lab_fingerprint(manifest: LabManifest) -> str:
+    """A hash of the lab files a verdict depends on (manifest, solution, generators)."""
+    digest = hashlib.sha256()
+    for path in sorted(manifest.directory.iterdir()):
+        if path.is_file() and path.suffix in (".toml", ".py") and not path.name.startswith("test_"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+class Store:
+    """The ``--out`` folder of one batch."""
+
+    def __init__(self, out: Path, manifest: LabManifest, seeds: Seeds) -> None:
+        self.out = out
+        self.state = out / STATE
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.key = {
+            "grader": __version__,
+            "exercise": manifest.id,
+            "lab": lab_fingerprint(manifest),
+            "seed": seeds.key,
+        }
+
+    def student_dir(self, student: str) -> Path:
+        return self.out / student
+
+    def _record_path(self, student: str) -> Path:
+        return self.state / f"{student}.json"
+
+    def done(self, student: str, digest: str) -> GradeResult | None:
+        """The stored result if ``student`` was graded with this content, grader, lab and seed."""
+        try:
+            record = json.loads(self._record_path(student).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if record.get("sha256") != digest or any(record.get(k) != v for k, v in self.key.items()):
+            return None
+        if not record.get("gradable"):
+            return None  # infrastructure failures are retried on every run
+        try:
+            return GradeResult.model_validate_json((self.student_dir(student) / "result.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def record(self, student: str, file: str, result: GradeResult) -> None:
+        """Mark ``student`` graded; called after every report of theirs is in place."""
+        data: dict[str, Any] = {
+            "student": student,
+            "file": file,
+            "sha256": result.submission_sha256,
+            "gradable": result.gradable,
+            "score": result.score,
+            "max_score": result.max_score,
+            **self.key,
+        }
+        write_atomic(self._record_path(student), json.dumps(data, indent=1) + "\n")
+
+    def log_path(self, slot: int) -> Path:
+        return self.state / f"worker-{slot}.log"

@@ -1,0 +1,169 @@
+"""The class-level outputs of a batch: ``summary.md``, ``gradebook.csv`` and ``histogram.png``.
+
+All three are rendered from the students' ``GradeResult``s (the same model every per-student
+report comes from) and rewritten whole, atomically, at the end of every run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from grader import __version__
+from grader.batch.histogram import BINS, bins, write_histogram
+from grader.batch.layouts import Entry, Skipped
+from grader.batch.store import write_atomic
+from grader.manifest import LabManifest
+from grader.reporters.markdown import cell
+from grader.results import GradeResult, Status
+
+TOP_MESSAGES = 3
+
+
+def _g(value: float) -> str:
+    return f"{value:g}"
+
+
+def _spreadsheet_safe(text: str) -> str:
+    """A cell a spreadsheet will not run as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def gradebook_csv(manifest: LabManifest, entries: list[Entry], results: dict[str, GradeResult]) -> str:
+    """One row per graded student: the score and each check's score."""
+    check_ids = list(manifest.checks)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["student", "file", "score", "max_score", "percent", "gradable", *check_ids])
+    for entry in entries:
+        result = results.get(entry.student)
+        if result is None:
+            continue
+        by_id = {c.id: c.score for c in result.checks}
+        writer.writerow(
+            [
+                _spreadsheet_safe(entry.student), _spreadsheet_safe(entry.file), _g(result.score), _g(result.max_score),
+                f"{result.percent:.1f}", "yes" if result.gradable else "no",
+                *(_g(by_id[c]) if c in by_id else "" for c in check_ids),
+            ]
+        )  # fmt: skip
+    return buffer.getvalue()
+
+
+def _pattern(message: str) -> str:
+    """A message with its numbers blanked, so 'case 3 of 11' and 'case 7 of 11' group together."""
+    first = message.strip().splitlines()[0] if message.strip() else "(no message)"
+    return re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", first)[:200]
+
+
+def summary_md(
+    manifest: LabManifest,
+    entries: list[Entry],
+    skipped: list[Skipped],
+    results: dict[str, GradeResult],
+    elapsed_s: float | None = None,
+    histogram: str | None = "histogram.png",
+) -> str:
+    graded = [(e, results[e.student]) for e in entries if e.student in results]
+    gradable = [r for _, r in graded if r.gradable]
+    percents = [r.percent for r in gradable]
+    lines = [f"# {manifest.id}: class summary", ""]
+    facts = [f"{len(graded)} submissions", f"{len(gradable)} graded"]
+    if len(graded) > len(gradable):
+        facts.append(f"**{len(graded) - len(gradable)} not gradable**")
+    if skipped:
+        facts.append(f"{len(skipped)} entries skipped")
+    lines += [" · ".join(facts), ""]
+    if gradable:
+        scores = [r.score for r in gradable]
+        mean = statistics.fmean(scores)
+        lines += [
+            f"Score out of {_g(manifest.max_score)}: mean **{mean:.2f}** ({100 * mean / manifest.max_score if manifest.max_score else 0:.0f}%), "
+            f"median {_g(statistics.median(scores))}, min {_g(min(scores))}, max {_g(max(scores))}; "
+            f"{sum(1 for r in gradable if r.score >= r.max_score)} with full marks.",
+            "",
+        ]
+    example = (gradable or [r for _, r in graded] or [None])[0]
+    if example is not None:
+        secret = "with the secret seed" if example.official else "public seed only (GRADER_SECRET_SEED was not set)"
+        lines += [
+            f"Grader {__version__} · seed {example.seed} ({secret}) · sandbox **{example.sandbox.mode}**"
+            + (" (DEGRADED)" if example.sandbox.degraded else "")
+            + (f" · {elapsed_s:.1f} s this run" if elapsed_s is not None else ""),
+            "",
+        ]
+
+    lines += ["## Score distribution", ""]
+    if histogram:
+        lines += [f"![score histogram]({histogram})", ""]
+    counts = bins(percents)
+    most = max(counts) or 1
+    lines += ["| score | students | |", "| --- | ---: | --- |"]
+    width = 100 // BINS
+    for i in reversed(range(BINS)):
+        label = f"{i * width}–{(i + 1) * width}%" + ("" if i == BINS - 1 else " (excl.)")
+        lines.append(f"| {label} | {counts[i]} | {'█' * round(20 * counts[i] / most)} |")
+    lines.append("")
+
+    lines += ["## Checks", "", "| check | points | passed | pass rate | failed | error | skipped |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    per_check: dict[str, Counter[Status]] = {cid: Counter() for cid in manifest.checks}
+    messages: dict[str, Counter[str]] = {cid: Counter() for cid in manifest.checks}
+    examples: dict[tuple[str, str], str] = {}
+    for result in gradable:
+        for c in result.checks:
+            if c.id not in per_check:
+                continue
+            per_check[c.id][c.status] += 1
+            if c.status is not Status.passed:
+                key = _pattern(f"{c.status.value}: {c.message}")
+                messages[c.id][key] += 1
+                examples.setdefault((c.id, key), f"{c.status.value}: {c.message}")
+    for cid, check in manifest.checks.items():
+        n = per_check[cid]
+        total = sum(n.values())
+        rate = f"{100 * n[Status.passed] / total:.0f}%" if total else "–"
+        lines.append(
+            f"| `{cid}` | {_g(check.points)} | {n[Status.passed]} | {rate} | {n[Status.failed]} | {n[Status.error]} | {n[Status.skipped]} |"
+        )
+    lines.append("")
+
+    failing = [cid for cid in manifest.checks if messages[cid]]
+    if failing:
+        lines += ["## Most common failure messages", ""]
+        for cid in failing:
+            missed = sum(messages[cid].values())
+            lines += [f"### `{cid}`: {missed} of {len(gradable)} did not pass", "", "| students | message (one example) |", "| ---: | --- |"]
+            for key, count in messages[cid].most_common(TOP_MESSAGES):
+                lines.append(f"| {count} | {cell(examples[(cid, key)], 300)} |")
+            lines.append("")
+
+    broken = [(e, r) for e, r in graded if not r.gradable]
+    if broken:
+        lines += ["## Not gradable", "", "These are infrastructure failures, not the students' scores: re-run the batch to retry them.", ""]
+        lines += ["| student | file | reason |", "| --- | --- | --- |"]
+        lines += [f"| {cell(e.student)} | `{cell(e.file)}` | {cell(r.error or '', 300)} |" for e, r in broken]
+        lines.append("")
+    if skipped:
+        lines += ["## Skipped entries", "", "Not graded; nothing was run.", "", "| entry | reason |", "| --- | --- |"]
+        lines += [f"| `{cell(s.name)}` | {cell(s.reason, 300)} |" for s in skipped]
+        lines.append("")
+    lines += ["Per-student reports: `<student>/result.json`, `scorecard.md`, `junit.xml` · gradebook: `gradebook.csv`", ""]
+    return "\n".join(lines)
+
+
+def write_class_outputs(
+    out: Path,
+    manifest: LabManifest,
+    entries: list[Entry],
+    skipped: list[Skipped],
+    results: dict[str, GradeResult],
+    elapsed_s: float | None = None,
+) -> None:
+    percents = [results[e.student].percent for e in entries if e.student in results and results[e.student].gradable]
+    write_histogram(out / "histogram.png", percents)
+    write_atomic(out / "gradebook.csv", gradebook_csv(manifest, entries, results))
+    write_atomic(out / "summary.md", summary_md(manifest, entries, skipped, results, elapsed_s))
