@@ -27,9 +27,19 @@ fi
 for step in "$@"; do
   case "$step" in
     grade)
-      python3 -m grader selftest lab-05 2>&1 | tee "$OUT/selftest-lab05.txt"
-      python3 -m grader submit exercises/phase-07-gemm-and-moe-kernels/lab-05-fused-moe-kernel/solution.py --out "$OUT/solution" 2>&1 | tee "$OUT/submit-solution.txt"
-      python3 -m grader submit exercises/phase-07-gemm-and-moe-kernels/lab-05-fused-moe-kernel/wrong/decorative_kernel.py --out "$OUT/decorative" -q 2>&1 | tee -a "$OUT/submit-solution.txt"
+      python3 -m grader selftest lab-05 --out /tmp/selftest-reports 2>&1 | tee "$OUT/selftest-lab05.txt"
+      cp /tmp/selftest-reports/lab-05-fused-moe-kernel/solution/scorecard.md "$OUT/solution-scorecard.md"
+      cp /tmp/selftest-reports/lab-05-fused-moe-kernel/solution/result.json "$OUT/solution-result.json"
+      python3 - <<'PY' > "$OUT/selftest-checks.md"
+import json, pathlib
+root = pathlib.Path("/tmp/selftest-reports/lab-05-fused-moe-kernel")
+print("| file | score | check | status | message |\n| --- | --- | --- | --- | --- |")
+for result in sorted(root.glob("*/result.json")):
+    r = json.loads(result.read_text())
+    for c in r["checks"]:
+        msg = " ".join(c["message"].split())[:160].replace("|", "/")
+        print(f"| {result.parent.name} | {r['score']:g}/{r['max_score']:g} | {c['id']} | {c['status']} | {msg} |")
+PY
       ;;
     bench)
       python3 benchmarks/moe_gpu.py --out "$OUT" 2>&1 | tee "$OUT/bench.txt"

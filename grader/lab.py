@@ -140,12 +140,14 @@ class Lab:
                     lo, hi = dimexpr.evaluate(low, dims), dimexpr.evaluate(high, dims)
                     dims[name] = int(rng.integers(lo, max(lo, hi) + 1))
             try:
-                inputs = generator(rng, **dims, **spec.params)
+                made = generator(rng, **dims, **spec.params)
             except Exception as exc:
                 raise InfrastructureError(
                     f"the generator {spec.generator} failed on {dims}: {type(exc).__name__}: {exc}"
                 ) from exc
-            out.append(Case(case_set, i, total, dims, dict(inputs)))
+            # A generator may return (inputs, more dims), e.g. sizes that follow from a model index.
+            inputs, extra = made if isinstance(made, tuple) else (made, {})
+            out.append(Case(case_set, i, total, {**dims, **extra}, dict(inputs)))
         return out
 
     # -- the reference --------------------------------------------------------------------------

@@ -38,10 +38,27 @@ def _score(r: GradeResult) -> str:
     return f"{r.score:g}/{r.max_score:g}"
 
 
-def run_selftest(manifest: LabManifest, plugins: Plugins, launcher: Launcher, out: TextIO) -> bool:
-    """Run the self-test of one lab, print one line per file, and say whether it all held."""
+def run_selftest(
+    manifest: LabManifest, plugins: Plugins, launcher: Launcher, out: TextIO, reports: Path | None = None
+) -> bool:
+    """Run the self-test of one lab, print one line per file, and say whether it all held.
+    With ``reports``, every graded file's result.json, scorecard.md and junit.xml are written
+    to ``reports/<lab-id>/<file>/``."""
     lab = Lab(manifest)
-    grader = Grader(lab, plugins, launcher, Seeds.from_env())
+    base = Grader(lab, plugins, launcher, Seeds.from_env())
+
+    class _Recording:
+        def grade(self, path: Path) -> GradeResult:
+            result = base.grade(path)
+            if reports is not None:
+                folder = reports / manifest.id / str(path.relative_to(manifest.directory).with_suffix("")).replace("/", "-")
+                folder.mkdir(parents=True, exist_ok=True)
+                for cls in plugins.reporter_classes.values():
+                    if cls.filename is not None:
+                        cls().write(result, folder)
+            return result
+
+    grader = _Recording()
     root = manifest.directory
     ok = True
     print(f"selftest {manifest.id} (sandbox: {launcher.mode})", file=out)

@@ -198,7 +198,10 @@ def validate_output(
         want = spec.dtype if not spec.dtype.startswith("like:") else f"{arg_dtypes.get(spec.dtype[5:])} (like {spec.dtype[5:]})"
         raise SubmissionFault(Status.failed, f"{label} has dtype {dtype_name}, expected {want}")
     if spec.shape is not None and dims is not None:
-        want = tuple(dimexpr.evaluate(d, dims) for d in spec.shape)
+        try:
+            want = tuple(dimexpr.evaluate(d, dims) for d in spec.shape)
+        except dimexpr.DimError as exc:
+            raise InfrastructureError(f"the lab's shape for {label} cannot be evaluated: {exc} (the case gives {dict(dims)})") from None
         if array.shape != want:
             raise SubmissionFault(Status.failed, f"{label} has shape {array.shape}, expected {want}")
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):

@@ -50,9 +50,9 @@ def align_inputs(rng: np.random.Generator, T: int, E: int, k: int, block_m: int,
     return {"topk_ids": ids.astype(np.int64 if ids64 else np.int32), "num_experts": E, "block_m": block_m}
 
 
-def gpu_inputs(rng: np.random.Generator, model: int, T: int) -> dict:
-    """One graded shape. Weights depend only on the model (built once per process and cached);
-    activations and routing come from the grading seed."""
+def gpu_inputs(rng: np.random.Generator, model: int, T: int) -> tuple[dict, dict]:
+    """One graded shape, and its sizes. Weights depend only on the model (built once per process
+    and cached); activations and routing come from the grading seed."""
     _, E, k, H, I = MODELS[model]
     w_seed = 7000 + 10 * model
     seed = int(rng.integers(1 << 30))
@@ -63,7 +63,7 @@ def gpu_inputs(rng: np.random.Generator, model: int, T: int) -> dict:
         "w2": recipes.randn((E, H, I), "bfloat16", w_seed + 1, scale=I**-0.5, cache=True),
         "topk_weights": weights,
         "topk_ids": ids,
-    }
+    }, {"H": H, "I": I, "E": E, "k": k}
 
 
 def fresh_activations(rng: np.random.Generator, inputs: dict) -> dict:
