@@ -65,7 +65,7 @@ def not_gradable(
 
 def _score(points: float, verdict: Verdict) -> float:
     if verdict.fraction is not None:
-        return round(points * min(1.0, max(0.0, verdict.fraction)), 4)
+        return round(points * min(1.0, max(0.0, verdict.fraction)), 2)
     return points if verdict.status is Status.passed else 0.0
 
 

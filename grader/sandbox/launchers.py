@@ -127,9 +127,17 @@ class Launcher:
             elif os.path.isdir(name):
                 argv += ["--ro-bind", name, name]
         argv += ["--perms", "0755", "--dir", "/etc"]
-        for name in ("ld.so.cache", "passwd", "group", "nsswitch.conf", "localtime"):
+        for name in ("ld.so.cache", "nsswitch.conf", "localtime"):
             if os.path.exists(f"/etc/{name}"):
                 argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        # The worker's uid gets a passwd and group entry: libraries (torch's profiler among them)
+        # look the current user up and fail on an unknown uid.
+        data_fds = []
+        for name, extra in (("passwd", f"grader:x:{uid}:{uid}:grader worker:/tmp:/usr/sbin/nologin\n"),
+                            ("group", f"grader:x:{uid}:\n")):  # fmt: skip
+            fd = _data_fd(_etc_text(name) + (extra if uid is not None else ""))
+            data_fds.append(fd)
+            argv += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{name}"]
         # The private /tmp comes before the interpreter's binds: a venv under /tmp must stay visible.
         argv += ["--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp"]
         made: set[str] = {"/", "/usr", "/etc", "/tmp"}
@@ -148,7 +156,9 @@ class Launcher:
             argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         argv += self._setpriv(uid)
         argv += self._worker_argv(python, SANDBOX_BOOT, fds)
-        return WorkerCommand(argv, {"PATH": "/usr/bin:/bin"}, (*fds, bpf_r), f"{SANDBOX_SUB}/{submission.name}", None, uid)
+        return WorkerCommand(
+            argv, {"PATH": "/usr/bin:/bin"}, (*fds, bpf_r, *data_fds), f"{SANDBOX_SUB}/{submission.name}", None, uid
+        )
 
     def _process(
         self, python: str, submission: Path, fds: tuple[int, int], env: dict[str, str], limits: Limits, uid: int | None
@@ -171,13 +181,26 @@ def seccomp_program(deny_ip_sockets: bool) -> bytes | None:
     return _seccomp_program(deny_ip_sockets) if seccomp.supported() else None
 
 
-def _seccomp_fd(deny_ip_sockets: bool) -> int:
-    """A pipe's read end holding the filter, for ``bwrap --seccomp``."""
-    program = seccomp_program(deny_ip_sockets) or b""
+def _data_fd(data: bytes | str) -> int:
+    """A pipe's read end holding ``data`` (small: it must fit the pipe buffer), for bwrap."""
+    payload = data.encode() if isinstance(data, str) else data
     r, w = os.pipe()
-    os.write(w, program)
+    os.write(w, payload)
     os.close(w)
     return r
+
+
+def _seccomp_fd(deny_ip_sockets: bool) -> int:
+    """A pipe's read end holding the filter, for ``bwrap --seccomp``."""
+    return _data_fd(seccomp_program(deny_ip_sockets) or b"")
+
+
+def _etc_text(name: str) -> str:
+    try:
+        text = Path(f"/etc/{name}").read_text(errors="replace")
+    except OSError:
+        return ""
+    return text if text.endswith("\n") or not text else text + "\n"
 
 
 def _python_roots(python: str) -> list[str]:
@@ -210,6 +233,8 @@ def worker_env(extra: dict[str, str], threads: int) -> dict[str, str]:
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": "/tmp",
+        "USER": "grader",
+        "LOGNAME": "grader",
         "LANG": "C.UTF-8",
         "TMPDIR": "/tmp",
         "OMP_NUM_THREADS": str(threads),

@@ -1,7 +1,6 @@
-"""Wrong: a Triton kernel is launched for show (it copies x), while the real work is torch
-broadcasting: multiply and sum, no matmul call anywhere, so no static rule notices. With the
-kernel switched off the answer is still right, and the profile shows torch's kernels doing
-the work."""
+"""Wrong: a Triton kernel is launched for show (it copies x), while torch.einsum does the
+expert GEMMs. With the kernel switched off the answer is still right, and the profile shows
+library GEMM kernels carrying the time."""
 # expect: triton-kernels-do-the-work
 # expect: triton-kernels-on-the-profile
 
@@ -41,9 +40,8 @@ def fused_moe(x, w1, w2, topk_weights, topk_ids):
     ids = topk_ids.long()
     for e in torch.unique(ids).tolist():
         tok, slot = (ids == e).nonzero(as_tuple=True)
-        xe = x[tok].float()
-        gate_up = (xe[:, None, :] * w1[e].float()[None, :, :]).sum(-1)
+        gate_up = torch.einsum("th,nh->tn", x[tok].float(), w1[e].float())
         h = F.silu(gate_up[:, :inter]) * gate_up[:, inter:]
-        y = (h[:, None, :] * w2[e].float()[None, :, :]).sum(-1)
+        y = torch.einsum("ti,hi->th", h, w2[e].float())
         out.index_add_(0, tok, y * topk_weights[tok, slot, None])
     return out.to(x.dtype)
