@@ -197,6 +197,18 @@ class CheckSpec(Strict):
         return []
 
 
+def case_set_problems(manifest: LabManifest, name: str, key: str = "cases") -> list[tuple[str, str, str]]:
+    """A check's reference to a case set, as problems() reports it."""
+    return [] if name in manifest.cases else [(key, f"one of {sorted(manifest.cases)}", repr(name))]
+
+
+def tolerance_problems(manifest: LabManifest, name: str, key: str = "tolerance") -> list[tuple[str, str, str]]:
+    """A check's reference to a named tolerance ('exact' is built in)."""
+    if name == "exact" or name in manifest.tolerances:
+        return []
+    return [(key, f"'exact' or one of {sorted(manifest.tolerances)}", repr(name))]
+
+
 class LabManifest(Strict):
     """A lab's contract: its functions, inputs, tolerances and checks."""
 

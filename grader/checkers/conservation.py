@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from grader import dims as dimexpr
 from grader.checkers.base import Checker, CheckContext, Verdict
-from grader.manifest import CheckSpec, LabManifest
+from grader.manifest import CheckSpec, LabManifest, case_set_problems
 
 Namespace = Mapping[str, Any]
 
@@ -259,8 +259,7 @@ class ConservationOptions(CheckSpec):
         out = []
         spec = manifest.functions[self.function]
         known = {o.name for o in spec.returns} | set(spec.args)
-        if self.cases not in manifest.cases:
-            out.append(("cases", f"one of {sorted(manifest.cases)}", repr(self.cases)))
+        out += case_set_problems(manifest, self.cases)
         for i, rule in enumerate(self.rules):
             for name in rule.arrays():
                 if name not in known:

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from grader.checkers.base import Checker, CheckContext, Verdict
 from grader.lab import Case
-from grader.manifest import CheckSpec, Hardware, LabManifest, _defined_functions
+from grader.manifest import CheckSpec, Hardware, LabManifest, _defined_functions, case_set_problems
 from grader.sandbox.boot import gpu as harness
 
 LIBRARY_GEMM = ("nvjet", "gemm", "cutlass", "cublas", "xmma", "Kernel2", "splitKreduce")
@@ -53,9 +53,7 @@ class GpuSpeedOptions(CheckSpec):
 
     def problems(self, manifest: LabManifest) -> list[tuple[str, str, str]]:
         out = _lab_function_problem(manifest, "fresh", self.fresh) + _lab_function_problem(manifest, "floor", self.floor)
-        if self.cases not in manifest.cases:
-            out.append(("cases", f"one of {sorted(manifest.cases)}", repr(self.cases)))
-        return out
+        return out + case_set_problems(manifest, self.cases)
 
 
 def _fingerprints_agree(a: list[float], b: list[float], rtol: float) -> bool:
@@ -130,9 +128,7 @@ class GpuProfileOptions(CheckSpec):
     )
 
     def problems(self, manifest: LabManifest) -> list[tuple[str, str, str]]:
-        if self.cases not in manifest.cases:
-            return [("cases", f"one of {sorted(manifest.cases)}", repr(self.cases))]
-        return []
+        return case_set_problems(manifest, self.cases)
 
 
 def _category(name: str, own: list[str]) -> str:

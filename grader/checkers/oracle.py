@@ -8,7 +8,7 @@ from pydantic import Field
 
 from grader.checkers.base import Checker, CheckContext, Verdict
 from grader.checkers.compare import compare, sort_rows
-from grader.manifest import CheckSpec, LabManifest
+from grader.manifest import CheckSpec, LabManifest, case_set_problems, tolerance_problems
 
 
 class OracleOptions(CheckSpec):
@@ -33,15 +33,13 @@ class OracleOptions(CheckSpec):
         out = []
         spec = manifest.functions[self.function]
         names = {o.name for o in spec.returns}
-        if self.cases not in manifest.cases:
-            out.append(("cases", f"one of {sorted(manifest.cases)}", repr(self.cases)))
+        out += case_set_problems(manifest, self.cases)
         if self.reference is not None and not self.reference.startswith("lab:") and self.reference not in manifest.functions:
             out.append(("reference", f"one of {sorted(manifest.functions)} or 'lab:<function>'", repr(self.reference)))
         for output, tol in self.tolerance.items():
             if output not in names:
                 out.append((f"tolerance.{output}", f"an output of {self.function}: {sorted(names)}", repr(output)))
-            if tol != "exact" and tol not in manifest.tolerances:
-                out.append((f"tolerance.{output}", f"'exact' or one of {sorted(manifest.tolerances)}", repr(tol)))
+            out += tolerance_problems(manifest, tol, f"tolerance.{output}")
         needs_default = any(o.dtype not in ("int", "bool") and o.name not in self.tolerance for o in spec.returns)
         if needs_default and "default" not in manifest.tolerances:
             out.append(("tolerance", "a [tolerances.default] for the float outputs, or a tolerance per output", "none"))

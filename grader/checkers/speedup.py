@@ -18,7 +18,7 @@ from pydantic import Field
 from grader.checkers.base import Checker, CheckContext, Verdict
 from grader.checkers.compare import compare
 from grader.lab import Case
-from grader.manifest import CheckSpec, LabManifest
+from grader.manifest import CheckSpec, LabManifest, case_set_problems, tolerance_problems
 
 
 class CpuSpeedupOptions(CheckSpec):
@@ -33,14 +33,12 @@ class CpuSpeedupOptions(CheckSpec):
 
     def problems(self, manifest: LabManifest) -> list[tuple[str, str, str]]:
         out = []
-        if self.cases not in manifest.cases:
-            out.append(("cases", f"one of {sorted(manifest.cases)}", repr(self.cases)))
-        elif not manifest.cases[self.cases].fixed:
+        out += case_set_problems(manifest, self.cases)
+        if self.cases in manifest.cases and not manifest.cases[self.cases].fixed:
             out.append(("cases", "a case set with a fixed case (its size is what is timed)", repr(self.cases)))
         if self.baseline not in manifest.functions:
             out.append(("baseline", f"one of {sorted(manifest.functions)}", repr(self.baseline)))
-        if self.tolerance != "exact" and self.tolerance not in manifest.tolerances:
-            out.append(("tolerance", f"'exact' or one of {sorted(manifest.tolerances)}", repr(self.tolerance)))
+        out += tolerance_problems(manifest, self.tolerance)
         return out
 
 
