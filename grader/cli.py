@@ -68,8 +68,56 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("selftest", help="prove a lab's checkers on its solution, starter and wrong files")
     p.add_argument("exercise", nargs="?", help="lab id or prefix (default: every lab)")
+    p.add_argument("--out", type=Path, help="also write each graded file's reports under DIR/<lab-id>/<file>/")
     _sandbox_flags(p)
+
+    p = sub.add_parser("batch", help="grade every submission in a folder (TA mode): reports, summary, gradebook")
+    p.add_argument("folder", type=Path, help="plain .py files, a folder per student, or a Gradescope or Canvas export")
+    p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
+    p.add_argument("--jobs", "-j", type=_positive, default=os.cpu_count() or 1, help="submissions graded at once (default: one per core)")
+    p.add_argument("--out", type=Path, help="output folder (default: reports/<lab-id>/batch-<folder name>/)")
+    p.add_argument("--force", action="store_true", help="regrade everyone, even those already graded")
+    p.add_argument("--seed", type=int, help="public seed of the inputs (default: the lab's fixed seed)")
+    p.add_argument("--fail-under", type=_percent, metavar="PCT", help="exit 1 if any submission scores under PCT percent")
+    _sandbox_flags(p)
+
+    p = sub.add_parser("lms", help="LMS integrations: the Gradescope autograder, grading in LMS containers")
+    platforms = p.add_subparsers(dest="platform", metavar="PLATFORM", parser_class=Parser)
+    gradescope = platforms.add_parser("gradescope", help="Gradescope: build the autograder zip; grade inside it")
+    actions = gradescope.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
+    p = actions.add_parser("build", help="write the autograder zip to upload to Gradescope")
+    p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
+    p.add_argument("--out", type=Path, help="the zip (default: gradescope-autograder-<lab-id>.zip)")
+    p.add_argument("--torch", help="pip requirement for the CPU torch build (default: this grader's torch version)")
+    p.add_argument("--secret-seed", help="secret mixed into every input (default: $GRADER_SECRET_SEED, else a random one)")
+    p.add_argument("--timeout", type=_positive, default=540, help="seconds before run_autograder stops the grader (default 540)")
+    p.add_argument("--allow-unsandboxed", action="store_true", help="grade even where bubblewrap cannot start (degraded)")
+    p = actions.add_parser("run", help="grade the upload inside Gradescope's container (run_autograder calls this)")
+    _container_flags(p, "AUTOGRADER_ROOT", "/autograder")
+    prairielearn = platforms.add_parser("prairielearn", help="PrairieLearn external grading")
+    actions = prairielearn.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
+    p = actions.add_parser("run", help="grade /grade/student/ and write /grade/results/results.json")
+    _container_flags(p, "GRADE_ROOT", "/grade")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _container_flags(p: argparse.ArgumentParser, env: str, default: str) -> None:
+    p.add_argument("--exercise", "-e", help="lab id or prefix (default: the only lab, else from the file)")
+    p.add_argument(
+        "--root", type=Path, default=Path(os.environ.get(env) or default), help=f"the container's root (default: ${env} or {default})"
+    )
+    p.add_argument("--seed", type=int, help="public seed of the inputs (default: the lab's fixed seed)")
+    _sandbox_flags(p)
 
 
 def _sandbox_flags(p: argparse.ArgumentParser) -> None:
@@ -199,11 +247,90 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     ok = True
     for lab_id in ids:
         manifest: LabManifest = load_manifest(labs[lab_id], plugins.checkers())
-        ok &= run_selftest(manifest, plugins, launcher, out=sys.stdout)
+        ok &= run_selftest(manifest, plugins, launcher, out=sys.stdout, reports=args.out)
     return 0 if ok else 1
 
 
-COMMANDS = {"submit": cmd_submit, "list": cmd_list, "validate": cmd_validate, "selftest": cmd_selftest}
+def cmd_batch(args: argparse.Namespace) -> int:
+    from grader.batch import BatchOptions, run_batch
+
+    plugins = default_plugins()
+    labs = _labs()
+    lab_id = discovery.resolve(args.exercise, labs)
+    if not args.folder.is_dir():
+        raise UsageError(f"{args.folder}: no such folder")
+    manifest = load_manifest(labs[lab_id], plugins.checkers())
+    out = args.out or Path("reports") / lab_id / f"batch-{args.folder.resolve().name}"
+    launcher = _launcher(args, official=True)
+    options = BatchOptions(args.folder, out, args.jobs, args.force, args.seed, args.allow_unsandboxed)
+    try:
+        outcome = run_batch(plugins, manifest, launcher, options)
+    except KeyboardInterrupt:
+        print(f"grader: interrupted; run the same command again to resume (finished students are kept in {out})", file=sys.stderr)
+        return 130
+    graded = [r for r in outcome.results.values() if r.gradable]
+    rate = f" ({outcome.graded / outcome.elapsed_s:.1f}/s)" if outcome.graded and outcome.elapsed_s else ""
+    mean = sum(r.percent for r in graded) / len(graded) if graded else 0.0
+    print(
+        f"{lab_id}: {len(outcome.results)} student{'' if len(outcome.results) == 1 else 's'}, {outcome.graded} graded now in {outcome.elapsed_s:.1f} s{rate}, "
+        f"{outcome.reused} already graded; mean {mean:.0f}%"
+        + (f"; {outcome.retried} retried after a batch worker died" if outcome.retried else "")
+        + (f"; {len(outcome.not_gradable)} NOT GRADABLE" if outcome.not_gradable else "")
+        + (f"; {len(outcome.skipped)} entries skipped" if outcome.skipped else "")
+    )
+    print(f"Reports: {out}/ (summary.md, gradebook.csv, histogram.png, <student>/)")
+    if outcome.not_gradable:
+        print(f"grader: error: {len(outcome.not_gradable)} submission(s) not gradable: {', '.join(outcome.not_gradable[:5])}", file=sys.stderr)
+        return 3
+    if args.fail_under is not None and any(r.percent < args.fail_under for r in graded):
+        return 1
+    return 0
+
+
+def cmd_lms(args: argparse.Namespace) -> int:
+    if args.platform is None or args.action is None:
+        raise UsageError("name a platform and an action, e.g. grader lms gradescope build --exercise lab-01")
+    if args.action == "build":
+        return _gradescope_build(args)
+    from grader.lms.container import grade_upload, print_log, write_platform_file
+
+    plugins = default_plugins()
+    fmt = plugins.lms_classes[args.platform]()
+    if args.platform == "gradescope":
+        upload, target = args.root / "submission", args.root / "results" / "results.json"
+    else:
+        upload, target = args.root / "student", args.root / "results" / "results.json"
+    grading = grade_upload(upload, args.exercise, args.sandbox, args.allow_unsandboxed, args.seed)
+    write_platform_file(fmt, grading, target)
+    print_log(grading)
+    return grading.exit_code
+
+
+def _gradescope_build(args: argparse.Namespace) -> int:
+    from grader.lms.gradescope import build_autograder
+
+    plugins = default_plugins()
+    labs = _labs()
+    lab_id = discovery.resolve(args.exercise, labs)
+    manifest = load_manifest(labs[lab_id], plugins.checkers())
+    out = args.out or Path(f"gradescope-autograder-{lab_id}.zip")
+    secret = args.secret_seed or os.environ.get("GRADER_SECRET_SEED") or None
+    try:
+        build_autograder(manifest, out, args.torch, secret, args.timeout, args.allow_unsandboxed)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{out}: Gradescope autograder for {lab_id} (upload it under Configure Autograder > Zip file upload)")
+    return 0
+
+
+COMMANDS = {
+    "submit": cmd_submit,
+    "list": cmd_list,
+    "validate": cmd_validate,
+    "selftest": cmd_selftest,
+    "batch": cmd_batch,
+    "lms": cmd_lms,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

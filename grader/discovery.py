@@ -1,4 +1,5 @@
-"""Finding labs, resolving exercise ids, and working out which lab a file is for."""
+"""Finding labs, resolving exercise ids, working out which lab a file is for, and which file of
+an upload (a student's folder, an LMS submission) is the submission."""
 
 from __future__ import annotations
 
@@ -169,4 +170,4 @@ def pick_submission(candidates: Sequence[Path], manifest: LabManifest, where: st
 
 
 def _names_lab(declared: str | None, lab_id: str) -> bool:
-    return bool(declared) and lab_id.startswith(declared)  # type: ignore[arg-type]
+    return declared is not None and declared != "" and lab_id.startswith(declared)

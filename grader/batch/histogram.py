@@ -16,7 +16,7 @@ import numpy as np
 from grader.batch.store import write_atomic
 
 WIDTH, HEIGHT = 640, 360
-LEFT, RIGHT, TOP, BOTTOM = 56, 30, 28, 44
+LEFT, RIGHT, TOP, BOTTOM = 56, 30, 40, 44
 BINS = 10
 INK = (40, 40, 40)
 BAR = (66, 133, 200)

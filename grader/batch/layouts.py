@@ -41,8 +41,6 @@ class Entry:
     """The file, relative to the batch folder (for the gradebook)."""
     sha256: str
     layout: str
-    display: str = ""
-    """The student as the export named them (Gradescope names, Canvas login part)."""
 
 
 @dataclass
@@ -73,17 +71,17 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
     if not root.is_dir():
         raise UsageError(f"{root}: no such folder")
     excluded = exclude.resolve() if exclude is not None else None
-    entries: list[tuple[str, str, Path, str]] = []  # (student, display, file, layout)
+    entries: list[tuple[str, Path, str]] = []  # (student, file, layout)
     skipped: list[Skipped] = []
 
-    def add_folder(folder: Path, student: str, display: str, layout: str) -> None:
+    def add_folder(folder: Path, student: str, layout: str) -> None:
         files, notes = python_files(folder)
         try:
             path = pick_submission(files, manifest, folder.name)
         except UsageError as exc:
             skipped.append(Skipped(folder.name, str(exc).split(": ", 1)[-1] + (f" ({'; '.join(notes)})" if notes else "")))
             return
-        entries.append((student, display, path, layout))
+        entries.append((student, path, layout))
 
     children = sorted(root.iterdir(), key=lambda p: p.name)
     metadata = root / GRADESCOPE_METADATA
@@ -96,17 +94,16 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
         name = path.name
         if name.startswith(".") or name == GRADESCOPE_METADATA:
             continue
-        if excluded is not None and (path.resolve() == excluded or excluded.is_relative_to(path.resolve())):
-            continue
         why = _special(path)
         if why:
             skipped.append(Skipped(name, why))
+        elif excluded is not None and excluded.is_relative_to(path.resolve()):
+            continue  # the output folder itself, inside the batch folder
         elif path.is_dir():
             if gradescope is not None and name in gradescope:
-                display = " + ".join(gradescope[name]) or name
-                add_folder(path, display, display, "gradescope")
+                add_folder(path, " + ".join(gradescope[name]) or name, "gradescope")
             else:
-                add_folder(path, name, name, "gradescope" if gradescope is not None else "folder")
+                add_folder(path, name, "gradescope" if gradescope is not None else "folder")
         elif path.suffix != ".py":
             skipped.append(Skipped(name, "is not a Python (.py) file"))
         elif canvas:
@@ -114,14 +111,14 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
             assert match is not None
             canvas_groups[match.group("student")].append(path)
         else:
-            entries.append((path.stem, path.stem, path, "file"))
+            entries.append((path.stem, path, "file"))
     for student, files in canvas_groups.items():
         try:
             path = pick_submission(sorted(files), manifest, student)
         except UsageError as exc:
             skipped.append(Skipped(student, str(exc).split(": ", 1)[-1]))
             continue
-        entries.append((student, student, path, "canvas"))
+        entries.append((student, path, "canvas"))
     if gradescope is not None:
         present = {p.name for p in children}
         for folder, names in gradescope.items():
@@ -130,14 +127,20 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
     return _finish(root, entries, skipped)
 
 
-def _finish(root: Path, raw: list[tuple[str, str, Path, str]], skipped: list[Skipped]) -> tuple[list[Entry], list[Skipped]]:
+def _finish(root: Path, raw: list[tuple[str, Path, str]], skipped: list[Skipped]) -> tuple[list[Entry], list[Skipped]]:
     taken: set[str] = set()
     out: list[Entry] = []
-    for student, display, path, layout in sorted(raw, key=lambda r: (r[0].lower(), str(r[2]))):
+    for student, path, layout in sorted(raw, key=lambda r: (r[0].lower(), str(r[1]))):
+        rel = str(path.relative_to(root))
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            skipped.append(Skipped(rel.encode("utf-8", "replace").decode(), "its name is not valid UTF-8; rename it"))
+            continue
         try:
             digest = sha256(read_submission(path))
         except UsageError as exc:
-            skipped.append(Skipped(str(path.relative_to(root)), str(exc).split(": ", 1)[-1]))
+            skipped.append(Skipped(rel, str(exc).split(": ", 1)[-1]))
             continue
         base = safe_name(student)
         if base.lower() in RESERVED:
@@ -146,7 +149,7 @@ def _finish(root: Path, raw: list[tuple[str, str, Path, str]], skipped: list[Ski
         while key.lower() in taken:
             key, n = f"{base}-{n}", n + 1
         taken.add(key.lower())
-        out.append(Entry(key, path, str(path.relative_to(root)), digest, layout, display))
+        out.append(Entry(key, path, rel, digest, layout))
     skipped.sort(key=lambda s: s.name)
     return out, skipped
 

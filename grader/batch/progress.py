@@ -45,6 +45,8 @@ class Progress:
         self.done += 1
         self.problems += problem
         if self.tty:
+            if problem:  # kept above the bar, so it is still on screen at the end
+                self.stream.write(f"\r\033[K{printable(student, keep_newlines=False)}: {printable(outcome, 300, False)}\n")
             self.draw(force=True)
         else:
             width = len(str(self.total))

@@ -17,13 +17,14 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from grader.batch.layouts import Entry, Skipped, find_submissions
 from grader.batch.progress import Progress
 from grader.batch.store import Store, write_reports_atomic
+from grader.batch.summary import write_class_outputs
 from grader.errors import InfrastructureError, UsageError
 from grader.manifest import LabManifest
 from grader.plugins import Plugins
@@ -71,7 +72,6 @@ class _Job:
     id: int
     entry: Entry
     attempts: int = 0
-    started: float = 0.0
 
 
 def silence_limit_s(manifest: LabManifest) -> float:
@@ -130,7 +130,15 @@ class _Worker:
         self.buffer += chunk
         *lines, self.buffer = self.buffer.split(b"\n")
         self.last_seen = time.monotonic()
-        return [json.loads(line) for line in lines if line.strip()]
+        messages = []
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue  # not ours: the worker's stdout only carries protocol lines
+            if isinstance(message, dict):
+                messages.append(message)
+        return messages
 
     def kill(self) -> str:
         """Kill the worker (and anything in its session); how it ended, for messages."""
@@ -191,34 +199,41 @@ def run_batch(
         why = f" ({len(skipped)} entries skipped, e.g. {skipped[0].name}: {skipped[0].reason})" if skipped else ""
         raise UsageError(f"{options.folder}: no submissions to grade{why}")
     store = Store(options.out, manifest, seeds)
-    outcome = BatchOutcome(entries, skipped, {}, sandbox=sandbox_info(launcher))
-    todo: deque[_Job] = deque()
-    for i, entry in enumerate(entries):
-        previous = None if options.force else store.done(entry.student, entry.sha256)
-        if previous is not None:
-            outcome.results[entry.student] = previous
-            outcome.reused += 1
-        else:
-            todo.append(_Job(i, entry))
+    try:
+        outcome = BatchOutcome(entries, skipped, {}, sandbox=sandbox_info(launcher))
+        todo: deque[_Job] = deque()
+        for i, entry in enumerate(entries):
+            previous = None if options.force else store.done(entry.student, entry.sha256)
+            if previous is not None:
+                outcome.results[entry.student] = previous
+                outcome.reused += 1
+            else:
+                todo.append(_Job(i, entry))
+        _announce(options, launcher, seeds, outcome, stream)
+        if todo:
+            jobs = max(1, min(options.jobs, len(todo)))
+            print(f"grader batch: grading {len(todo)} with {jobs} worker(s), sandbox {launcher.mode}", file=stream)
+            progress = Progress(len(todo), stream, tty)
+            _Scheduler(plugins, manifest, launcher, seeds, store, options, outcome, progress).run(todo, jobs)
+        outcome.elapsed_s = time.monotonic() - started
+        write_class_outputs(options.out, manifest, entries, outcome.skipped, outcome.results, outcome.elapsed_s)
+    finally:
+        store.close()
+    return outcome
 
-    layouts = sorted({e.layout for e in entries})
+
+def _announce(options: BatchOptions, launcher: Launcher, seeds: Seeds, outcome: BatchOutcome, stream: TextIO) -> None:
+    layouts = sorted({e.layout for e in outcome.entries})
     print(
-        f"grader batch: {len(entries)} submissions in {options.folder} ({', '.join(layouts)})"
+        f"grader batch: {len(outcome.entries)} submissions in {options.folder} ({', '.join(layouts)})"
         + (f", {outcome.reused} already graded (skipped; --force redoes them)" if outcome.reused else "")
-        + (f", {len(skipped)} entries not gradable as submissions (listed in summary.md)" if skipped else ""),
+        + (f", {len(outcome.skipped)} entries skipped (reasons in summary.md)" if outcome.skipped else ""),
         file=stream,
     )
     if not seeds.official:
         print("grader batch: GRADER_SECRET_SEED is not set: inputs come from the public seed only", file=stream)
     for warning in launcher.warnings:
         print(f"grader batch: warning: {warning}", file=stream)
-    if todo:
-        jobs = max(1, min(options.jobs, len(todo)))
-        print(f"grader batch: grading {len(todo)} with {jobs} worker(s), sandbox {launcher.mode}", file=stream)
-        scheduler = _Scheduler(plugins, manifest, launcher, seeds, store, options, outcome, Progress(len(todo), stream, tty))
-        scheduler.run(todo, jobs)
-    outcome.elapsed_s = time.monotonic() - started
-    return outcome
 
 
 class _Scheduler:
@@ -273,10 +288,15 @@ class _Scheduler:
                         self._handle(worker, message)
                 self._watchdog()
                 self.progress.draw()
+        except BaseException:
+            for worker in self.workers:  # interrupted or failed: stop at once, redo on the next run
+                if worker.proc is not None:
+                    worker.kill()
+            raise
         finally:
             self.progress.close()
-            for worker in self.workers:
-                worker.stop()
+        for worker in self.workers:
+            worker.stop()
 
     def _start(self, worker: _Worker) -> None:
         worker.start()
@@ -287,7 +307,7 @@ class _Scheduler:
             if not (worker.ready and worker.job is None and self.todo):
                 continue
             job = self.todo.popleft()
-            job.started = worker.last_seen = time.monotonic()
+            worker.last_seen = time.monotonic()
             worker.job = job
             out_dir = self.store.student_dir(job.entry.student)
             message = {"op": "grade", "id": job.id, "path": str(job.entry.path.resolve()), "out": str(out_dir)}

@@ -10,6 +10,7 @@ student whose record matches; anything else, a grading cut off half-way included
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from grader import __version__
+from grader.errors import UsageError
 from grader.manifest import LabManifest
 from grader.plugins import Plugins
 from grader.results import GradeResult
@@ -72,18 +74,43 @@ def lab_fingerprint(manifest: LabManifest) -> str:
 
 
 class Store:
-    """The ``--out`` folder of one batch."""
+    """The ``--out`` folder of one batch; one batch at a time may write to it."""
 
     def __init__(self, out: Path, manifest: LabManifest, seeds: Seeds) -> None:
         self.out = out
         self.state = out / STATE
-        self.state.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+        self._lock = os.open(self.state / "batch.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise UsageError(f"{out}: another grader batch is writing there; wait for it or pick another --out") from None
+        self._sweep()
         self.key = {
             "grader": __version__,
             "exercise": manifest.id,
             "lab": lab_fingerprint(manifest),
             "seed": seeds.key,
         }
+
+    def _sweep(self) -> None:
+        """Remove what a killed batch left half-written (its temporary files and staging folders)."""
+        for folder in (self.out, self.state, *(p for p in self.out.iterdir() if p.is_dir() and not p.is_symlink())):
+            for item in folder.glob(".*"):
+                if item.name.endswith(".staging") and item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item, ignore_errors=True)
+                elif item.name.endswith(".tmp") and item.is_file():
+                    with contextlib.suppress(OSError):
+                        item.unlink()
+
+    def close(self) -> None:
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
     def student_dir(self, student: str) -> Path:
         return self.out / student

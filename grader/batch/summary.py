@@ -89,9 +89,9 @@ def summary_md(
         ]
     example = (gradable or [r for _, r in graded] or [None])[0]
     if example is not None:
-        secret = "with the secret seed" if example.official else "public seed only (GRADER_SECRET_SEED was not set)"
+        secret = "with the secret part" if example.official else "public only: GRADER_SECRET_SEED was not set"
         lines += [
-            f"Grader {__version__} · seed {example.seed} ({secret}) · sandbox **{example.sandbox.mode}**"
+            f"Grader {__version__} · seed {example.seed}, {secret} · sandbox **{example.sandbox.mode}**"
             + (" (DEGRADED)" if example.sandbox.degraded else "")
             + (f" · {elapsed_s:.1f} s this run" if elapsed_s is not None else ""),
             "",
@@ -102,10 +102,11 @@ def summary_md(
         lines += [f"![score histogram]({histogram})", ""]
     counts = bins(percents)
     most = max(counts) or 1
+    lines += ["Each band holds its lower bound; 100% is in the top band.", ""]
     lines += ["| score | students | |", "| --- | ---: | --- |"]
     width = 100 // BINS
     for i in reversed(range(BINS)):
-        label = f"{i * width}–{(i + 1) * width}%" + ("" if i == BINS - 1 else " (excl.)")
+        label = f"{i * width}–{(i + 1) * width}%"
         lines.append(f"| {label} | {counts[i]} | {'█' * round(20 * counts[i] / most)} |")
     lines.append("")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from grader.hookspecs import hookimpl
 from grader.lms.base import LmsFormat
+from grader.lms.gradescope import GradescopeFormat
+from grader.lms.prairielearn import PrairieLearnFormat
 
-BUILTIN_LMS_FORMATS: tuple[type[LmsFormat], ...] = ()
+BUILTIN_LMS_FORMATS: tuple[type[LmsFormat], ...] = (GradescopeFormat, PrairieLearnFormat)
 
 
 @hookimpl

