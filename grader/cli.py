@@ -224,7 +224,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if not Path(path).exists():
             raise UsageError(f"{path}: no such file or folder")
         try:
-            manifest = load_manifest(path, plugins.checkers())
+            manifest = load_manifest(path, plugins.checkers(), strict=True)
         except ManifestError as exc:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)

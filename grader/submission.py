@@ -301,12 +301,19 @@ class Submission:
         if cmd.seccomp:
             arrays.append(np.frombuffer(cmd.seccomp, dtype=np.uint8))
             init["seccomp_frame"] = 0
-        deadline = time.monotonic() + lab.import_time_limit_s + (30.0 if lab.worker.imports else 5.0)
+        # The limit covers the submission's import; starting Python (and torch, triton when the
+        # lab imports them first) gets a fixed allowance on top, named in the message.
+        allowance = 30.0 if lab.worker.imports else 5.0
+        deadline = time.monotonic() + lab.import_time_limit_s + allowance
         try:
             worker.send(init, arrays, deadline)
             reply = worker.receive(deadline)
         except WorkerTimeout:
-            self._fail_import(worker, f"importing the submission took longer than {lab.import_time_limit_s:g} s")
+            self._fail_import(
+                worker,
+                f"importing the submission took longer than {lab.import_time_limit_s:g} s "
+                f"(plus {allowance:g} s to start Python{' and ' + ', '.join(lab.worker.imports) if lab.worker.imports else ''})",
+            )
             return
         except (WorkerDied, WorkerProtocolError):
             self._fail_import(worker, f"the submission's process {worker.exit_description()} while being imported")

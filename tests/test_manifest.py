@@ -15,13 +15,23 @@ SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "manifest.schema.json
 
 
 def load(path: Path):
-    return load_manifest(path, default_plugins().checkers())
+    return load_manifest(path, default_plugins().checkers(), strict=True)
 
 
 def problems(path: Path) -> list[str]:
     with pytest.raises(ManifestError) as info:
         load(path)
     return [str(p) for p in info.value.problems]
+
+
+def test_grading_needs_only_what_grading_uses(make_lab) -> None:
+    lab = make_lab()
+    (lab / "README.md").unlink()
+    (lab / "test_lab.py").unlink()
+    assert load_manifest(lab, default_plugins().checkers()).id == "lab-01-moe-routing"
+    found = problems(lab)
+    assert any("expected a README.md beside the manifest" in p for p in found)
+    assert any("expected a test_lab.py beside the manifest" in p for p in found)
 
 
 def test_every_shipped_manifest_is_valid(lab01: Path) -> None:
