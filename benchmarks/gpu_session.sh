@@ -3,6 +3,7 @@
 #
 #   benchmarks/gpu_session.sh grade   # grader selftest lab-05 on the GPU + grader submit of the solution
 #   benchmarks/gpu_session.sh bench   # benchmarks/moe_gpu.py: reference vs naive loop vs torch._grouped_mm
+#   benchmarks/gpu_session.sh batch   # grader batch over the solution, a slow and an unfinished submission
 #
 # The device image has torch and triton but not pydantic or junit-xml, and no bubblewrap: the
 # call carries wheels in .whl/ (pip download ... --python-version 3.12, see docs/lab-05-gpu.md)
@@ -43,6 +44,15 @@ PY
       ;;
     bench)
       python3 benchmarks/moe_gpu.py --out "$OUT" 2>&1 | tee "$OUT/bench.txt"
+      ;;
+    submit)
+      python3 -m grader submit exercises/phase-07-gemm-and-moe-kernels/lab-05-fused-moe-kernel/solution.py --out /tmp/submit-solution 2>&1 | tee "$OUT/submit-solution.txt"
+      ;;
+    batch)
+      lab=exercises/phase-07-gemm-and-moe-kernels/lab-05-fused-moe-kernel
+      mkdir -p /tmp/class && cp $lab/solution.py /tmp/class/ada.py && cp $lab/wrong/slow_kernel.py /tmp/class/ben.py && cp $lab/starter.py /tmp/class/cleo.py
+      GRADER_SECRET_SEED=gpu-class python3 -m grader batch /tmp/class --exercise lab-05 --jobs 1 --out /tmp/class-out 2>&1 | tee "$OUT/batch.txt"
+      cp /tmp/class-out/gradebook.csv "$OUT/batch-gradebook.csv"; cp /tmp/class-out/summary.md "$OUT/batch-summary.md"
       ;;
     *) echo "unknown step $step"; exit 2 ;;
   esac
