@@ -269,7 +269,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print(f"grader: interrupted; run the same command again to resume (finished students are kept in {out})", file=sys.stderr)
         return 130
     graded = [r for r in outcome.results.values() if r.gradable]
-    rate = f" ({outcome.graded / outcome.elapsed_s:.1f}/s)" if outcome.graded and outcome.elapsed_s else ""
+    rate = ""
+    if outcome.graded and outcome.elapsed_s:
+        per_second = outcome.graded / outcome.elapsed_s
+        rate = f" ({per_second:.1f}/s)" if per_second >= 1 else f" ({outcome.elapsed_s / outcome.graded:.1f} s each)"
     mean = sum(r.percent for r in graded) / len(graded) if graded else 0.0
     print(
         f"{lab_id}: {len(outcome.results)} student{'' if len(outcome.results) == 1 else 's'}, {outcome.graded} graded now in {outcome.elapsed_s:.1f} s{rate}, "
