@@ -188,7 +188,6 @@ def tune_cell(S, x, w1, w2, weights, ids, rep_ms, budget_s):
     E, H, I = w1.shape[0], w1.shape[2], w2.shape[2]
     T = x.shape[0]
     start = time.time()
-    best = None
     base1, base2 = S.pick_config(T, E, H, I)
     results = []
     for c1 in gemm1_candidates(T, E, ids.shape[1]):
@@ -279,8 +278,7 @@ def main() -> None:
                     flush=True,
                 )
             (out_dir / "moe_gpu.json").write_text(json.dumps({"header": header, "rows": rows, "tuned": tuned}, indent=1))
-            del x, weights, ids, ref
-        del w1, w2
+        w1 = w2 = None  # free the weights before the next model
         torch.cuda.empty_cache()
     if tuned:
         print("CONFIGS =", json.dumps(tuned), flush=True)

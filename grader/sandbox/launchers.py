@@ -30,7 +30,6 @@ BOOT_DIR = Path(__file__).parent / "boot"
 SANDBOX_BOOT = "/boot"
 SANDBOX_SUB = "/sub"
 SLOT_UID_BASE = 61000
-NOBODY = 65534
 
 
 @dataclass(frozen=True)
