@@ -35,6 +35,27 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
+def _layout(
+    counts, e, counts_ptr, sorted_ids_ptr, expert_ids_ptr, total_ptr,
+    numel, num_experts, sorted_len, max_blocks, BLOCK_M: tl.constexpr, FILL: tl.constexpr,
+):  # fmt: skip
+    """From per-expert counts: the padded length, the sentinel fill, each block's expert.
+    The counts become cursors (each group's start) for the scatter that follows."""
+    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    ends = tl.cumsum(padded, 0)
+    tl.store(total_ptr, tl.sum(padded, 0))
+    for start in range(0, sorted_len, FILL):
+        pos = start + tl.arange(0, FILL)
+        tl.store(sorted_ids_ptr + pos, tl.zeros([FILL], dtype=tl.int32) + numel, mask=pos < sorted_len)
+    for start in range(0, max_blocks, FILL):
+        blk = start + tl.arange(0, FILL)
+        # expert of block b = number of experts whose padded group ends at or before b*BLOCK_M
+        owner = tl.sum((ends[None, :] <= blk[:, None] * BLOCK_M).to(tl.int32) * (e[None, :] < num_experts), 1)
+        tl.store(expert_ids_ptr + blk, owner, mask=blk < max_blocks)
+    tl.store(counts_ptr + e, ends - padded, mask=e < num_experts)
+
+
+@triton.jit
 def _align_small_kernel(
     topk_ids_ptr, sorted_ids_ptr, expert_ids_ptr, total_ptr, counts_ptr,
     numel, num_experts, sorted_len, max_blocks,
@@ -50,20 +71,8 @@ def _align_small_kernel(
     tl.atomic_add(counts_ptr + ids, 1, mask=valid)
     tl.debug_barrier()
     counts = tl.load(counts_ptr + e, mask=e < num_experts, other=0, volatile=True)
-    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
-    ends = tl.cumsum(padded, 0)
-    starts = ends - padded
-    total = tl.sum(padded, 0)
-    tl.store(total_ptr, total)
-    for start in range(0, sorted_len, FILL):
-        pos = start + tl.arange(0, FILL)
-        tl.store(sorted_ids_ptr + pos, tl.zeros([FILL], dtype=tl.int32) + numel, mask=pos < sorted_len)
-    for start in range(0, max_blocks, FILL):
-        blk = start + tl.arange(0, FILL)
-        # expert of block b = number of experts whose padded group ends at or before b*BLOCK_M
-        owner = tl.sum((ends[None, :] <= blk[:, None] * BLOCK_M).to(tl.int32) * (e[None, :] < num_experts), 1)
-        tl.store(expert_ids_ptr + blk, owner, mask=blk < max_blocks)
-    tl.store(counts_ptr + e, starts, mask=e < num_experts)
+    _layout(counts, e, counts_ptr, sorted_ids_ptr, expert_ids_ptr, total_ptr,
+            numel, num_experts, sorted_len, max_blocks, BLOCK_M, FILL)  # fmt: skip
     tl.debug_barrier()
     pos = tl.atomic_add(counts_ptr + ids, 1, mask=valid)
     tl.store(sorted_ids_ptr + pos, offs, mask=valid)
@@ -86,18 +95,8 @@ def _offsets_kernel(
     """Single program: padded prefix sum, block owners, sentinel fill; counts become cursors."""
     e = tl.arange(0, E_P2)
     counts = tl.load(counts_ptr + e, mask=e < num_experts, other=0)
-    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
-    ends = tl.cumsum(padded, 0)
-    starts = ends - padded
-    tl.store(total_ptr, tl.sum(padded, 0))
-    for start in range(0, sorted_len, FILL):
-        pos = start + tl.arange(0, FILL)
-        tl.store(sorted_ids_ptr + pos, tl.zeros([FILL], dtype=tl.int32) + numel, mask=pos < sorted_len)
-    for start in range(0, max_blocks, FILL):
-        blk = start + tl.arange(0, FILL)
-        owner = tl.sum((ends[None, :] <= blk[:, None] * BLOCK_M).to(tl.int32) * (e[None, :] < num_experts), 1)
-        tl.store(expert_ids_ptr + blk, owner, mask=blk < max_blocks)
-    tl.store(counts_ptr + e, starts, mask=e < num_experts)
+    _layout(counts, e, counts_ptr, sorted_ids_ptr, expert_ids_ptr, total_ptr,
+            numel, num_experts, sorted_len, max_blocks, BLOCK_M, FILL)  # fmt: skip
 
 
 @triton.jit
