@@ -23,7 +23,8 @@ from grader.manifest import LabManifest, json_schema, load_manifest
 from grader.plugins import Plugins
 from grader.plugins import default as default_plugins
 from grader.results import GradeResult, SandboxInfo
-from grader.sandbox.launchers import Launcher, probe
+from grader.sandbox import launchers
+from grader.sandbox.launchers import Launcher
 from grader.seeds import Seeds
 from grader.session import Grader, not_gradable
 from grader.submission import read_submission, sha256
@@ -143,17 +144,7 @@ def _labs() -> dict[str, Path]:
 
 
 def _launcher(args: argparse.Namespace, official: bool) -> Launcher:
-    force = None if args.sandbox == "auto" else args.sandbox
-    try:
-        launcher = probe(sys.executable, False, force)
-    except RuntimeError as exc:
-        raise InfrastructureError(f"the {args.sandbox} sandbox cannot start here: {exc}") from None
-    if official and launcher.degraded and not args.allow_unsandboxed:
-        raise InfrastructureError(
-            "official grading needs bubblewrap isolation, which cannot start here "
-            f"({'; '.join(launcher.warnings[1:]) or launcher.mode}); install bubblewrap or pass --allow-unsandboxed"
-        )
-    return launcher
+    return launchers.choose(args.sandbox, official, args.allow_unsandboxed)
 
 
 def write_reports(plugins: Plugins, result: GradeResult, out_dir: Path, terminal: bool = True) -> None:

@@ -26,12 +26,12 @@ from typing import Any, TextIO
 
 from grader import hookimpl
 from grader.batch.store import write_reports_atomic
-from grader.errors import GraderError, UsageError
+from grader.errors import UsageError
 from grader.lab import Lab
 from grader.manifest import LabManifest, load_manifest
 from grader.plugins import build as build_plugins
 from grader.results import CheckResult
-from grader.sandbox.launchers import probe
+from grader.sandbox.launchers import choose
 from grader.seeds import Seeds
 from grader.session import Grader
 
@@ -85,9 +85,7 @@ def serve(lines: TextIO, channel: TextIO) -> int:
     try:
         plugins = build_plugins(extra=[heartbeat])
         manifest = load_manifest(Path(config["manifest"]), plugins.checkers())
-        launcher = probe(sys.executable, False, config.get("sandbox"))
-        if launcher.degraded and not config.get("allow_unsandboxed"):
-            raise GraderError(f"bubblewrap isolation cannot start in the batch worker ({launcher.mode})")
+        launcher = choose(config.get("sandbox") or "auto", official=True, allow_unsandboxed=bool(config.get("allow_unsandboxed")))
         grader = Grader(Lab(manifest), plugins, launcher, Seeds.from_env(config.get("seed")), slot=int(config["slot"]))
     except Exception as exc:  # the batch reports it once and stops: every job would fail alike
         send(channel, {"op": "fatal", "error": f"{type(exc).__name__}: {exc}"})

@@ -15,14 +15,14 @@ from enum import Enum
 from pathlib import Path
 
 from grader import discovery
-from grader.errors import UsageError
+from grader.errors import InfrastructureError, UsageError
 from grader.lab import Lab
 from grader.lms.base import LmsFormat
 from grader.manifest import LabManifest, load_manifest
 from grader.plugins import default as default_plugins
 from grader.reporters.terminal import TerminalReporter
 from grader.results import GradeResult, SandboxInfo
-from grader.sandbox.launchers import Launcher, probe
+from grader.sandbox.launchers import Launcher, choose
 from grader.seeds import Seeds
 from grader.session import Grader, not_gradable
 from grader.submission import read_submission, sha256
@@ -50,17 +50,10 @@ NO_WORKER = SandboxInfo(mode="none", degraded=False, warnings=["no worker was st
 
 
 def _launcher(sandbox: str, allow_unsandboxed: bool) -> Launcher:
-    force = None if sandbox == "auto" else sandbox
     try:
-        launcher = probe(sys.executable, False, force)
-    except RuntimeError as exc:
-        raise _Infra(f"the {sandbox} sandbox cannot start here: {exc}") from None
-    if launcher.degraded and not allow_unsandboxed:
-        raise _Infra(
-            "official grading needs bubblewrap isolation, which cannot start in this container "
-            f"({'; '.join(launcher.warnings[1:]) or launcher.mode})"
-        )
-    return launcher
+        return choose(sandbox, official=True, allow_unsandboxed=allow_unsandboxed)
+    except InfrastructureError as exc:
+        raise _Infra(str(exc)) from None
 
 
 class _Infra(Exception):

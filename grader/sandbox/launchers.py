@@ -331,3 +331,20 @@ def probe(python: str = sys.executable, gpu: bool = False, force: str | None = N
     if fallback.uid is None:
         fallback.warnings.append("the worker runs with the grader's own uid")
     return fallback
+
+
+def choose(sandbox: str = "auto", official: bool = False, allow_unsandboxed: bool = False) -> Launcher:
+    """The launcher for a grading: the tier ``sandbox`` names ('auto' for the strongest here).
+    Official grading (LMS, batch, --official) refuses degraded isolation unless allowed."""
+    from grader.errors import InfrastructureError
+
+    try:
+        launcher = probe(sys.executable, False, None if sandbox == "auto" else sandbox)
+    except RuntimeError as exc:
+        raise InfrastructureError(f"the {sandbox} sandbox cannot start here: {exc}") from None
+    if official and launcher.degraded and not allow_unsandboxed:
+        raise InfrastructureError(
+            "official grading needs bubblewrap isolation, which cannot start here "
+            f"({'; '.join(launcher.warnings[1:]) or launcher.mode}); install bubblewrap or pass --allow-unsandboxed"
+        )
+    return launcher
