@@ -24,6 +24,7 @@ from grader.manifest import FunctionSpec, LabManifest
 from grader.recipes import Recipe
 from grader.sandbox.boot import wire
 from grader.seeds import Seeds
+from grader.submission import is_tensor
 
 
 @dataclass
@@ -42,13 +43,9 @@ class Case:
         return f"case {self.index + 1} of {self.total}" + (f" ({dims})" if dims else "")
 
 
-def _is_tensor(value: Any) -> bool:
-    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
-
-
 def to_numpy(value: Any) -> np.ndarray:
     """A reference value as a plain numpy array (bfloat16 widened exactly to float32)."""
-    if _is_tensor(value):
+    if is_tensor(value):
         t = value.detach()
         if str(t.dtype) == "torch.bfloat16":
             import torch
@@ -91,8 +88,9 @@ class Lab:
         self.directory = manifest.directory
         self._cases: dict[tuple[Any, ...], list[Case]] = {}
         self._references: dict[tuple[Any, ...], dict[str, np.ndarray]] = {}
-        self.timings: dict[tuple[Any, ...], Any] = {}
-        """Per-process store for checkers that measure the reference once (e.g. baselines)."""
+        self.cache: dict[tuple[Any, ...], Any] = {}
+        """Per-process store for what a checker derives once from the lab (the speed check's
+        inputs and baseline answers); a batch worker reuses it across submissions."""
 
     @property
     def id(self) -> str:
@@ -193,7 +191,7 @@ class Lab:
 def _private_copy(value: Any, arrays: str, device: str | None) -> Any:
     if isinstance(value, Recipe):
         return value.materialize(device or "cpu")
-    if _is_tensor(value):
+    if is_tensor(value):
         return value.detach().clone().to(device or "cpu")
     if isinstance(value, np.ndarray):
         if arrays == "torch":

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class Outputs:
 
     values: dict[str, np.ndarray]
     wall_s: float = 0.0
-    kinds: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.values[name]
@@ -90,7 +89,8 @@ def sha256(data: bytes) -> str:
 # --- encoding inputs ---------------------------------------------------------------------------
 
 
-def _is_tensor(value: Any) -> bool:
+def is_tensor(value: Any) -> bool:
+    """A torch tensor, recognised without importing torch."""
     return type(value).__module__.startswith("torch") and hasattr(value, "detach")
 
 
@@ -98,7 +98,7 @@ def encode_input(value: Any, arrays: list[np.ndarray], torch_device: str | None)
     """The wire spec of one argument and the digest of what was sent (None for scalars and recipes)."""
     if isinstance(value, Recipe):
         return {"t": "recipe", "recipe": value.spec, "device": torch_device or "cpu"}, None
-    if _is_tensor(value):
+    if is_tensor(value):
         t = value.detach().cpu()
         spec: dict[str, Any] = {"t": "tensor", "device": torch_device or "cpu"}
         if str(t.dtype) == "torch.bfloat16":
@@ -147,7 +147,7 @@ def dtype_name(value: Any) -> str | None:
     """The dtype of an input, as outputs name theirs ('float32', 'bfloat16', ...)."""
     if isinstance(value, Recipe):
         return value.dtype
-    if _is_tensor(value):
+    if is_tensor(value):
         return str(value.dtype).removeprefix("torch.")
     if isinstance(value, np.ndarray):
         return value.dtype.name
@@ -166,7 +166,7 @@ def validate_output(
     dims: Mapping[str, int] | None,
     label: str,
     arg_dtypes: Mapping[str, str | None] | None = None,
-) -> tuple[np.ndarray, str]:
+) -> np.ndarray:
     """One output as a plain numpy array (bfloat16 widened to float32), or SubmissionFault(failed)."""
     kind = value.get("t")
     if spec.type == "scalar":
@@ -207,7 +207,7 @@ def validate_output(
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise SubmissionFault(Status.failed, f"{label} holds {bad} NaN or infinite value(s); NaN never passes")
-    return array, dtype_name
+    return array
 
 
 def _frame(frames: list[bytes], index: int) -> np.ndarray:
@@ -511,12 +511,11 @@ class Submission:
             what = f"a {header.get('py', '?')}" if not header.get("tuple") else f"{len(values)} values"
             raise SubmissionFault(Status.failed, f"{function} should return a tuple of {n} values, got {what}")
         out: dict[str, np.ndarray] = {}
-        kinds: dict[str, str] = {}
         for i, ospec in enumerate(spec.returns):
             value = values[i] if isinstance(values[i], dict) else {}
             label = f"{function}'s {ospec.name}" if n > 1 else f"{function}'s result"
-            out[ospec.name], kinds[ospec.name] = validate_output(value, frames, ospec, dims, label, arg_dtypes)
-        return Outputs(out, wall, kinds)
+            out[ospec.name] = validate_output(value, frames, ospec, dims, label, arg_dtypes)
+        return Outputs(out, wall)
 
 
 def _format_error(err: dict[str, Any]) -> str:

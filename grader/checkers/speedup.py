@@ -55,10 +55,10 @@ class CpuSpeedupChecker(Checker):
         # times are not: each timed call of the submission is paired with a fresh baseline run,
         # so both sides of every ratio see the same load on the machine.
         key = (check_id, ctx.seeds.key, "baseline")
-        if key not in ctx.lab.timings:
+        if key not in ctx.lab.cache:
             runs = [self._case(ctx, check, check_id, i) for i in range(check.repeats + 1)]
-            ctx.lab.timings[key] = (runs, [ctx.lab.call_solution(check.baseline, c.inputs) for c in runs])
-        runs, expected = ctx.lab.timings[key]
+            ctx.lab.cache[key] = (runs, [ctx.lab.call_solution(check.baseline, c.inputs) for c in runs])
+        runs, expected = ctx.lab.cache[key]
         ctx.call(check.function, runs[0], check.time_limit_s)  # warm-up, untimed
         baseline_times, sub_times = [], []
         for i, case in enumerate(runs[1:], start=1):
