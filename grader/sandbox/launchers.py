@@ -252,9 +252,6 @@ def worker_env(extra: dict[str, str], threads: int) -> dict[str, str]:
 
 # -- choosing a tier --------------------------------------------------------------------------
 
-_PROBE_LEASES: list[UidLease | None] = []
-
-
 def _try(argv: list[str], pass_fds: tuple[int, ...], env: dict[str, str]) -> tuple[bool, str]:
     try:
         proc = subprocess.run(
@@ -267,21 +264,22 @@ def _try(argv: list[str], pass_fds: tuple[int, ...], env: dict[str, str]) -> tup
     return proc.returncode == 0, (text[-1] if text else f"exit status {proc.returncode}")
 
 
-def _probe_command(launcher: Launcher, python: str) -> tuple[list[str], tuple[int, ...], dict[str, str]]:
-    # Run the real command line, with a one-line program in place of the worker, as a leased uid.
-    r, w = os.pipe()
+def _starts(launcher: Launcher, python: str) -> tuple[bool, str]:
+    """Whether the tier's real command line starts (a one-line program in place of the worker,
+    as a leased uid), and the last line it printed."""
     lease = UidLease(launcher.uid) if launcher.uid is not None else None
-    _PROBE_LEASES.append(lease)
-    cmd = launcher.command(python, BOOT_DIR / "worker.py", (r, w), worker_env({}, 1), Limits(), lease.uid if lease else None)
-    os.close(r)
-    os.close(w)
-    argv = cmd.argv[:-3] + ["-c", "import numpy"]
-    return argv, tuple(fd for fd in cmd.pass_fds if fd not in (r, w)), cmd.env
-
-
-def _release_probe_leases() -> None:
-    while _PROBE_LEASES:
-        lease = _PROBE_LEASES.pop()
+    r, w = os.pipe()
+    try:
+        cmd = launcher.command(python, BOOT_DIR / "worker.py", (r, w), worker_env({}, 1), Limits(), lease.uid if lease else None)
+        extra = tuple(fd for fd in cmd.pass_fds if fd not in (r, w))
+        try:
+            return _try(cmd.argv[:-3] + ["-c", "import numpy"], extra, cmd.env)
+        finally:
+            for fd in extra:
+                os.close(fd)
+    finally:
+        os.close(r)
+        os.close(w)
         if lease is not None:
             lease.release()
 
@@ -295,11 +293,7 @@ def probe(python: str = sys.executable, gpu: bool = False, force: str | None = N
     if force in (None, "bubblewrap"):
         if shutil.which("bwrap") and shutil.which("prlimit"):
             candidate = Launcher("bubblewrap", degraded=False, uid=uid, gpu=gpu)
-            argv, fds, env = _probe_command(candidate, python)
-            ok, why = _try(argv, fds, env)
-            for fd in fds:
-                os.close(fd)
-            _release_probe_leases()
+            ok, why = _starts(candidate, python)
             if ok:
                 if not seccomp.supported():
                     candidate.warnings.append(f"no seccomp filter for {os.uname().machine}")
@@ -312,15 +306,10 @@ def probe(python: str = sys.executable, gpu: bool = False, force: str | None = N
     fallback = Launcher("process", degraded=True, uid=uid, gpu=gpu)
     if root and shutil.which("unshare"):
         candidate = Launcher("process+unshare", degraded=True, uid=uid, gpu=gpu)
-        argv, fds, env = _probe_command(candidate, python)
-        if _try(argv, fds, env)[0]:
+        if _starts(candidate, python)[0]:
             fallback = candidate
-        _release_probe_leases()
     if fallback.uid is not None:
-        argv, fds, env = _probe_command(fallback, python)
-        works = _try(argv, fds, env)[0]
-        _release_probe_leases()
-        if not works:
+        if not _starts(fallback, python)[0]:
             notes.append(f"uid {fallback.uid} cannot run {python}, so the worker keeps the grader's uid")
             fallback.uid = None
     fallback.warnings = [
