@@ -69,7 +69,7 @@ def test_lab_found_from_the_functions_the_file_defines(run_cli, tmp_path: Path) 
         (["submit", str(LAB01 / "solution.py"), "--exercise", "lab-99"], "unknown exercise 'lab-99'"),
         (["submit", str(LAB01 / "solution.py"), "--fail-under", "150"], "must be between 0 and 100"),
         (["submit", str(LAB01 / "solution.py"), "--frobnicate"], "unrecognized arguments: --frobnicate"),
-        (["submit", str(LAB01)], "is not a regular file"),
+        (["submit", str(LAB01)], "is a folder, not a regular file"),
         (["selftest", "lab-77"], "unknown exercise 'lab-77'"),
         (["validate", "no/such/manifest.toml"], "no/such/manifest.toml: no such file or folder"),
     ],

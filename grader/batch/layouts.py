@@ -20,10 +20,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.discovery import pick_submission, python_files
+from grader.discovery import pick_submission, python_files, read_submission
 from grader.errors import UsageError
 from grader.manifest import LabManifest
-from grader.submission import read_submission, sha256
 
 GRADESCOPE_METADATA = "submission_metadata.yml"
 CANVAS_NAME = re.compile(r"^(?P<student>.+?)(?:_late)?_(?P<user>\d+)_(?P<attachment>\d+)_(?P<file>.+\.py)$", re.I)
@@ -138,7 +137,7 @@ def _finish(root: Path, raw: list[tuple[str, Path, str]], skipped: list[Skipped]
             skipped.append(Skipped(rel.encode("utf-8", "replace").decode(), "its name is not valid UTF-8; rename it"))
             continue
         try:
-            digest = sha256(read_submission(path))
+            digest = read_submission(path, root).sha256
         except UsageError as exc:
             skipped.append(Skipped(rel, str(exc).split(": ", 1)[-1]))
             continue

@@ -2,7 +2,7 @@
 
 A checker is a class with a unique ``name`` (the manifest's ``kind``) and an ``Options`` model
 (the manifest entry, validated). ``run`` returns a :class:`Verdict`; when the submission itself
-fails to answer, the :class:`~grader.submission.SubmissionFault` it raises is turned into an
+fails to answer, the :class:`~grader.sandbox.values.SubmissionFault` it raises is turned into an
 ``error`` or ``failed`` verdict by the session, so checkers only handle the answers they get.
 """
 
@@ -16,12 +16,12 @@ import numpy as np
 
 from grader.manifest import CheckSpec, LabManifest
 from grader.results import Mismatch, Status
-from grader.submission import Outputs, SubmissionFault
+from grader.sandbox.values import Outputs, SubmissionFault
 
 if TYPE_CHECKING:
     from grader.lab import Case, Lab
     from grader.seeds import Seeds
-    from grader.submission import Submission
+    from grader.sandbox.client import Submission
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pydantic import Field
 from grader.checkers.base import Checker, CheckContext, Verdict
 from grader.checkers.compare import compare
 from grader.checkers.oracle import OracleOptions
-from grader.submission import SubmissionFault
+from grader.sandbox.values import SubmissionFault
 
 
 class GhostOptions(OracleOptions):

@@ -18,13 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from grader.lab import Lab
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import GradeResult
 from grader.sandbox.launchers import SLOT_UID_BASE, probe
 from grader.sandbox.uids import LOCK_DIR, POOL
-from grader.seeds import Seeds
 from grader.session import Grader
 from support import LAB01, tight_limits
 
@@ -56,7 +54,7 @@ def corpus_grader(tmp_path_factory: pytest.TempPathFactory) -> Grader:
     old = os.environ.get("GRADER_SECRET_SEED")
     os.environ["GRADER_SECRET_SEED"] = SECRET
     try:
-        yield Grader(Lab(manifest), default_plugins(), probe(), Seeds.from_env())
+        yield Grader(manifest)
     finally:
         if old is None:
             os.environ.pop("GRADER_SECRET_SEED", None)

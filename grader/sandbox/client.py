@@ -2,224 +2,43 @@
 
 The submission is copied into a private folder and imported by a worker in the sandbox; the
 grader never imports it. Each call sends fresh copies of the inputs, waits under a deadline,
-and validates what comes back against the manifest (type, dtype, shape, finite values, inputs
-left unmodified, no aliasing) before any checker sees it. Anything wrong ends as a
+and hands the answer to :mod:`grader.sandbox.values` for validation. Anything wrong ends as a
 :class:`SubmissionFault` carrying the status it earns: ``error`` for raising, hanging, crashing
 or breaking a rule, ``failed`` for a wrong kind of answer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import stat
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from grader import dims as dimexpr
-from grader.errors import InfrastructureError, UsageError
-from grader.manifest import FunctionSpec, LabManifest, OutputSpec
-from grader.recipes import Recipe
+from grader.errors import InfrastructureError
+from grader.manifest import LabManifest
 from grader.results import Status
-from grader.sandbox.boot import wire
 from grader.sandbox.launchers import Launcher, Limits, WorkerCommand, worker_env
-from grader.text import printable
-from grader.sandbox.uids import UidLease
 from grader.sandbox.process import WorkerDied, WorkerProcess, WorkerProtocolError, WorkerTimeout
+from grader.sandbox.uids import UidLease
+from grader.sandbox.values import (
+    MAX_MESSAGE_BYTES,
+    Outputs,
+    SubmissionFault,
+    decode_outputs,
+    dtype_name,
+    encode_input,
+    format_error,
+)
+from grader.text import printable
 
-MAX_SUBMISSION_BYTES = 1 << 20
-MAX_MESSAGE_BYTES = 1 << 30
 MAX_RESTARTS = 8
-
-
-class SubmissionFault(Exception):
-    """The submission did not produce an acceptable answer; ``status`` is what the check gets."""
-
-    def __init__(self, status: Status, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass
-class Outputs:
-    """Validated outputs of one call, by output name, plus the grader-side wall time."""
-
-    values: dict[str, np.ndarray]
-    wall_s: float = 0.0
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.values[name]
-
-
-def read_submission(path: Path) -> bytes:
-    """The submission's bytes; a one-line UsageError for anything that is not a small regular file."""
-    path = Path(path)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise UsageError(f"{path}: is a symbolic link; submit the file itself")
-    if not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"{path}: is not a regular file")
-    if st.st_size > MAX_SUBMISSION_BYTES:
-        raise UsageError(f"{path}: is {st.st_size} bytes, over the {MAX_SUBMISSION_BYTES}-byte limit")
-    if path.suffix != ".py":
-        raise UsageError(f"{path}: is not a Python file (.py)")
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read()
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-# --- encoding inputs ---------------------------------------------------------------------------
-
-
-def is_tensor(value: Any) -> bool:
-    """A torch tensor, recognised without importing torch."""
-    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
-
-
-def encode_input(value: Any, arrays: list[np.ndarray], torch_device: str | None) -> tuple[dict[str, Any], str | None]:
-    """The wire spec of one argument and the digest of what was sent (None for scalars and recipes)."""
-    if isinstance(value, Recipe):
-        return {"t": "recipe", "recipe": value.spec, "device": torch_device or "cpu"}, None
-    if is_tensor(value):
-        t = value.detach().cpu()
-        spec: dict[str, Any] = {"t": "tensor", "device": torch_device or "cpu"}
-        if str(t.dtype) == "torch.bfloat16":
-            import torch
-
-            array = t.contiguous().view(torch.int16).numpy().view(np.uint16)
-            spec["dtype"] = "bfloat16"
-        else:
-            array = t.contiguous().numpy()
-        arrays.append(array)
-        spec["f"] = len(arrays) - 1
-        return spec, wire.digest(array)
-    if isinstance(value, np.ndarray):
-        array = np.ascontiguousarray(value)
-        arrays.append(array)
-        t = "tensor" if torch_device else "ndarray"
-        spec = {"t": t, "f": len(arrays) - 1}
-        if torch_device:
-            spec["device"] = torch_device
-        return spec, wire.digest(array)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return {"t": "json", "v": value}, None
-    raise InfrastructureError(f"cannot send an argument of type {type(value).__name__} to the worker")
-
-
-# --- decoding and validating outputs -------------------------------------------------------------
-
-
-def _category_ok(dtype_name: str, np_dtype: np.dtype, want: str, arg_dtypes: Mapping[str, str | None]) -> bool:
-    if want.startswith("like:"):
-        return dtype_name == arg_dtypes.get(want[5:])
-    if want == "int":
-        return np.issubdtype(np_dtype, np.integer) and dtype_name != "bfloat16"
-    if want == "float":
-        return dtype_name == "bfloat16" or np.issubdtype(np_dtype, np.floating)
-    if want == "bool":
-        return np_dtype == np.bool_
-    if want == "number":
-        return dtype_name == "bfloat16" or np.issubdtype(np_dtype, np.number)
-    return dtype_name == want
-
-
-def dtype_name(value: Any) -> str | None:
-    """The dtype of an input, as outputs name theirs ('float32', 'bfloat16', ...)."""
-    if isinstance(value, Recipe):
-        return value.dtype
-    if is_tensor(value):
-        return str(value.dtype).removeprefix("torch.")
-    if isinstance(value, np.ndarray):
-        return value.dtype.name
-    return None
-
-
-def _describe_py(value: dict[str, Any]) -> str:
-    py = str(value.get("py", "?"))
-    return {"list": "a list", "tuple": "a tuple", "NoneType": "None", "dict": "a dict"}.get(py, f"a {py}")
-
-
-def validate_output(
-    value: dict[str, Any],
-    frames: list[bytes],
-    spec: OutputSpec,
-    dims: Mapping[str, int] | None,
-    label: str,
-    arg_dtypes: Mapping[str, str | None] | None = None,
-) -> np.ndarray:
-    """One output as a plain numpy array (bfloat16 widened to float32), or SubmissionFault(failed)."""
-    kind = value.get("t")
-    if spec.type == "scalar":
-        if kind == "json" and isinstance(value.get("v"), (bool, int, float)):
-            array = np.asarray(value["v"])
-            dtype_name = array.dtype.name
-        elif kind in ("ndarray", "tensor") and isinstance(value.get("f"), int):
-            array = _frame(frames, value["f"])
-            dtype_name = array.dtype.name
-            if array.ndim != 0 and array.shape != (1,):
-                raise SubmissionFault(Status.failed, f"{label} should be a single number, got an array of shape {array.shape}")
-            array = array.reshape(())
-        else:
-            raise SubmissionFault(Status.failed, f"{label} should be a number, got {_describe_py(value)}")
-    else:
-        expected = "numpy array" if spec.type == "ndarray" else "torch tensor"
-        if kind != ("ndarray" if spec.type == "ndarray" else "tensor") or not isinstance(value.get("f"), int):
-            raise SubmissionFault(Status.failed, f"{label} should be a {expected}, got {_describe_py(value)}")
-        if value.get("exact") is False:
-            raise SubmissionFault(Status.failed, f"{label} is a subclass ({value.get('py')}); return a plain {expected}")
-        array = _frame(frames, value["f"])
-        dtype_name = array.dtype.name
-        if value.get("dtype") == "bfloat16":
-            if array.dtype != np.uint16:
-                raise SubmissionFault(Status.error, f"{label}: malformed bfloat16 payload")
-            array, dtype_name = wire.bf16_to_f32(array), "bfloat16"
-    arg_dtypes = arg_dtypes or {}
-    if not _category_ok(dtype_name, array.dtype, spec.dtype, arg_dtypes):
-        want = spec.dtype if not spec.dtype.startswith("like:") else f"{arg_dtypes.get(spec.dtype[5:])} (like {spec.dtype[5:]})"
-        raise SubmissionFault(Status.failed, f"{label} has dtype {dtype_name}, expected {want}")
-    if spec.shape is not None and dims is not None:
-        try:
-            want = tuple(dimexpr.evaluate(d, dims) for d in spec.shape)
-        except dimexpr.DimError as exc:
-            raise InfrastructureError(f"the lab's shape for {label} cannot be evaluated: {exc} (the case gives {dict(dims)})") from None
-        if array.shape != want:
-            raise SubmissionFault(Status.failed, f"{label} has shape {array.shape}, expected {want}")
-    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise SubmissionFault(Status.failed, f"{label} holds {bad} NaN or infinite value(s); NaN never passes")
-    return array
-
-
-def _frame(frames: list[bytes], index: int) -> np.ndarray:
-    if not 0 <= index < len(frames):
-        raise SubmissionFault(Status.error, "the worker referred to an array it did not send")
-    try:
-        return wire.parse_npy(frames[index], MAX_MESSAGE_BYTES)
-    except wire.WireError as exc:
-        raise SubmissionFault(Status.error, f"the worker sent an invalid array ({exc})") from None
-
-
-# --- the submission handle ---------------------------------------------------------------------
+OVERALL = "the grading's overall deadline passed"
 
 
 class Submission:
@@ -233,8 +52,11 @@ class Submission:
         launcher: Launcher,
         slot: int = 0,
         torch_device: str | None = None,
+        deadline: float | None = None,
     ) -> None:
+        """``deadline`` (time.monotonic) ends every call still running then: the grading's overall deadline."""
         self.manifest = manifest
+        self.deadline = deadline
         self.launcher = launcher
         self.slot = slot
         self.torch_device = torch_device
@@ -304,16 +126,17 @@ class Submission:
         # The limit covers the submission's import; starting Python (and torch, triton when the
         # lab imports them first) gets a fixed allowance on top, named in the message.
         allowance = 30.0 if lab.worker.imports else 5.0
-        deadline = time.monotonic() + lab.import_time_limit_s + allowance
+        deadline, cut = self._deadline(lab.import_time_limit_s + allowance)
         try:
             worker.send(init, arrays, deadline)
             reply = worker.receive(deadline)
         except WorkerTimeout:
             self._fail_import(
                 worker,
+                OVERALL if cut else
                 f"importing the submission took longer than {lab.import_time_limit_s:g} s "
                 f"(plus {allowance:g} s to start Python{' and ' + ', '.join(lab.worker.imports) if lab.worker.imports else ''})",
-            )
+            )  # fmt: skip
             return
         except (WorkerDied, WorkerProtocolError):
             self._fail_import(worker, f"the submission's process {worker.exit_description()} while being imported")
@@ -321,7 +144,7 @@ class Submission:
         op = reply.header.get("op")
         if op == "import_error":
             err = reply.header.get("error") or {}
-            self._fail_import(worker, "importing the submission raised " + _format_error(err))
+            self._fail_import(worker, "importing the submission raised " + format_error(err))
             return
         if op != "ready" or not isinstance(reply.header.get("functions"), dict):
             self._fail_import(worker, "the submission's process answered the import with an invalid message")
@@ -381,6 +204,13 @@ class Submission:
         assert self._worker is not None
         return self._worker
 
+    def _deadline(self, limit: float) -> tuple[float, bool]:
+        """When a wait of ``limit`` seconds from now must end, and whether the grading's deadline cut it."""
+        own = time.monotonic() + limit
+        if self.deadline is not None and self.deadline < own:
+            return self.deadline, True
+        return own, False
+
     def _encode(self, function: str, inputs: Mapping[str, Any], arrays: list[np.ndarray]) -> tuple[list[Any], list[str | None]]:
         spec = self.manifest.functions[function]
         device = self.torch_device if spec.arrays == "torch" else None
@@ -393,13 +223,15 @@ class Submission:
         self._calls += 1
         header = dict(header, id=self._calls, function=function)
         started = time.monotonic()
-        deadline = started + limit
+        deadline, cut = self._deadline(limit)
         try:
             worker.send(header, arrays, deadline)
             reply = worker.receive(deadline)
         except WorkerTimeout:
-            self._timed_out[function] = limit
             self._discard_worker()
+            if cut:
+                raise SubmissionFault(Status.error, f"{function} was still running: {OVERALL}") from None
+            self._timed_out[function] = limit
             raise SubmissionFault(Status.error, f"{function} did not return within {limit:g} s (time limit)") from None
         except WorkerDied:
             how = worker.exit_description()
@@ -417,7 +249,7 @@ class Submission:
             err = reply.header.get("error") or {}
             if err.get("type") == "NotImplementedError":
                 raise SubmissionFault(Status.error, f"{function} is not implemented yet (it raises NotImplementedError)")
-            raise SubmissionFault(Status.error, f"{function} raised " + _format_error(err))
+            raise SubmissionFault(Status.error, f"{function} raised " + format_error(err))
         return reply, wall
 
     def call(
@@ -445,7 +277,7 @@ class Submission:
         }
         reply, wall = self._request(function, header, arrays, time_limit_s or self.manifest.lab.time_limit_s)
         arg_dtypes = {name: dtype_name(inputs[name]) for name in spec.args}
-        return self._decode(function, spec, reply.header, reply.frames, sent, dims, wall, arg_dtypes)
+        return decode_outputs(function, spec, reply.header, reply.frames, sent, dims, wall, arg_dtypes)
 
     def time(
         self, function: str, input_sets: Sequence[Mapping[str, Any]], time_limit_s: float, warmup: int = 3, budget_s: float = 3.0
@@ -481,49 +313,6 @@ class Submission:
             except (KeyError, TypeError, ValueError):
                 raise SubmissionFault(Status.error, f"{function}: the profiler returned an invalid row") from None
         return clean, [printable(str(n), 100, False) for n in defined[:100]]
-
-    def _decode(
-        self,
-        function: str,
-        spec: FunctionSpec,
-        header: dict[str, Any],
-        frames: list[bytes],
-        sent: Sequence[str | None],
-        dims: Mapping[str, int] | None,
-        wall: float,
-        arg_dtypes: Mapping[str, str | None],
-    ) -> Outputs:
-        got = header.get("inputs")
-        if isinstance(got, list) and len(got) == len(sent):
-            for name, before, after in zip(spec.args, sent, got):
-                if before is not None and after is not None and after != before:
-                    raise SubmissionFault(Status.error, f"{function} modified its argument {name!r} in place; inputs must stay unchanged")
-        aliased = header.get("aliases")
-        if isinstance(aliased, list) and aliased:
-            raise SubmissionFault(
-                Status.error, f"{function} returned memory shared with its argument {aliased[0]!r}; return a new array"
-            )
-        values = header.get("values")
-        n = len(spec.returns)
-        if not isinstance(values, list) or not values:
-            raise SubmissionFault(Status.error, f"{function} produced an invalid answer")
-        if n > 1 and (not header.get("tuple") or len(values) != n):
-            what = f"a {header.get('py', '?')}" if not header.get("tuple") else f"{len(values)} values"
-            raise SubmissionFault(Status.failed, f"{function} should return a tuple of {n} values, got {what}")
-        out: dict[str, np.ndarray] = {}
-        for i, ospec in enumerate(spec.returns):
-            value = values[i] if isinstance(values[i], dict) else {}
-            label = f"{function}'s {ospec.name}" if n > 1 else f"{function}'s result"
-            out[ospec.name] = validate_output(value, frames, ospec, dims, label, arg_dtypes)
-        return Outputs(out, wall)
-
-
-def _format_error(err: dict[str, Any]) -> str:
-    kind = printable(str(err.get("type", "an exception"))[:100], keep_newlines=False)
-    message = printable(str(err.get("message", ""))[:500], keep_newlines=False)
-    where = printable(str(err.get("where", ""))[:100], keep_newlines=False)
-    text = f"{kind}: {message}" if message else kind
-    return text + (f" ({where})" if where else "")
 
 
 def _safe_name(filename: str) -> str:
