@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from grader import dims as dimexpr
 from grader.errors import ManifestError, Problem
@@ -210,6 +218,13 @@ class CheckSpec(Strict):
 def case_set_problems(manifest: LabManifest, name: str, key: str = "cases") -> list[tuple[str, str, str]]:
     """A check's reference to a case set, as problems() reports it."""
     return [] if name in manifest.cases else [(key, f"one of {sorted(manifest.cases)}", repr(name))]
+
+
+def support_function_problems(manifest: LabManifest, name: str | None, key: str) -> list[tuple[str, str, str]]:
+    """A check's reference to a function of the lab's support module (lab.py); None is no reference."""
+    if name is None or name in (_defined_functions(manifest.directory / manifest.lab.support) or set()):
+        return []
+    return [(key, f"a function defined in {manifest.lab.support}", repr(name))]
 
 
 def tolerance_problems(manifest: LabManifest, name: str, key: str = "tolerance") -> list[tuple[str, str, str]]:

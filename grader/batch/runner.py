@@ -31,7 +31,13 @@ from grader.plugins import Plugins
 from grader.results import GradeResult, SandboxInfo
 from grader.sandbox.launchers import Launcher
 from grader.seeds import Seeds
-from grader.session import Grader, GradingOptions, not_gradable, sandbox_info, write_reports
+from grader.session import (
+    Grader,
+    GradingOptions,
+    not_gradable,
+    sandbox_info,
+    write_reports,
+)
 
 ATTEMPTS = 2
 """A submission whose worker dies is graded at most this many times."""

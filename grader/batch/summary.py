@@ -14,9 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 from grader import __version__
+from grader.atomic import write_atomic
 from grader.batch.histogram import BINS, bins, write_histogram
 from grader.batch.layouts import Entry, Skipped
-from grader.atomic import write_atomic
 from grader.manifest import LabManifest
 from grader.reporters.markdown import cell
 from grader.results import GradeResult, Status

@@ -20,8 +20,8 @@ from grader.sandbox.values import Outputs, SubmissionFault
 
 if TYPE_CHECKING:
     from grader.lab import Case, Lab
-    from grader.seeds import Seeds
     from grader.sandbox.client import Submission
+    from grader.seeds import Seeds
 
 
 @dataclass

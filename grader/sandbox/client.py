@@ -24,7 +24,12 @@ from grader.errors import InfrastructureError
 from grader.manifest import LabManifest
 from grader.results import Status
 from grader.sandbox.launchers import Launcher, Limits, WorkerCommand, worker_env
-from grader.sandbox.process import WorkerDied, WorkerProcess, WorkerProtocolError, WorkerTimeout
+from grader.sandbox.process import (
+    WorkerDied,
+    WorkerProcess,
+    WorkerProtocolError,
+    WorkerTimeout,
+)
 from grader.sandbox.uids import UidLease
 from grader.sandbox.values import (
     MAX_MESSAGE_BYTES,

@@ -46,18 +46,6 @@ class Outputs:
         return self.values[name]
 
 
-
-@dataclass
-class Outputs:
-    """Validated outputs of one call, by output name, plus the grader-side wall time."""
-
-    values: dict[str, np.ndarray]
-    wall_s: float = 0.0
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.values[name]
-
-
 def encode_input(value: Any, arrays: list[np.ndarray], torch_device: str | None) -> tuple[dict[str, Any], str | None]:
     """The wire spec of one argument and the digest of what was sent (None for scalars and recipes)."""
     if isinstance(value, Recipe):
