@@ -202,10 +202,11 @@ class Grader:
                     message=verdict.message,
                     visibility=check.visibility or self.manifest.lab.visibility,
                     duration_s=round(time.monotonic() - t0, 4),
-                    hint=check.hint,
+                    hint=check.hint if verdict.hint is None else verdict.hint,
                     mismatches=verdict.mismatches,
                     details=verdict.details,
                     table=verdict.table,
+                    traceback=verdict.traceback,
                 )
                 results.append(result)
                 self._passed[check_id] = result.status is Status.passed
@@ -257,12 +258,14 @@ class Grader:
         handle = handles[device]
         handle.start()
         if handle.import_failure is not None:
-            return Verdict.error(handle.import_failure)
+            return Verdict.error(handle.import_failure, hint="", traceback=handle.import_traceback)
         ctx = CheckContext(self.lab, handle, self.seeds, device)
         try:
             return self.plugins.checker(check.kind).run(check_id, check, ctx)
         except SubmissionFault as fault:
-            return Verdict(fault.status, fault.message)
+            # A wrong kind of answer keeps the check's hint; a crash, a hang or a raise has its own message.
+            hint = None if fault.status is Status.failed else fault.hint
+            return Verdict(fault.status, fault.message, hint=hint, traceback=fault.traceback)
 
 
 # --- reports -----------------------------------------------------------------------------------

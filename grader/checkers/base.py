@@ -35,6 +35,10 @@ class Verdict:
     table: list[dict[str, Any]] = field(default_factory=list)
     fraction: float | None = None
     """Partial credit in [0, 1] (e.g. speed relative to the reference); None means all or nothing."""
+    hint: str | None = None
+    """What to look at, when the check's own hint does not fit why it failed ("" for none)."""
+    traceback: str = ""
+    """The submission's own traceback, when it raised."""
 
     @classmethod
     def passed(cls, message: str, **kw: Any) -> Verdict:

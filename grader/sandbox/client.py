@@ -9,6 +9,7 @@ or breaking a rule, ``failed`` for a wrong kind of answer.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -34,15 +35,17 @@ from grader.sandbox.uids import UidLease
 from grader.sandbox.values import (
     MAX_MESSAGE_BYTES,
     Outputs,
+    Reply,
     SubmissionFault,
     decode_outputs,
     dtype_name,
     encode_input,
     format_error,
+    read_reply,
 )
-from grader.text import printable
 
 MAX_RESTARTS = 8
+COPY_PREFIX = "grader-sub-"
 OVERALL = "the grading's overall deadline passed"
 
 
@@ -67,7 +70,8 @@ class Submission:
         self.torch_device = torch_device
         self.filename = filename
         self.source = source
-        self._dir = Path(tempfile.mkdtemp(prefix="grader-sub-"))
+        _sweep_stale_copies()
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-"))
         os.chmod(self._dir, 0o755)
         self._path = self._dir / _safe_name(filename)
         self._path.write_bytes(source)
@@ -75,6 +79,7 @@ class Submission:
         self._worker: WorkerProcess | None = None
         self._available: dict[str, bool] = {}
         self.import_failure: str | None = None
+        self.import_traceback = ""
         self._timed_out: dict[str, float] = {}
         self.restarts = 0
         self._calls = 0
@@ -146,15 +151,15 @@ class Submission:
         except (WorkerDied, WorkerProtocolError):
             self._fail_import(worker, f"the submission's process {worker.exit_description()} while being imported")
             return
-        op = reply.header.get("op")
-        if op == "import_error":
-            err = reply.header.get("error") or {}
-            self._fail_import(worker, "importing the submission raised " + format_error(err))
+        answer = read_reply(reply.header)
+        if answer is not None and answer.op == "import_error":
+            self.import_traceback = answer.error.traceback if answer.error else ""
+            self._fail_import(worker, "importing the submission raised " + format_error(answer.error))
             return
-        if op != "ready" or not isinstance(reply.header.get("functions"), dict):
+        if answer is None or answer.op != "ready" or answer.functions is None:
             self._fail_import(worker, "the submission's process answered the import with an invalid message")
             return
-        self._available = {k: bool(v) for k, v in reply.header["functions"].items()}
+        self._available = dict(answer.functions)
         self._worker = worker
 
     def _fail_import(self, worker: WorkerProcess, message: str) -> None:
@@ -216,13 +221,14 @@ class Submission:
             return self.deadline, True
         return own, False
 
-    def _encode(self, function: str, inputs: Mapping[str, Any], arrays: list[np.ndarray]) -> tuple[list[Any], list[str | None]]:
+    def _encode(self, function: str, inputs: Mapping[str, Any], arrays: list[np.ndarray]) -> list[dict[str, Any]]:
         spec = self.manifest.functions[function]
         device = self.torch_device if spec.arrays == "torch" else None
-        encoded = [encode_input(inputs[name], arrays, device) for name in spec.args]
-        return [e[0] for e in encoded], [e[1] for e in encoded]
+        return [encode_input(inputs[name], arrays, device) for name in spec.args]
 
-    def _request(self, function: str, header: dict[str, Any], arrays: list[np.ndarray], limit: float) -> tuple[Any, float]:
+    def _request(
+        self, function: str, header: dict[str, Any], arrays: list[np.ndarray], limit: float
+    ) -> tuple[Reply, list[bytes], float]:
         """Send one request, wait for its answer under ``limit``; SubmissionFault on any failure."""
         worker = self._ready(function)
         self._calls += 1
@@ -246,16 +252,20 @@ class Submission:
             self._discard_worker()
             raise SubmissionFault(Status.error, f"{function} produced an invalid answer ({exc})") from None
         wall = time.monotonic() - started
-        if reply.header.get("op") != "result" or reply.header.get("id") != self._calls:
+        answer = read_reply(reply.header)
+        if answer is None:
+            self._discard_worker()
+            raise SubmissionFault(Status.error, f"{function} produced an invalid answer (a malformed message)")
+        if answer.op != "result" or answer.id != self._calls:
             # Out of turn: something else in the worker (a forked child, a forged frame) wrote here.
             self._discard_worker()
             raise SubmissionFault(Status.error, f"{function}: the submission's process answered out of turn")
-        if not reply.header.get("ok"):
-            err = reply.header.get("error") or {}
-            if err.get("type") == "NotImplementedError":
-                raise SubmissionFault(Status.error, f"{function} is not implemented yet (it raises NotImplementedError)")
-            raise SubmissionFault(Status.error, f"{function} raised " + format_error(err))
-        return reply, wall
+        if not answer.ok:
+            err = answer.error
+            if err is not None and err.type == "NotImplementedError":
+                raise SubmissionFault(Status.error, f"{function} is not implemented yet (it raises NotImplementedError)", hint=None)
+            raise SubmissionFault(Status.error, f"{function} raised " + format_error(err), err.traceback if err else "")
+        return answer, reply.frames, wall
 
     def call(
         self,
@@ -271,18 +281,17 @@ class Submission:
         """
         spec = self.manifest.functions[function]
         arrays: list[np.ndarray] = []
-        args, sent = self._encode(function, inputs, arrays)
+        args = self._encode(function, inputs, arrays)
         header = {
             "op": "call",
             "args": args,
-            "names": list(spec.args),
             "outputs": len(spec.returns),
             "sync": spec.arrays == "torch" and bool(self.torch_device and self.torch_device.startswith("cuda")),
             "noop_kernels": noop_kernels,
         }
-        reply, wall = self._request(function, header, arrays, time_limit_s or self.manifest.lab.time_limit_s)
+        answer, frames, wall = self._request(function, header, arrays, time_limit_s or self.manifest.lab.time_limit_s)
         arg_dtypes = {name: dtype_name(inputs[name]) for name in spec.args}
-        return decode_outputs(function, spec, reply.header, reply.frames, sent, dims, wall, arg_dtypes)
+        return decode_outputs(function, spec, answer, frames, dims, wall, arg_dtypes)
 
     def time(
         self, function: str, input_sets: Sequence[Mapping[str, Any]], time_limit_s: float, warmup: int = 3, budget_s: float = 3.0
@@ -292,32 +301,38 @@ class Submission:
         Returns per-call device times (us), a fingerprint of each timed output, and the wall time
         of the whole request on the grader's own clock."""
         arrays: list[np.ndarray] = []
-        sets = [self._encode(function, inputs, arrays)[0] for inputs in input_sets]
+        sets = [self._encode(function, inputs, arrays) for inputs in input_sets]
         header = {"op": "time", "input_sets": sets, "warmup": warmup, "budget_s": budget_s}
-        reply, wall = self._request(function, header, arrays, time_limit_s)
-        times, prints = reply.header.get("times_us"), reply.header.get("fingerprints")
-        if not isinstance(times, list) or not isinstance(prints, list) or len(times) != len(prints) or not times:
+        answer, _, wall = self._request(function, header, arrays, time_limit_s)
+        times, prints = answer.times_us, answer.fingerprints
+        if times is None or prints is None or len(times) != len(prints) or not times:
             raise SubmissionFault(Status.error, f"{function}: the timing harness returned an invalid answer")
-        try:
-            return [float(t) for t in times], [[float(v) for v in p] for p in prints], wall
-        except (TypeError, ValueError):
-            raise SubmissionFault(Status.error, f"{function}: the timing harness returned an invalid answer") from None
+        return times, prints, wall
 
     def profile(self, function: str, inputs: Mapping[str, Any], time_limit_s: float) -> tuple[list[dict[str, Any]], list[str]]:
         """The kernel table of a few profiled calls, and the names of the submission's own kernels."""
         arrays: list[np.ndarray] = []
-        header = {"op": "profile", "input_sets": [self._encode(function, inputs, arrays)[0]]}
-        reply, _ = self._request(function, header, arrays, time_limit_s)
-        rows, defined = reply.header.get("kernels"), reply.header.get("defined")
-        if not isinstance(rows, list) or not isinstance(defined, list):
+        header = {"op": "profile", "input_sets": [self._encode(function, inputs, arrays)]}
+        answer, _, _ = self._request(function, header, arrays, time_limit_s)
+        if answer.kernels is None or answer.defined is None:
             raise SubmissionFault(Status.error, f"{function}: the profiler returned an invalid answer")
-        clean = []
-        for row in rows[:200]:
-            try:
-                clean.append({"name": printable(str(row["name"]), 300, False), "device_time_us": float(row["device_time_us"]), "calls": int(row["calls"])})
-            except (KeyError, TypeError, ValueError):
-                raise SubmissionFault(Status.error, f"{function}: the profiler returned an invalid row") from None
-        return clean, [printable(str(n), 100, False) for n in defined[:100]]
+        return [row.model_dump() for row in answer.kernels], list(answer.defined)
+
+
+@functools.lru_cache(maxsize=1)
+def _sweep_stale_copies() -> None:
+    """Remove the private copies that killed graders left behind (their pid is in the name)."""
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{COPY_PREFIX}*-*"):
+        pid = folder.name[len(COPY_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # alive, or another user's
 
 
 def _safe_name(filename: str) -> str:

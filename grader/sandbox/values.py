@@ -8,11 +8,12 @@ a broken rule or an unusable message).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from grader import dims as dimexpr
 from grader.errors import InfrastructureError
@@ -26,13 +27,70 @@ from grader.text import printable
 MAX_MESSAGE_BYTES = 1 << 30
 
 
+def _clip(limit: int) -> AfterValidator:
+    return AfterValidator(lambda text: printable(text[: limit * 2], limit, keep_newlines=True)[:limit])
+
+
+Text = Annotated[str, _clip(500)]
+LongText = Annotated[str, _clip(4000)]
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorInfo(_Answer):
+    """How the submission raised, as the worker describes it (display text only)."""
+
+    type: Annotated[str, _clip(100)] = "an exception"
+    message: Text = ""
+    where: Annotated[str, _clip(100)] = ""
+    traceback: LongText = ""
+
+
+class KernelRow(_Answer):
+    name: Annotated[str, _clip(300)]
+    device_time_us: float
+    calls: StrictInt
+
+
+class Reply(_Answer):
+    """One answer from the worker, every field typed and bounded. Which fields are present depends
+    on ``op``; what the values mean is decided here on the grader's side, never in the worker."""
+
+    op: str
+    id: StrictInt | None = None
+    ok: StrictBool = False
+    error: ErrorInfo | None = None
+    functions: dict[str, StrictBool] | None = Field(default=None, max_length=256)
+    tuple: StrictBool = False
+    py: Annotated[str, _clip(100)] = ""
+    values: list[dict[str, Any]] | None = Field(default=None, max_length=16)
+    times_us: list[float] | None = Field(default=None, max_length=10000)
+    fingerprints: list[list[float]] | None = Field(default=None, max_length=10000)
+    kernels: list[KernelRow] | None = Field(default=None, max_length=200)
+    defined: list[Annotated[str, _clip(100)]] | None = Field(default=None, max_length=100)
+
+
+def read_reply(header: dict[str, Any]) -> Reply | None:
+    """The worker's header as a :class:`Reply`, or None when it is not one (the caller says how)."""
+    try:
+        return Reply.model_validate(header)
+    except (ValidationError, RecursionError):
+        return None
+
+
 class SubmissionFault(Exception):
     """The submission did not produce an acceptable answer; ``status`` is what the check gets."""
 
-    def __init__(self, status: Status, message: str) -> None:
+    def __init__(self, status: Status, message: str, traceback: str = "", hint: str | None = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.traceback = traceback
+        """The submission's own traceback, when it raised (display text from the worker)."""
+        self.hint = hint
+        """What to look at: "" none (the message says it: a crash, a hang), None the check's own hint."""
 
 
 @dataclass
@@ -46,10 +104,10 @@ class Outputs:
         return self.values[name]
 
 
-def encode_input(value: Any, arrays: list[np.ndarray], torch_device: str | None) -> tuple[dict[str, Any], str | None]:
-    """The wire spec of one argument and the digest of what was sent (None for scalars and recipes)."""
+def encode_input(value: Any, arrays: list[np.ndarray], torch_device: str | None) -> dict[str, Any]:
+    """The wire spec of one argument; arrays are appended to ``arrays`` and referred to by index."""
     if isinstance(value, Recipe):
-        return {"t": "recipe", "recipe": value.spec, "device": torch_device or "cpu"}, None
+        return {"t": "recipe", "recipe": value.spec, "device": torch_device or "cpu"}
     if is_tensor(value):
         t = value.detach().cpu()
         spec: dict[str, Any] = {"t": "tensor", "device": torch_device or "cpu"}
@@ -62,19 +120,17 @@ def encode_input(value: Any, arrays: list[np.ndarray], torch_device: str | None)
             array = t.contiguous().numpy()
         arrays.append(array)
         spec["f"] = len(arrays) - 1
-        return spec, wire.digest(array)
+        return spec
     if isinstance(value, np.ndarray):
-        array = np.ascontiguousarray(value)
-        arrays.append(array)
-        t = "tensor" if torch_device else "ndarray"
-        spec = {"t": t, "f": len(arrays) - 1}
+        arrays.append(np.ascontiguousarray(value))
+        spec = {"t": "tensor" if torch_device else "ndarray", "f": len(arrays) - 1}
         if torch_device:
             spec["device"] = torch_device
-        return spec, wire.digest(array)
+        return spec
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
-        return {"t": "json", "v": value}, None
+        return {"t": "json", "v": value}
     raise InfrastructureError(f"cannot send an argument of type {type(value).__name__} to the worker")
 
 
@@ -104,7 +160,10 @@ def dtype_name(value: Any) -> str | None:
 
 
 def _describe_py(value: dict[str, Any]) -> str:
-    py = str(value.get("py", "?"))
+    py = printable(str(value.get("py", "?"))[:80], keep_newlines=False)
+    refused = value.get("refused_dtype")
+    if isinstance(refused, str):
+        return f"an array of dtype {printable(refused[:40], keep_newlines=False)}, which is not a plain integer, float or bool type"
     return {"list": "a list", "tuple": "a tuple", "NoneType": "None", "dict": "a dict"}.get(py, f"a {py}")
 
 
@@ -135,7 +194,7 @@ def validate_output(
         if kind != ("ndarray" if spec.type == "ndarray" else "tensor") or not isinstance(value.get("f"), int):
             raise SubmissionFault(Status.failed, f"{label} should be a {expected}, got {_describe_py(value)}")
         if value.get("exact") is False:
-            raise SubmissionFault(Status.failed, f"{label} is a subclass ({value.get('py')}); return a plain {expected}")
+            raise SubmissionFault(Status.failed, f"{label} is a subclass ({_describe_py(value)}); return a plain {expected}")
         array = _frame(frames, value["f"])
         dtype_name = array.dtype.name
         if value.get("dtype") == "bfloat16":
@@ -171,42 +230,28 @@ def _frame(frames: list[bytes], index: int) -> np.ndarray:
 def decode_outputs(
     function: str,
     spec: FunctionSpec,
-    header: dict[str, Any],
+    reply: Reply,
     frames: list[bytes],
-    sent: Sequence[str | None],
     dims: Mapping[str, int] | None,
     wall: float,
     arg_dtypes: Mapping[str, str | None],
 ) -> Outputs:
     """The validated outputs of one call, or SubmissionFault."""
-    got = header.get("inputs")
-    if isinstance(got, list) and len(got) == len(sent):
-        for name, before, after in zip(spec.args, sent, got):
-            if before is not None and after is not None and after != before:
-                raise SubmissionFault(Status.error, f"{function} modified its argument {name!r} in place; inputs must stay unchanged")
-    aliased = header.get("aliases")
-    if isinstance(aliased, list) and aliased:
-        raise SubmissionFault(
-            Status.error, f"{function} returned memory shared with its argument {aliased[0]!r}; return a new array"
-        )
-    values = header.get("values")
+    values = reply.values
     n = len(spec.returns)
-    if not isinstance(values, list) or not values:
+    if not values:
         raise SubmissionFault(Status.error, f"{function} produced an invalid answer")
-    if n > 1 and (not header.get("tuple") or len(values) != n):
-        what = f"a {header.get('py', '?')}" if not header.get("tuple") else f"{len(values)} values"
+    if n > 1 and (not reply.tuple or len(values) != n):
+        what = f"a {reply.py or '?'}" if not reply.tuple else f"{len(values)} values"
         raise SubmissionFault(Status.failed, f"{function} should return a tuple of {n} values, got {what}")
     out: dict[str, np.ndarray] = {}
     for i, ospec in enumerate(spec.returns):
-        value = values[i] if isinstance(values[i], dict) else {}
         label = f"{function}'s {ospec.name}" if n > 1 else f"{function}'s result"
-        out[ospec.name] = validate_output(value, frames, ospec, dims, label, arg_dtypes)
+        out[ospec.name] = validate_output(values[i], frames, ospec, dims, label, arg_dtypes)
     return Outputs(out, wall)
 
 
-def format_error(err: dict[str, Any]) -> str:
-    kind = printable(str(err.get("type", "an exception"))[:100], keep_newlines=False)
-    message = printable(str(err.get("message", ""))[:500], keep_newlines=False)
-    where = printable(str(err.get("where", ""))[:100], keep_newlines=False)
-    text = f"{kind}: {message}" if message else kind
-    return text + (f" ({where})" if where else "")
+def format_error(err: ErrorInfo | None) -> str:
+    err = err or ErrorInfo()
+    text = f"{err.type}: {' '.join(err.message.split())}" if err.message.strip() else err.type
+    return text + (f" ({err.where})" if err.where else "")
