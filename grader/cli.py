@@ -316,7 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # inside the try: a reader that went away is a BrokenPipeError here
+        return code
     except GraderError as exc:
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
@@ -325,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("grader: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `grader list | head -2`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # the grader's own bug: say so in one line, keep the trace for debugging
         print(f"grader: {internal_error(exc)} (set {DEBUG_ENV}=1 for details)", file=sys.stderr)
         return 3

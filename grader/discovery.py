@@ -51,11 +51,19 @@ def resolve(exercise: str, labs: Mapping[str, Path]) -> str:
     raise UsageError(f"exercise {exercise!r} is ambiguous: {', '.join(matches)}")
 
 
+def parse_source(source: str) -> ast.Module | None:
+    """The syntax tree of a file, or None when it has none: a syntax error, a null byte, or a tree
+    too deep for the parser (RecursionError, MemoryError): any file, never an exception."""
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 def declared_exercise(source: str) -> str | None:
     """The ``EXERCISE = "<lab-id>"`` line of a file, found without running it."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
+    tree = parse_source(source)
+    if tree is None:
         match = _EXERCISE_LINE.search(source)
         return match.group(1) if match else None
     for node in tree.body:
@@ -72,9 +80,8 @@ def declared_exercise(source: str) -> str | None:
 
 
 def defined_functions(source: str) -> set[str]:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
+    tree = parse_source(source)
+    if tree is None:
         return set(_DEF_LINE.findall(source))
     return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
@@ -170,7 +177,12 @@ def pick_submission(candidates: Sequence[Path], manifest: LabManifest, where: st
         raise UsageError(f"{where}: no Python (.py) file to grade")
     if len(candidates) == 1:
         return candidates[0]
-    sources = {p: p.read_text(encoding="utf-8", errors="replace") for p in candidates if p.stat().st_size <= 1 << 20}
+    sources = {}
+    for p in candidates:
+        try:
+            sources[p] = read_submission(p).text
+        except UsageError:
+            continue  # a link swapped in, a file grown too large: not a candidate
     declared = [p for p, text in sources.items() if _names_lab(declared_exercise(text), manifest.id)]
     if len(declared) == 1:
         return declared[0]

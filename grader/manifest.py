@@ -399,7 +399,7 @@ def _defined_functions(path: Path) -> set[str] | None:
     """Top-level function names of a Python file, read without running it (None if unreadable)."""
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     names: set[str] = set()
     for node in tree.body:

@@ -256,6 +256,9 @@ def _announce(options: BatchOptions, launcher: Launcher, seeds: Seeds, outcome: 
         print("grader batch: GRADER_SECRET_SEED is not set: inputs come from the public seed only", file=stream)
     for warning in launcher.warnings:
         print(f"grader batch: warning: {warning}", file=stream)
+    for entry in outcome.entries:
+        if entry.warning:
+            print(f"grader batch: WARNING: student {entry.student}: {entry.warning}", file=stream)
 
 
 class _Scheduler:

@@ -19,6 +19,8 @@ def _body(check: CheckResult) -> str:
     lines = [check.message]
     lines += [f"{m.where}: expected {m.expected}, got {m.got}" for m in check.mismatches]
     lines += [f"{k}: {v}" for k, v in check.details.items()]
+    if check.traceback.strip():
+        lines += ["", check.traceback.strip()]
     if check.hint:
         lines.append(f"hint: {check.hint}")
     return "\n".join(lines)

@@ -116,3 +116,26 @@ def test_terminal_scorecard(result: GradeResult) -> None:
     assert "\x1b" not in text  # the submission's escape sequence is neutralised
     colored = TerminalReporter(color=True).render(result)
     assert "\x1b[32mPASS" in colored
+
+
+@pytest.mark.parametrize("width", [60, 100, 200])
+def test_terminal_keeps_expected_versus_got_at_any_width(result: GradeResult, width: int) -> None:
+    long = "case 3 of 9 (T=64, D=512, E=8, k=2): topk_weights: 17 of 128 value(s) differ from the reference " * 2
+    result.checks[1].message = long + "; first at topk_weights[3, 1]: expected 0.25, got 0.75"
+    text = TerminalReporter(color=False, width=width).render(result)
+    joined = " ".join(text.split())
+    assert "expected 0.25, got 0.75" in joined
+    assert all(len(line) <= max(width, 60) + 40 for line in text.splitlines() if "b-fails" not in line)
+
+
+def test_terminal_shows_the_submissions_output_and_traceback(result: GradeResult) -> None:
+    result.checks[2].traceback = 'Traceback (your code only):\n  File "your file", line 3, in route\nValueError: bad'
+    result.checks[2].hint = ""
+    result.submission_output = "\n".join(f"debug {i}" for i in range(50))
+    text = TerminalReporter(color=False).render(result)
+    assert 'File "your file", line 3, in route' not in text  # the first problem is b-fails, not c-errors
+    result.checks[1].status = Status.passed
+    text = TerminalReporter(color=False).render(result)
+    assert 'File "your file", line 3, in route' in text
+    assert "debug 49" in text and "debug 10" not in text  # the last lines, bounded
+    assert "Next: c-errors: route raised ValueError" in text  # no algorithm hint for a crash
