@@ -2,13 +2,13 @@
 
 JUnit has no standard, so the file keeps to what every reader accepts at once: it validates
 against the Jenkins xUnit plugin's junit-10.xsd *and* the Ant task's schema, and reads the same
-through GitLab's parser. That subset is small: a ``<testsuites>`` root with no attributes
-(Ant allows none; junit-xml writes ``disabled``, which Jenkins rejects); a ``<testsuite>`` with ``package``, ``id``, ``hostname`` and a timestamp without a
+through GitLab's parser. That subset is small: a ``<testsuites>`` root with no attributes (Ant
+allows none); a ``<testsuite>`` with ``package``, ``id``, ``hostname`` and a timestamp without a
 time zone; its ``<properties>`` first and ``<system-out>``/``<system-err>`` last; testcases with
 only ``name``, ``classname`` and ``time``, each holding at most one failure, error or skipped
 element with a message, a type and a body (GitLab shows the body). The standard library's
-ElementTree writes exactly that; junit-xml 1.9 (unmaintained since 2020) writes attributes
-both schemas reject.
+ElementTree writes exactly that; junit-xml 1.9 (unmaintained since 2020) writes a ``disabled``
+attribute both schemas reject.
 
 JUnit cannot carry partial credit, so the score and maximum are suite properties and each
 check is a pass/fail/error/skip testcase whose ``classname`` is the lab id.
