@@ -21,6 +21,7 @@ from grader.errors import GraderError, ManifestError, UsageError
 from grader.manifest import LabManifest, json_schema, load_manifest
 from grader.plugins import default as default_plugins
 from grader.reporters.terminal import TerminalReporter
+from grader.lms.container import describe_plan, points_plan
 from grader.session import DEBUG_ENV, GradingOptions, grade_file, internal_error
 
 
@@ -93,6 +94,10 @@ def build_parser() -> Parser:
     actions = prairielearn.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     p = actions.add_parser("run", help="grade /grade/student/ and write /grade/results/results.json")
     _container_flags(p, "GRADE_ROOT", "/grade")
+    p = actions.add_parser("config", help="print the question's externalGradingOptions and points for a lab")
+    p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
+    p.add_argument("--timeout", type=_positive, default=30, help="the job's timeout in seconds (PrairieLearn's default: 30)")
+    p.add_argument("--image", default="your-course/grader:latest", help="the grader's container image")
     return parser
 
 
@@ -277,6 +282,8 @@ def cmd_lms(args: argparse.Namespace) -> int:
         raise UsageError("name a platform and an action, e.g. grader lms gradescope build --exercise lab-01")
     if args.action == "build":
         return _gradescope_build(args)
+    if args.action == "config":
+        return _prairielearn_config(args)
     from grader.lms.container import run_container
 
     return run_container(args.platform, args.root, args.exercise, _options(args, official=True))
@@ -296,6 +303,35 @@ def _gradescope_build(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
     print(f"{out}: Gradescope autograder for {lab_id} (upload it under Configure Autograder > Zip file upload)")
+    for line in describe_plan(manifest, "gradescope"):
+        print(line)
+    if not secret:
+        print("note: the zip holds a random secret seed; build with --secret-seed (or $GRADER_SECRET_SEED) to grade "
+              "deferred checks later on the same inputs students were graded on")  # fmt: skip
+    return 0
+
+
+def _prairielearn_config(args: argparse.Namespace) -> int:
+    plugins = default_plugins()
+    labs = _labs()
+    manifest = load_manifest(labs[discovery.resolve(args.exercise, labs)], plugins.checkers())
+    plan = points_plan(manifest, "prairielearn")
+    auto = sum(manifest.checks[c].points for c in plan["upload"])
+    manual = manifest.max_score - auto
+    options = {
+        "enabled": True,
+        "image": args.image,
+        "entrypoint": f"grader lms prairielearn run --exercise {manifest.id}",
+        "timeout": args.timeout,
+        "environment": {"GRADER_EXERCISES": "/grader/exercises", "GRADER_LMS_TIMEOUT_S": str(args.timeout)},
+    }
+    print("question info.json:")
+    print(json.dumps({"externalGradingOptions": options}, indent=2))
+    print("assessment question entry:")
+    print(json.dumps({"id": "<your question id>", "autoPoints": auto, **({"manualPoints": manual} if manual else {})}))
+    for line in describe_plan(manifest, "prairielearn"):
+        print(line)
+    print("Give the container GRADER_SECRET_SEED too (a secret of the course's, never in the question's files).")
     return 0
 
 

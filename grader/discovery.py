@@ -4,13 +4,14 @@ an upload (a student's folder, an LMS submission) is the submission."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import errno
 import hashlib
 import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.errors import ManifestError, UsageError
@@ -21,6 +22,10 @@ EXERCISES_ENV = "GRADER_EXERCISES"
 _EXERCISE_LINE = re.compile(r"""^EXERCISE\s*=\s*["']([A-Za-z0-9_.-]+)["']\s*(#.*)?$""", re.M)
 _DEF_LINE = re.compile(r"^(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(", re.M)
 MAX_SUBMISSION_BYTES = 1 << 20
+MAX_NOTEBOOK_BYTES = 16 << 20
+"""A notebook keeps its outputs (plots, tables), so the file may be larger than the code in it."""
+MAX_HELPERS = 32
+SUFFIXES = (".py", ".ipynb")
 
 
 def exercises_root() -> Path:
@@ -140,7 +145,7 @@ MAX_FOLDER_FILES = 500
 
 
 def python_files(folder: Path) -> tuple[list[Path], list[str]]:
-    """Regular ``.py`` files under ``folder`` (hidden and cache folders left out), and notes on the
+    """Regular ``.py`` and ``.ipynb`` files under ``folder`` (hidden and cache folders left out), and notes on the
     links and special files passed over: they could point at a solution, so they are never graded."""
     found: list[Path] = []
     notes: list[str] = []
@@ -152,7 +157,7 @@ def python_files(folder: Path) -> tuple[list[Path], list[str]]:
             elif (here / name).is_symlink():
                 notes.append(f"{(here / name).relative_to(folder)} is a symbolic link (skipped)")
         for name in sorted(files):
-            if name.startswith(".") or not name.endswith(".py"):
+            if name.startswith(".") or not name.endswith(SUFFIXES):
                 continue
             path = here / name
             mode = os.lstat(path).st_mode
@@ -174,7 +179,7 @@ def pick_submission(candidates: Sequence[Path], manifest: LabManifest, where: st
     defines the most of the lab's functions. A UsageError (one line) when none or several fit.
     """
     if not candidates:
-        raise UsageError(f"{where}: no Python (.py) file to grade")
+        raise UsageError(f"{where}: no Python file (.py) or notebook (.ipynb) to grade")
     if len(candidates) == 1:
         return candidates[0]
     sources = {}
@@ -210,7 +215,12 @@ class SubmissionFile:
     this copy, never the path again, so a file swapped after reading changes nothing."""
 
     name: str
+    """The file's name as shown to people (the notebook's own name for a notebook)."""
     data: bytes
+    """Python source: the file itself, or a notebook's code cells."""
+    helpers: Mapping[str, bytes] = field(default_factory=dict)
+    """Other Python files of the same upload, by path relative to the graded file: importable
+    by it, never graded themselves."""
 
     @property
     def sha256(self) -> str:
@@ -260,16 +270,63 @@ def read_submission(path: Path, root: Path | None = None) -> SubmissionFile:
         problem = "is a folder, not a regular file; submit the .py file itself"
     elif not stat.S_ISREG(mode):
         problem = "is not a regular file"
-    elif path.suffix != ".py":
-        problem = "is not a Python file (.py)"
+    elif path.suffix not in SUFFIXES:
+        problem = "is not a Python file (.py) or a notebook (.ipynb)"
     if problem:
         os.close(fd)
         raise UsageError(f"{path}: {problem}")
+    limit = MAX_NOTEBOOK_BYTES if path.suffix == ".ipynb" else MAX_SUBMISSION_BYTES
     with os.fdopen(fd, "rb") as fh:
-        data = fh.read(MAX_SUBMISSION_BYTES + 1)
-    if len(data) > MAX_SUBMISSION_BYTES:
-        raise UsageError(f"{path}: is over the {MAX_SUBMISSION_BYTES}-byte limit")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise UsageError(f"{path}: is over the {limit}-byte limit")
+    if path.suffix == ".ipynb":
+        data = notebook_source(data, path)
+        if len(data) > MAX_SUBMISSION_BYTES:
+            raise UsageError(f"{path}: its code cells are over the {MAX_SUBMISSION_BYTES}-byte limit")
     return SubmissionFile(printable(path.name, 255, False), data)
+
+
+_MAGIC = re.compile(r"^(\s*)([%!].*)$")
+
+
+def notebook_source(raw: bytes, path: Path) -> bytes:
+    """A notebook's code cells as one Python file, in order; IPython magics (``%``, ``!``, whole
+    ``%%`` cells) are kept as comments, since plain Python cannot run them. UsageError if the
+    file is not a notebook nbformat can read."""
+    import nbformat  # only for notebook uploads
+
+    try:
+        notebook = nbformat.reads(raw.decode("utf-8"), as_version=4)
+    except Exception as exc:  # nbformat raises many kinds on a file that is not a notebook
+        raise UsageError(f"{path}: is not a readable Jupyter notebook ({type(exc).__name__})") from None
+    parts = [f"# Code cells of the notebook {printable(path.name, 200, False)}, in order.\n"]
+    for number, cell in enumerate(notebook.cells, start=1):
+        if cell.get("cell_type") != "code":
+            continue
+        lines = str(cell.get("source", "")).splitlines()
+        if lines and lines[0].lstrip().startswith("%%"):
+            lines = ["# (a cell magic: not run) " + line for line in lines]
+        else:
+            lines = [_MAGIC.sub(r"\1pass  # (IPython magic, not run) \2", line) for line in lines]
+        parts.append(f"\n# --- cell {number} ---\n" + "\n".join(lines) + "\n")
+    return "".join(parts).encode("utf-8")
+
+
+def with_helpers(file: SubmissionFile, main: Path, candidates: Sequence[Path], root: Path | None = None) -> SubmissionFile:
+    """``file`` with the other Python files of its upload beside it (below the graded file's
+    folder), so ``import helper`` works as it did for the student; links and oversized files
+    are left out, as everywhere."""
+    base = main.parent
+    helpers: dict[str, bytes] = {}
+    for other in candidates:
+        if other == main or other.suffix != ".py" or not other.is_relative_to(base) or len(helpers) >= MAX_HELPERS:
+            continue
+        try:
+            helpers[str(other.relative_to(base))] = read_submission(other, root).data
+        except UsageError:
+            continue
+    return dataclasses.replace(file, helpers=helpers)
 
 
 def sha256(data: bytes) -> str:

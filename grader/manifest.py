@@ -209,6 +209,11 @@ class CheckSpec(Strict):
         default_factory=list,
         description="Checks (earlier in the manifest) that must pass first; until they do this one is skipped.",
     )
+    leaderboard: dict[str, Literal["asc", "desc"]] = Field(
+        default_factory=dict,
+        description="Measured numbers (keys of the check's details) to publish on an LMS leaderboard, "
+        "each with its order: 'desc' when bigger is better.",
+    )
 
     def problems(self, manifest: LabManifest) -> list[tuple[str, str, str]]:
         """Cross-references this check makes, as (key below the check, expected, received)."""

@@ -8,6 +8,7 @@ SPEC.md, so fields are only ever added, never renamed.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,7 +30,17 @@ class Visibility(str, Enum):
 
     visible = "visible"
     after_due_date = "after_due_date"
+    after_published = "after_published"
     hidden = "hidden"
+
+
+class Problem(str, Enum):
+    """Why a result is not gradable: the upload itself, or the grader."""
+
+    submission = "submission"
+    """Nothing to grade: no file, several candidates, a syntax error, an unreadable notebook."""
+    infrastructure = "infrastructure"
+    """The grader could not grade: no sandbox, a broken lab, a grader bug."""
 
 
 class Mismatch(BaseModel):
@@ -40,6 +51,16 @@ class Mismatch(BaseModel):
     where: str = Field(description="Which output and index, e.g. 'topk_weights[3, 1]'.")
     expected: str
     got: str
+
+
+class LeaderboardEntry(BaseModel):
+    """One measured number a check publishes (Gradescope's leaderboard columns)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    value: float
+    order: Literal["asc", "desc"] = "desc"
 
 
 class CheckResult(BaseModel):
@@ -68,6 +89,12 @@ class CheckResult(BaseModel):
         default_factory=list, description="A table to show under the check (e.g. a kernel table)."
     )
     traceback: str = Field(default="", description="The submission's own frames, when it raised.")
+    deferred: bool = Field(
+        default=False, description="Skipped here because it needs hardware this machine lacks; graded later elsewhere."
+    )
+    leaderboard: list[LeaderboardEntry] = Field(
+        default_factory=list, description="Measured numbers this check publishes to a leaderboard."
+    )
 
 
 class Environment(BaseModel):
@@ -106,6 +133,10 @@ class GradeResult(BaseModel):
     seed: int | None = Field(default=None, description="The public seed; a secret part may be mixed in.")
     official: bool = Field(default=False, description="Graded with the secret seed component.")
     error: str | None = Field(default=None, description="Why the result is not gradable.")
+    problem: Problem | None = Field(default=None, description="Whose problem made it not gradable.")
+    helper_files: list[str] = Field(
+        default_factory=list, description="Other files of the upload the graded file may import (not graded themselves)."
+    )
     submission_output: str = Field(default="", description="The tail of what the submission printed.")
     duration_s: float = 0.0
     started_at: str | None = None

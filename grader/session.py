@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from grader.lab import Lab
 from grader.manifest import CheckSpec, Hardware, LabManifest
 from grader.plugins import Plugins
 from grader.plugins import default as default_plugins
-from grader.results import CheckResult, GradeResult, SandboxInfo, Status
+from grader.results import CheckResult, GradeResult, LeaderboardEntry, Problem, SandboxInfo, Status
 from grader.sandbox import launchers
 from grader.sandbox.client import Submission
 from grader.sandbox.launchers import Launcher
@@ -71,6 +72,18 @@ def _score(points: float, verdict: Verdict) -> float:
     return points if verdict.status is Status.passed else 0.0
 
 
+def _leaderboard(check: CheckSpec, verdict: Verdict) -> list[LeaderboardEntry]:
+    """The measured numbers a check publishes, when it measured them (passed or failed)."""
+    if verdict.status not in (Status.passed, Status.failed):
+        return []
+    out = []
+    for key, order in check.leaderboard.items():
+        value = verdict.details.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out.append(LeaderboardEntry(name=key, value=float(value), order=order))
+    return out
+
+
 def sandbox_info(launcher: Launcher) -> SandboxInfo:
     return SandboxInfo(mode=launcher.mode, degraded=launcher.degraded, warnings=list(launcher.warnings))
 
@@ -82,6 +95,7 @@ def not_gradable(
     reason: str,
     sandbox: SandboxInfo = NO_WORKER,
     seeds: Seeds | None = None,
+    problem: Problem = Problem.infrastructure,
 ) -> GradeResult:
     """A valid result that says the grader could not grade, with every check at 0."""
     checks = [
@@ -105,6 +119,7 @@ def not_gradable(
         seed=seeds.public if seeds else None,
         official=bool(seeds and seeds.official),
         error=reason,
+        problem=problem,
         started_at=_now(),
     )
 
@@ -207,6 +222,8 @@ class Grader:
                     details=verdict.details,
                     table=verdict.table,
                     traceback=verdict.traceback,
+                    deferred=verdict.deferred,
+                    leaderboard=_leaderboard(check, verdict),
                 )
                 results.append(result)
                 self._passed[check_id] = result.status is Status.passed
@@ -229,6 +246,8 @@ class Grader:
             seed=self.seeds.public,
             official=self.seeds.official,
             error=infra,
+            problem=Problem.infrastructure if infra else None,
+            helper_files=sorted(file.helpers),
             submission_output=output[-4000:],
             duration_s=round(time.monotonic() - started, 3),
             started_at=started_at,
@@ -245,7 +264,7 @@ class Grader:
         deadline: float,
     ) -> Verdict:
         if check.requires is Hardware.gpu and gpu is None:
-            return Verdict.skipped("needs a CUDA GPU and none is available here; it is graded on the GPU machine")
+            return Verdict.skipped("pending: needs a CUDA GPU and none is available here; graded later on a GPU machine", deferred=True)
         waiting = [c for c in check.after if self._passed.get(c) is not True]
         if waiting:
             return Verdict.skipped(f"graded once {', '.join(waiting)} passes")
@@ -253,7 +272,7 @@ class Grader:
         if device not in handles:
             handles[device] = Submission(
                 file.data, file.name, self.manifest, dataclasses.replace(launcher, gpu=device == "cuda"),
-                self.options.slot, torch_device=device, deadline=deadline,
+                self.options.slot, torch_device=device, deadline=deadline, helpers=file.helpers,
             )  # fmt: skip
         handle = handles[device]
         handle.start()

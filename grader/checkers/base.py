@@ -39,6 +39,8 @@ class Verdict:
     """What to look at, when the check's own hint does not fit why it failed ("" for none)."""
     traceback: str = ""
     """The submission's own traceback, when it raised."""
+    deferred: bool = False
+    """Skipped for hardware this machine lacks: graded later elsewhere (shown as pending, never failed)."""
 
     @classmethod
     def passed(cls, message: str, **kw: Any) -> Verdict:

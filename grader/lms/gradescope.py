@@ -20,6 +20,7 @@ import os
 import secrets
 import shlex
 import stat
+import sys
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +29,8 @@ from typing import Any
 from grader import __version__
 from grader.lms.base import LmsFormat
 from grader.manifest import LabManifest
-from grader.results import CheckResult, GradeResult, Status
+from grader.reporters.markdown import block, cell, table
+from grader.results import CheckResult, GradeResult, Problem, Status, Visibility
 from grader.text import printable
 
 ROOT_ENV = "AUTOGRADER_ROOT"
@@ -45,16 +47,35 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 40] + f"\n... ({len(text) - limit + 40} more characters cut)"
 
 
-def check_output(check: CheckResult) -> str:
-    """A check's explanation as plain text: message, first mismatches, measured numbers, hint."""
-    lines = [f"{check.status.value.upper()}: {check.message}"]
+STUDENT_INFRA = (
+    "NOT GRADED: the autograder could not grade this upload. This is a problem on the course's side, "
+    "not in your files; the course staff can see the details. Your score is 0 until it is fixed and regraded."
+)
+
+
+def check_output(check: CheckResult, limit: int = TEST_OUTPUT_LIMIT) -> str:
+    """A check's explanation in Markdown: message, first mismatches, measured numbers, traceback,
+    hint. Text that came from the submission sits in code blocks and escaped table cells, so it
+    renders as text and never as links, images or HTML."""
+    lines = [f"**{check.status.value.upper()}**", "", block(check.message), ""]
     if check.mismatches:
-        lines.append("First mismatches:")
-        lines += [f"  {m.where}: expected {m.expected}, got {m.got}" for m in check.mismatches]
-    lines += [f"{k}: {v}" for k, v in check.details.items()]
+        lines += ["First mismatches:", "", "| where | expected | got |", "| --- | --- | --- |"]
+        lines += [f"| `{cell(m.where)}` | {cell(m.expected)} | {cell(m.got)} |" for m in check.mismatches]
+        lines.append("")
+    if check.details:
+        lines += table([{"measured": k, "value": str(v)} for k, v in check.details.items()]) + [""]
+    if check.traceback.strip():
+        lines += [block(check.traceback.strip()[-3000:]), ""]
     if check.hint and check.status is not Status.passed:
-        lines.append(f"What to look at: {check.hint}")
-    return _clip("\n".join(lines), TEST_OUTPUT_LIMIT)
+        lines.append(f"**What to look at:** {cell(check.hint, 1000)}")
+    return _clip("\n".join(lines), limit)
+
+
+def pending_note(checks: list[CheckResult]) -> str:
+    """The sentence that says which points are graded later on a GPU machine."""
+    points = sum(c.max_score for c in checks)
+    names = ", ".join(c.id for c in checks)
+    return f"{points:g} points ({names}) need a GPU and are graded later on the course's GPU machine; they are pending, not failed."
 
 
 class GradescopeFormat(LmsFormat):
@@ -66,38 +87,50 @@ class GradescopeFormat(LmsFormat):
     def payload(self, result: GradeResult) -> dict[str, Any]:
         tests = []
         for number, check in enumerate(result.checks, start=1):
-            tests.append(
-                {
-                    "name": f"{check.id}: {check.title}",
-                    "number": str(number),
-                    "score": float(check.score),
-                    "max_score": float(check.max_score),
-                    "status": "passed" if check.status is Status.passed else "failed",
-                    "output": check_output(check),
-                    "visibility": check.visibility.value,
-                    "tags": [check.function, check.kind],
-                    "extra_data": {"check": check.id, "status": check.status.value, "duration_s": check.duration_s},
-                }
-            )
-        lines = [f"{result.exercise}: {result.score:g} / {result.max_score:g} ({result.percent:.0f}%)"]
+            test: dict[str, Any] = {
+                "name": f"{check.id}: {check.title}",
+                "number": str(number),
+                "output": check_output(check),
+                "visibility": check.visibility.value,
+                "tags": [check.function, check.kind],
+                "extra_data": {"check": check.id, "status": check.status.value, "duration_s": check.duration_s},
+            }
+            if check.deferred:
+                # Informational (no score): a pending check must never show as a failed one.
+                test["name"] += " (pending)"
+                test["output"] = f"**PENDING**: graded later on the course's GPU machine ({check.max_score:g} points)."
+            else:
+                test["score"] = float(check.score)
+                test["max_score"] = float(check.max_score)
+                test["status"] = "passed" if check.status is Status.passed else "failed"
+            tests.append(test)
+        all_visible = all(c.visibility is Visibility.visible for c in result.checks)
+        if all_visible:
+            lines = [f"**{result.exercise}: {result.score:g} / {result.max_score:g} ({result.percent:.0f}%)**"]
+        else:
+            # Gradescope hides the total from students when tests are hidden; so does this text.
+            lines = [f"**{result.exercise}**: the checks you can see are below. Some checks stay hidden "
+                     "until the course releases them, and so does your total."]  # fmt: skip
+        lines += ["", f"Graded file: `{cell(result.submission)}`" + (
+            f" (with your modules {', '.join(f'`{cell(h)}`' for h in result.helper_files)})" if result.helper_files else ""
+        )]  # fmt: skip
+        pending = [c for c in result.checks if c.deferred]
+        if pending:
+            lines += ["", pending_note(pending)]
         if not result.gradable:
-            lines += [
-                "",
-                f"NOT GRADED: {result.error}",
-                "Your score is 0 for now because the autograder could not grade this upload. If the reason "
-                "above is about your files, fix them and upload again; otherwise tell the course staff.",
-            ]
-        if result.sandbox.degraded:
-            lines += ["", "Note: graded without full isolation (" + "; ".join(result.sandbox.warnings) + ")."]
-        every_check_visible = all(c.visibility.value == "visible" for c in result.checks)
-        if result.submission_output.strip() and every_check_visible:
-            lines += ["", "What your code printed (last lines):", result.submission_output.strip()]
-        return {
+            if result.problem is Problem.submission:
+                lines += ["", f"**NOT GRADED**: {cell(result.error or '', 2000)}", "",
+                          "Fix your files and upload again."]  # fmt: skip
+            else:
+                lines += ["", STUDENT_INFRA]
+        if result.submission_output.strip() and all_visible:
+            lines += ["", "What your code printed (last lines):", "", block(result.submission_output.strip())]
+        payload: dict[str, Any] = {
             "score": float(result.score) if result.gradable else 0.0,
             "execution_time": round(result.duration_s, 3),
             "output": _clip("\n".join(lines), OUTPUT_LIMIT),
-            "output_format": "text",
-            "test_output_format": "text",
+            "output_format": "md",
+            "test_output_format": "md",
             "test_name_format": "text",
             "stdout_visibility": "hidden",
             "tests": tests,
@@ -106,21 +139,31 @@ class GradescopeFormat(LmsFormat):
                 "exercise": result.exercise,
                 "max_score": result.max_score,
                 "gradable": result.gradable,
+                "problem": result.problem.value if result.problem else None,
+                "error": result.error,
                 "submission": printable(result.submission, 200, False),
                 "submission_sha256": result.submission_sha256,
                 "sandbox": result.sandbox.mode,
                 "official": result.official,
             },
         }
+        board = [
+            {"name": f"{check.id}: {entry.name}", "value": entry.value, "order": entry.order}
+            for check in result.checks
+            for entry in check.leaderboard
+        ]
+        if board:
+            payload["leaderboard"] = board
+        return payload
 
     def error_payload(self, reason: str) -> dict[str, Any]:
         return {
             "score": 0.0,
-            "output": _clip(f"NOT GRADED: {reason}\nPlease tell the course staff: the autograder could not run.", OUTPUT_LIMIT),
-            "output_format": "text",
+            "output": STUDENT_INFRA,
+            "output_format": "md",
             "stdout_visibility": "hidden",
             "tests": [],
-            "extra_data": {"grader": __version__, "gradable": False},
+            "extra_data": {"grader": __version__, "gradable": False, "error": _clip(reason, 4000)},
         }
 
 
@@ -135,7 +178,37 @@ def default_torch() -> str:
         return "torch"
 
 
-def _add_tree(zf: zipfile.ZipFile, source: Path, prefix: str, exclude: set[str]) -> None:
+def needs_triton(manifest: LabManifest) -> bool:
+    """Whether the lab's workers import triton (about 1 GB: installed only for labs that need it)."""
+    worker = manifest.lab.worker
+    return "triton" in worker.imports or any("TRITON" in key for key in {**worker.env, **worker.cpu_env})
+
+
+def pinned_requirements(extras: tuple[str, ...] = ()) -> list[str]:
+    """``name==version`` for every distribution this grader installs with (its requirements and
+    theirs, markers evaluated here), as installed on the machine building the zip: the image
+    gets exactly what the course tested with. torch comes from the CPU index, separately."""
+    from packaging.requirements import Requirement
+
+    pins: dict[str, str] = {}
+    todo = [(req, extras) for req in metadata.requires("grader") or []]
+    while todo:
+        text, wanted = todo.pop()
+        req = Requirement(text)
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in (*wanted, "")):
+            continue
+        name = req.name.lower().replace("_", "-")
+        if name in pins or name in ("torch", "pip", "setuptools"):
+            continue
+        try:
+            pins[name] = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            continue  # required only where this machine does not need it
+        todo += [(sub, tuple(req.extras)) for sub in metadata.requires(req.name) or []]
+    return [f"{name}=={version}" for name, version in sorted(pins.items())]
+
+
+def _add_tree(zf: zipfile.ZipFile, source: Path, prefix: str, exclude: set[str], mode: int = 0o644) -> None:
     for path in sorted(source.rglob("*")):
         rel = path.relative_to(source)
         if any(part in exclude or part.startswith(".") for part in rel.parts) or path.suffix == ".pyc":
@@ -146,7 +219,7 @@ def _add_tree(zf: zipfile.ZipFile, source: Path, prefix: str, exclude: set[str])
             # test_lab.py stays: the manifest loader requires it, and it only calls grader.testing.
             if path.name.startswith("test_") and path.suffix == ".py" and path.name != "test_lab.py":
                 continue
-            _write(zf, f"{prefix}/{rel.as_posix()}", path.read_bytes(), 0o644)
+            _write(zf, f"{prefix}/{rel.as_posix()}", path.read_bytes(), mode)
 
 
 def _write(zf: zipfile.ZipFile, name: str, data: bytes, mode: int) -> None:
@@ -175,12 +248,15 @@ def build_autograder(
     root = _project_root()
     lab_dir = manifest.directory
     lab_rel = f"exercises/{lab_dir.parent.name}/{lab_dir.name}"
+    extras = ("triton",) if needs_triton(manifest) else ()
     settings = {
         "EXERCISE": manifest.id,
         "GRADER_SECRET_SEED": secret_seed or secrets.token_hex(16),
         "GRADER_TIMEOUT_S": str(timeout_s),
         "GRADER_ALLOW_UNSANDBOXED": "1" if allow_unsandboxed else "0",
         "GRADER_TORCH": torch or default_torch(),
+        "GRADER_PYTHON_VERSION": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "GRADER_EXTRAS": ",".join(extras),
     }
     env = "".join(f"{k}={shlex.quote(v)}\n" for k, v in settings.items())
     buffer = io.BytesIO()
@@ -188,10 +264,12 @@ def build_autograder(
         _write(zf, "setup.sh", (TEMPLATES / "gradescope_setup.sh").read_bytes(), 0o755)
         _write(zf, "run_autograder", (TEMPLATES / "gradescope_run_autograder").read_bytes(), 0o755)
         _write(zf, "grader.env", ("# written by grader lms gradescope build; sourced by setup.sh and run_autograder\n" + env).encode(), 0o600)
+        _write(zf, "constraints.txt", "".join(f"{pin}\n" for pin in pinned_requirements(extras)).encode(), 0o644)
         for name in ("pyproject.toml", "README.md"):
             _write(zf, f"package/{name}", (root / name).read_bytes(), 0o644)
         _add_tree(zf, PACKAGE_DIR, "package/grader", {"__pycache__"})
-        _add_tree(zf, lab_dir, lab_rel, LAB_EXCLUDE)
+        # The lab (solution, generators, manifest) is root's alone: the sandboxed worker never needs it.
+        _add_tree(zf, lab_dir, lab_rel, LAB_EXCLUDE, mode=0o600)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_bytes(buffer.getvalue())

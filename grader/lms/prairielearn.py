@@ -4,8 +4,8 @@ PrairieLearn mounts the upload at ``/grade/student/`` and reads ``/grade/results
 (the grader creates the folder): ``score`` in [0, 1], ``gradable: false`` with
 ``format_errors`` when the upload cannot be graded (no attempt is used up), and ``tests`` with
 ``points`` and ``max_points``. The whole file must stay under 1 MB, so outputs are cut to fit.
-PrairieLearn shows every test to the student, so checks whose visibility is not ``visible``
-keep their points but not their details.
+PrairieLearn shows every test to the student and has no release of its own, so only visible
+checks graded on upload are in the file; hidden and GPU checks are added later as manual points.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from grader.lms.base import LmsFormat
-from grader.lms.gradescope import check_output
-from grader.results import GradeResult, Visibility
+from grader.lms.gradescope import STUDENT_INFRA, check_output
+from grader.results import CheckResult, GradeResult, Problem, Visibility
 from grader.text import printable
 
 ROOT_ENV = "GRADE_ROOT"
@@ -32,50 +32,65 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 40)] + f"\n... ({len(text) - limit + 40} more characters cut)"
 
 
+def shown_on_upload(check: CheckResult) -> bool:
+    """Whether PrairieLearn may show a check when the upload is graded. PrairieLearn shows every
+    test it is given and releases nothing later, so a check that is not ``visible`` (hidden, after
+    the due date, after publishing) or that waits for a GPU is left out of the upload's payload;
+    its points reach PrairieLearn later as manual points (``grader lms prairielearn scores``)."""
+    return check.visibility is Visibility.visible and not check.deferred
+
+
 class PrairieLearnFormat(LmsFormat):
-    """PrairieLearn's ``results.json`` (docs: externalGrading.md, "Grading results")."""
+    """PrairieLearn's ``results.json`` (docs: externalGrading.md, "Grading results").
+
+    ``score`` is the fraction of the points graded on upload (the question's ``autoPoints``);
+    the rest (hidden and GPU checks) is the question's ``manualPoints``, uploaded later."""
 
     name = "prairielearn"
     filename = "results.json"
 
     def payload(self, result: GradeResult) -> dict[str, Any]:
-        tests = []
-        for check in result.checks:
-            shown = check.visibility is Visibility.visible
-            tests.append(
-                {
-                    "name": check.id,
-                    "description": check.title,
-                    "points": float(check.score),
-                    "max_points": float(check.max_score),
-                    "message": _clip(check.message, 2000) if shown else "details are hidden until grades are released",
-                    "output": check_output(check) if shown else "",
-                }
+        shown = [c for c in result.checks if shown_on_upload(c)]
+        later = [c for c in result.checks if not shown_on_upload(c)]
+        if not result.gradable:
+            reason = (result.error or "nothing to grade") if result.problem is Problem.submission else STUDENT_INFRA
+            reason = _clip(reason, 2000)
+            return {"gradable": False, "score": 0.0, "message": f"Not graded: {reason}", "format_errors": [reason]}
+        tests = [
+            {
+                "name": check.id,
+                "description": check.title,
+                "points": float(check.score),
+                "max_points": float(check.max_score),
+                "message": _clip(" ".join(check.message.split()), 2000),
+                "output": check_output(check),
+            }
+            for check in shown
+        ]
+        earned = sum(c.score for c in shown)
+        possible = sum(c.max_score for c in shown)
+        summary = f"{result.exercise}: {earned:g} / {possible:g} points graded on upload"
+        output = [summary, f"Graded file: {printable(result.submission, 200, False)}"]
+        if result.helper_files:
+            output.append("With your modules: " + ", ".join(printable(h, 100, False) for h in result.helper_files))
+        if later:
+            output.append(
+                f"{sum(c.max_score for c in later):g} more points come from checks graded later "
+                "(on the course's GPU machine, or hidden until the course releases them); the course staff adds them."
             )
-        fraction = result.score / result.max_score if result.max_score else 0.0
-        summary = f"{result.exercise}: {result.score:g} / {result.max_score:g} ({result.percent:.0f}%)"
-        output = [summary]
-        if result.sandbox.degraded:
-            output.append("graded without full isolation: " + "; ".join(result.sandbox.warnings))
-        if result.submission_output.strip() and all(c.visibility is Visibility.visible for c in result.checks):
+        if result.submission_output.strip() and not later:
             output += ["", "What your code printed (last lines):", result.submission_output.strip()]
         payload: dict[str, Any] = {
-            "gradable": result.gradable,
-            "score": min(1.0, max(0.0, round(fraction, 6))) if result.gradable else 0.0,
-            "message": summary if result.gradable else f"Not graded: {_clip(result.error or '', 2000)}",
+            "gradable": True,
+            "score": min(1.0, max(0.0, round(earned / possible, 6))) if possible else 0.0,
+            "message": summary,
             "output": "\n".join(output),
             "tests": tests,
         }
-        if not result.gradable:
-            # Not graded: no attempt is used, so per-test zeros would only mislead.
-            payload["format_errors"] = [_clip(result.error or "the grader failed", 2000)]
-            payload["output"] = _clip(result.error or "", 2000)
-            del payload["tests"]
         return fit(payload)
 
     def error_payload(self, reason: str) -> dict[str, Any]:
-        reason = _clip(reason, 2000)
-        return {"gradable": False, "score": 0.0, "message": f"Not graded: {reason}", "format_errors": [reason]}
+        return {"gradable": False, "score": 0.0, "message": f"Not graded: {STUDENT_INFRA}", "format_errors": [STUDENT_INFRA]}
 
 
 def _size(payload: dict[str, Any]) -> int:

@@ -61,8 +61,11 @@ class Submission:
         slot: int = 0,
         torch_device: str | None = None,
         deadline: float | None = None,
+        helpers: Mapping[str, bytes] | None = None,
     ) -> None:
-        """``deadline`` (time.monotonic) ends every call still running then: the grading's overall deadline."""
+        """``deadline`` (time.monotonic) ends every call still running then: the grading's overall
+        deadline. ``helpers`` (relative path -> source) are the upload's other modules, placed
+        beside the submission so it can import them."""
         self.manifest = manifest
         self.deadline = deadline
         self.launcher = launcher
@@ -73,7 +76,16 @@ class Submission:
         _sweep_stale_copies()
         self._dir = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-"))
         os.chmod(self._dir, 0o755)
-        self._path = self._dir / _safe_name(filename)
+        for rel, data in (helpers or {}).items():
+            target = self._dir / rel
+            if ".." in Path(rel).parts or Path(rel).is_absolute():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(target.parent, 0o755)
+            target.write_bytes(data)
+            os.chmod(target, 0o644)
+        name = _safe_name(filename)
+        self._path = self._dir / (name if name not in (helpers or {}) else f"graded_{name}")
         self._path.write_bytes(source)
         os.chmod(self._path, 0o644)
         self._worker: WorkerProcess | None = None
@@ -336,5 +348,6 @@ def _sweep_stale_copies() -> None:
 
 
 def _safe_name(filename: str) -> str:
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(filename).name)
-    return stem if stem.endswith(".py") and not stem.startswith(".") else "submission.py"
+    """A module file name for the submission's private copy (a notebook becomes its stem + .py)."""
+    stem = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in Path(filename).stem)
+    return f"{stem}.py" if stem and not stem.startswith((".", "-")) else "submission.py"

@@ -237,6 +237,7 @@ def main() -> int:
         if name == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
             repair_interpreter()
     path = init["path"]
+    sys.path.insert(0, os.path.dirname(path))  # the upload's own helper modules import as they did at home
     try:
         spec = importlib.util.spec_from_file_location(init.get("module", "submission"), path)
         assert spec is not None and spec.loader is not None
