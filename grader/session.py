@@ -69,6 +69,32 @@ def _score(points: float, verdict: Verdict) -> float:
     return points if verdict.status is Status.passed else 0.0
 
 
+def _near_miss(check: CheckSpec, verdict: Verdict) -> bool:
+    """A failed measurement within the check's ``retry_near`` of its requirement (timed kinds only)."""
+    near = getattr(check, "retry_near", 0.0)
+    return verdict.status is Status.failed and verdict.margin is not None and -near <= verdict.margin < 0
+
+
+def _better(first: Verdict, second: Verdict, check: CheckSpec) -> Verdict:
+    """The better of two measurements of one check, saying that it was measured twice."""
+
+    def rank(v: Verdict) -> tuple[bool, float, float]:
+        fraction = v.fraction if v.fraction is not None else float(v.status is Status.passed)
+        return (v.status is Status.passed, fraction, v.margin if v.margin is not None else float("-inf"))
+
+    assert first.margin is not None
+    chosen = second if rank(second) > rank(first) else first
+    note = (
+        f"measured twice: the first measurement fell {-first.margin:.1%} short of the requirement "
+        f"(within retry_near = {getattr(check, 'retry_near', 0.0):g}); the better one counts"
+    )
+    return dataclasses.replace(
+        chosen,
+        message=f"{chosen.message} ({note})",
+        details={**chosen.details, "measurements": 2, "first_margin": round(first.margin, 4)},
+    )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -108,6 +134,8 @@ class Grader:
                 else:
                     try:
                         verdict = self._run(check_id, check, source, name, gpu, handles)
+                        if _near_miss(check, verdict):  # timing noise as likely as a verdict: measure again
+                            verdict = _better(verdict, self._run(check_id, check, source, name, gpu, handles), check)
                     except InfrastructureError as exc:
                         infra = str(exc)
                         verdict = Verdict.error(f"not graded: {infra}")

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from grader.checkers.base import Checker, CheckContext, Verdict
+from grader.checkers.base import Checker, CheckContext, TimedCheckSpec, Verdict
 from grader.lab import Case
 from grader.manifest import CheckSpec, Hardware, LabManifest, _defined_functions, case_set_problems
 from grader.sandbox.boot import gpu as harness
@@ -36,7 +36,7 @@ def _lab_function_problem(manifest: LabManifest, key: str, name: str | None) -> 
     return [] if name in names else [(key, f"a function defined in {manifest.lab.support}", repr(name))]
 
 
-class GpuSpeedOptions(CheckSpec):
+class GpuSpeedOptions(TimedCheckSpec):
     """Speed on the GPU relative to the reference solution, per graded shape."""
 
     kind: Literal["gpu-speed"] = "gpu-speed"
@@ -113,7 +113,7 @@ class GpuSpeedChecker(Checker):
         )
         details = {"geomean_speed_vs_reference": round(geomean, 3), "fraction": round(fraction, 3)}
         status = Verdict.passed if fraction >= 1.0 else Verdict.failed
-        return status(message, table=rows, details=details, fraction=fraction)
+        return status(message, table=rows, details=details, fraction=fraction, margin=geomean / check.target - 1)
 
 
 class GpuProfileOptions(CheckSpec):

@@ -16,13 +16,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from grader.checkers.base import Checker, CheckContext, Verdict
+from grader.checkers.base import Checker, CheckContext, TimedCheckSpec, Verdict
 from grader.checkers.compare import compare
 from grader.lab import Case
-from grader.manifest import CheckSpec, LabManifest, case_set_problems, tolerance_problems
+from grader.manifest import LabManifest, case_set_problems, tolerance_problems
 
 
-class CpuSpeedupOptions(CheckSpec):
+class CpuSpeedupOptions(TimedCheckSpec):
     """The submission is at least `min_speedup` times faster than the solution's `baseline`."""
 
     kind: Literal["cpu-speedup"] = "cpu-speedup"
@@ -86,9 +86,10 @@ class CpuSpeedupChecker(Checker):
             f"{check.baseline} {t_base * 1e3:.2f} ms at {dims}: {ratio:.1f}x faster (median of paired runs), "
             f"{check.min_speedup:g}x needed"
         )
+        margin = ratio / check.min_speedup - 1
         if ratio >= check.min_speedup:
-            return Verdict.passed(summary, details=details)
-        return Verdict.failed(summary, details=details)
+            return Verdict.passed(summary, details=details, margin=margin)
+        return Verdict.failed(summary, details=details, margin=margin)
 
     @staticmethod
     def _case(ctx: CheckContext, check: CpuSpeedupOptions, check_id: str, i: int) -> Case:
