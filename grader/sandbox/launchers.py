@@ -176,7 +176,10 @@ class Launcher:
         return WorkerCommand(argv, dict(env), fds, str(submission), program, uid)
 
 
-def gpu_devices(env: Mapping[str, str], dev: str = "/dev") -> tuple[list[str], str | None]:
+DEV = "/dev"
+
+
+def gpu_devices(env: Mapping[str, str], dev: str | None = None) -> tuple[list[str], str | None]:
     """The NVIDIA device files a GPU worker gets, and the CUDA_VISIBLE_DEVICES it then sees.
 
     Only the allocated GPUs: ``CUDA_VISIBLE_DEVICES`` (Slurm sets it to the GPUs it allocated)
@@ -188,7 +191,7 @@ def gpu_devices(env: Mapping[str, str], dev: str = "/dev") -> tuple[list[str], s
     always bound. Without the variable, or with entries that cannot be mapped (MIG instances,
     UUIDs without nvidia-smi), every GPU is bound and the variable passes through unchanged.
     """
-    found = sorted(glob.glob(os.path.join(dev, "nvidia*")))
+    found = sorted(glob.glob(os.path.join(dev or DEV, "nvidia*")))
     per_gpu = {int(m[1]): path for path in found if (m := NVIDIA_GPU_FILE.match(os.path.basename(path)))}
     control = [path for path in found if not NVIDIA_GPU_FILE.match(os.path.basename(path))]
     every = control + [per_gpu[n] for n in sorted(per_gpu)]
