@@ -350,7 +350,7 @@ def _report_batch(
 
 
 def cmd_slurm(args: argparse.Namespace) -> int:
-    from grader.batch.slurm import SECRET_FILE, SLURM_DIR, SlurmPlan, submit, write_scripts, write_secret
+    from grader.batch.slurm import SECRET_FILE, SLURM_DIR, SlurmPlan, sbatch_path, submit, write_scripts, write_secret
     from grader.manifest import Hardware
     from grader.seeds import SECRET_ENV, secret_from_env
 
@@ -359,6 +359,8 @@ def cmd_slurm(args: argparse.Namespace) -> int:
     lab_id = discovery.resolve(args.exercise, labs)
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder}: no such folder")
+    if args.submit:
+        sbatch_path()
     manifest = load_manifest(labs[lab_id], plugins.checkers())
     out = _batch_out(args, lab_id)
     gpus = args.gpus_per_task

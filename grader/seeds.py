@@ -52,13 +52,14 @@ def secret_from_env() -> str | None:
     if not path:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise UsageError(f"{SECRET_FILE_ENV}={path}: cannot read the secret seed file ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise UsageError(f"{SECRET_FILE_ENV}={path}: not a regular file")
     with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fh.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise UsageError(f"{SECRET_FILE_ENV}={path}: not a regular file")
         if mode & 0o077:
             raise UsageError(
                 f"{SECRET_FILE_ENV}={path}: others may read it (mode {stat.S_IMODE(mode):04o}); chmod 600 it"

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -180,6 +181,91 @@ def _checks(out: Path, student: str, timed: list[str]) -> list[tuple[str, str, f
 
 def _records(out: Path) -> dict[str, int]:
     return {p.stem: p.stat().st_mtime_ns for p in (out / ".state").glob("*.json")}
+
+
+# --- the scripts, without a Slurm ----------------------------------------------------------------
+
+
+def _scripts(out: Path) -> tuple[str, str]:
+    return (out / ".slurm" / "grade.sbatch").read_text(), (out / ".slurm" / "merge.sbatch").read_text()
+
+
+def test_print_writes_scripts_that_keep_the_secret_in_a_0600_file(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, out = tmp_path / "class", tmp_path / "out"
+    _class(folder)
+    monkeypatch.setenv("GRADER_SECRET_SEED", SECRET)
+    code, printed, err = run_cli(
+        "slurm", folder, "-e", "lab-01", "--out", out, "--tasks", 4, "--partition", "gpu", "--time", "00:30:00",
+        "--account", "cs599", "--constraint", "h100", "--cpus-per-task", 2, "--print",
+    )  # fmt: skip
+    assert code == 0, err
+    grade, merge = _scripts(out)
+    secret = out / ".slurm" / "secret-seed"
+    assert secret.stat().st_mode & 0o777 == 0o600 and secret.read_text() == SECRET + "\n"
+    assert (out / ".slurm").stat().st_mode & 0o777 == 0o700
+    assert SECRET not in grade + merge + printed + err
+    for line in ("#SBATCH --array=0-3", "#SBATCH --partition=gpu", "#SBATCH --time=00:30:00", "#SBATCH --account=cs599",
+                 "#SBATCH --constraint=h100", "#SBATCH --cpus-per-task=2", "#SBATCH --export=ALL,GRADER_SECRET_SEED=",
+                 f"export GRADER_SECRET_SEED_FILE={secret.resolve()}", f"PYTHON={sys.executable}",
+                 'SHARD="$((SLURM_ARRAY_TASK_ID + 1))/4"', '-m grader.batch.slurm preflight --gpus 0 || exit 3',
+                 f'--out {out.resolve()} --shard "$SHARD" --jobs "${{SLURM_CPUS_PER_TASK:-1}}"'):  # fmt: skip
+        assert line in grade, line
+    assert "--gres" not in grade  # lab-01 has no GPU check
+    assert "#SBATCH --time=00:10:00" in merge and f"--out {out.resolve()} --merge-only" in merge
+    assert "--dependency=afterany:" in printed and grade in printed and merge in printed
+    # The scripts are valid bash.
+    for script in (out / ".slurm" / "grade.sbatch", out / ".slurm" / "merge.sbatch"):
+        assert _run("bash", "-n", str(script), check=False).returncode == 0
+
+    # Later, without the variable: the file already there is used; a GPU lab asks for a GPU a task.
+    monkeypatch.delenv("GRADER_SECRET_SEED")
+    code, _, err = run_cli("slurm", folder, "-e", "lab-05", "--out", out, "--tasks", 2, "--print")
+    assert code == 0 and "the jobs use the one already in" in err
+    grade, _ = _scripts(out)
+    assert "#SBATCH --gres=gpu:1" in grade and "preflight --gpus 1" in grade and "GRADER_SECRET_SEED_FILE" in grade
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tasks", "2"], "one of the arguments --print --submit is required"),
+        (["--tasks", "2", "--print", "--submit"], "not allowed with argument"),
+        (["--tasks", "0", "--print"], "must be at least 1"),
+        (["--tasks", "2", "--gpus-per-task", "-1", "--print"], "must be 0 or more"),
+        (["--tasks", "2", "--submit"], "sbatch is not on PATH: run this on a Slurm login node, or use --print"),
+    ],
+)
+def test_slurm_bad_input_is_one_line_and_exit_2(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args, message) -> None:
+    (tmp_path / "class").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    code, _, err = run_cli("slurm", tmp_path / "class", "-e", "lab-01", "--out", tmp_path / "out", *args)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_preflight_stops_a_node_that_cannot_grade(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from grader.batch import slurm as module
+    from grader.sandbox import launchers
+
+    degraded = launchers.Launcher("process", degraded=True, warnings=["DEGRADED ISOLATION", "bubblewrap could not start a worker (bwrap: setting up uid map: Permission denied)"])
+    monkeypatch.setattr(launchers, "probe", lambda *a, **k: degraded)
+    ok, line = module.preflight(0)
+    assert not ok and "bubblewrap cannot start here, so official grading cannot run" in line
+    assert "setting up uid map: Permission denied" in line and "--allow-unsandboxed" in line
+    assert module.preflight(0, allow_unsandboxed=True) == (True, f"node {socket.gethostname()}: sandbox process (DEGRADED), no GPU asked for")
+
+    monkeypatch.setattr(launchers, "probe", lambda *a, **k: launchers.Launcher("process", degraded=False))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    ok, line = module.preflight(1)
+    assert not ok and "1 GPU(s) asked for but CUDA_VISIBLE_DEVICES is not set" in line
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "nvidia0").write_text("")
+    monkeypatch.setattr(launchers, "DEV", str(tmp_path / "dev"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    ok, line = module.preflight(2)
+    assert not ok and "CUDA_VISIBLE_DEVICES=0,1 for 2 GPU(s), but the sandbox would get" in line and "nvidia0" in line
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert module.preflight(1)[0]
 
 
 # --- the tests -----------------------------------------------------------------------------------

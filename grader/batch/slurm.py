@@ -182,11 +182,16 @@ def write_scripts(plan: SlurmPlan) -> tuple[Path, Path]:
     return grade, merge
 
 
-def _sbatch(args: list[str]) -> str:
-    """Run sbatch --parsable; the job id (without a cluster name)."""
+def sbatch_path() -> str:
     sbatch = shutil.which("sbatch")
     if sbatch is None:
         raise UsageError("sbatch is not on PATH: run this on a Slurm login node, or use --print and submit by hand")
+    return sbatch
+
+
+def _sbatch(args: list[str]) -> str:
+    """Run sbatch --parsable; the job id (without a cluster name)."""
+    sbatch = sbatch_path()
     env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}  # the scripts clear it too
     try:
         proc = subprocess.run([sbatch, "--parsable", *args], capture_output=True, text=True, env=env, timeout=120)
