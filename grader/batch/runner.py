@@ -267,10 +267,8 @@ def _find(options: BatchOptions, manifest: LabManifest) -> tuple[list[Entry], li
 def _announce(options: BatchOptions, launcher: Launcher, seeds: Seeds, outcome: BatchOutcome, stream: TextIO) -> None:
     layouts = sorted({e.layout for e in outcome.entries})
     where = f"in {options.folder} ({', '.join(layouts)})" if layouts else f"in {options.folder}"
-    if options.shard is None:
-        head = f"grader batch: {len(outcome.entries)} submissions {where}"
-    else:
-        head = f"grader batch: shard {options.shard}: {len(outcome.entries)} submissions {where}"
+    n = len(outcome.entries)
+    head = f"grader batch: {'' if options.shard is None else f'shard {options.shard}: '}{n} submission{'' if n == 1 else 's'} {where}"
     print(
         head
         + (f", {outcome.reused} already graded (skipped; --force redoes them)" if outcome.reused else "")
