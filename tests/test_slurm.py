@@ -353,23 +353,30 @@ def test_each_task_s_sandbox_sees_only_its_gpu_and_a_bad_node_stops_early(slurm,
     assert proc.returncode == 0, proc.stderr
     grade = out / ".slurm" / "grade.sbatch"
 
-    # Two tasks side by side, one fake GPU each: each sandbox holds its own device file, as GPU 0.
-    ok = _run("sbatch", "--parsable", str(grade)).stdout.strip().split(";")[0]
-    # The same script without a GPU: the preamble must stop the task before any grading.
-    bad = _run("sbatch", "--parsable", "--gres=none", "--array=0", str(grade)).stdout.strip().split(";")[0]
-    cancel_leftovers += [ok, bad]
-    states = _wait([ok, bad], out)
-    assert states[f"{ok}_0"] == states[f"{ok}_1"] == "COMPLETED", states
-    seen = set()
+    # Submitted by hand from a shell that holds the secret: the script's --export keeps it out.
+    sbatch = subprocess.run(
+        ["sbatch", "--parsable", str(grade)], capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, GRADER_SECRET_SEED=SECRET),
+    )  # fmt: skip
+    assert sbatch.returncode == 0, sbatch.stderr
+    ok = sbatch.stdout.strip().split(";")[0]
+    cancel_leftovers.append(ok)
+    for key in ("StateSaveLocation", "SlurmdSpoolDir"):
+        stored = _run("grep", "-rl", SECRET, slurm[key], check=False)
+        assert stored.returncode == 1, f"the secret is in Slurm's {key}: {stored.stdout}"
+    # Each task's sandbox holds the device file of its own fake GPU, and sees it as GPU 0.
+    states = _wait([ok], out)
+    assert states == {f"{ok}_0": "COMPLETED", f"{ok}_1": "COMPLETED"}, states
     for task in (0, 1):
         log = (out / ".slurm" / "logs" / f"grade-{ok}_{task}.out").read_text()
         visible = re.search(r"CUDA_VISIBLE_DEVICES=(\d+)\n", log)
         assert visible, log
-        assert f"the sandbox sees /dev/nvidia{visible[1]} (as 0)" in log, log
-        seen.add(visible[1])
-    assert seen == {"0", "1"}  # both fake GPUs, one per task
+        assert f"CUDA_VISIBLE_DEVICES={visible[1]}: the sandbox sees /dev/nvidia{visible[1]} (as 0)" in log, log
 
-    assert states[f"{bad}_0"] == "FAILED", states
+    # The same script without a GPU: the preamble must stop the task before any grading.
+    bad = _run("sbatch", "--parsable", "--gres=none", "--array=0", str(grade)).stdout.strip().split(";")[0]
+    cancel_leftovers.append(bad)
+    assert _wait([bad], out) == {f"{bad}_0": "FAILED"}
     log = (out / ".slurm" / "logs" / f"grade-{bad}_0.out").read_text()
     assert "1 GPU(s) asked for but CUDA_VISIBLE_DEVICES is not set: did the job get --gres=gpu:1?" in log
     assert "grader batch:" not in log  # stopped before grading anything

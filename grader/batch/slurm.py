@@ -265,6 +265,8 @@ def preflight(gpus: int, allow_unsandboxed: bool = False) -> tuple[bool, str]:
         return False, f"node {node}: {gpus} GPU(s) asked for but CUDA_VISIBLE_DEVICES is not set: did the job get --gres=gpu:{gpus}?"
     devices, inside = gpu_devices(os.environ)
     bound = [d for d in devices if NVIDIA_GPU_FILE.match(os.path.basename(d))]
+    if "MIG-" in visible:  # MIG instances share their GPU's device file: CUDA_VISIBLE_DEVICES alone selects them
+        return True, f"node {node}: sandbox {sandbox}; CUDA_VISIBLE_DEVICES={visible} (MIG): every GPU device file is bound"
     if inside is None or len(bound) != gpus:
         return False, (
             f"node {node}: CUDA_VISIBLE_DEVICES={visible} for {gpus} GPU(s), but the sandbox would get "
