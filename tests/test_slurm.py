@@ -266,6 +266,9 @@ def test_preflight_stops_a_node_that_cannot_grade(monkeypatch: pytest.MonkeyPatc
     assert not ok and "CUDA_VISIBLE_DEVICES=0,1 for 2 GPU(s), but the sandbox would get" in line and "nvidia0" in line
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert module.preflight(1)[0]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-0f3c2a")  # a MIG slice: its GPU's device file is shared
+    ok, line = module.preflight(1)
+    assert ok and "(MIG): every GPU device file is bound" in line
 
 
 # --- the tests -----------------------------------------------------------------------------------

@@ -177,6 +177,8 @@ class Launcher:
 
 
 DEV = "/dev"
+NVIDIA_GPU_FILE = re.compile(r"^nvidia(\d+)$")
+"""The name of one GPU's device file (``nvidia3``), as opposed to the control files."""
 
 
 def gpu_devices(env: Mapping[str, str], dev: str | None = None) -> tuple[list[str], str | None]:
@@ -208,10 +210,6 @@ def gpu_devices(env: Mapping[str, str], dev: str | None = None) -> tuple[list[st
         if minor in per_gpu and minor not in minors:
             minors.append(minor)
     return control + [per_gpu[n] for n in minors], ",".join(str(i) for i in range(len(minors)))
-
-
-NVIDIA_GPU_FILE = re.compile(r"^nvidia(\d+)$")
-"""The name of one GPU's device file (``nvidia3``), as opposed to the control files."""
 
 
 def _minor(entry: str) -> int | None:
