@@ -17,23 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from grader import __version__, discovery
-from grader.errors import GraderError, InfrastructureError, ManifestError, UsageError
-from grader.lab import Lab
+from grader.errors import GraderError, ManifestError, UsageError
 from grader.manifest import LabManifest, json_schema, load_manifest
-from grader.plugins import Plugins
 from grader.plugins import default as default_plugins
-from grader.results import GradeResult, SandboxInfo
-from grader.sandbox import launchers
-from grader.sandbox.launchers import Launcher
-from grader.seeds import Seeds
-from grader.session import Grader, not_gradable
-from grader.submission import read_submission, sha256
+from grader.reporters.terminal import TerminalReporter
+from grader.session import DEBUG_ENV, GradingOptions, grade_file, internal_error
 
 if TYPE_CHECKING:
     from grader.batch import BatchOutcome
     from grader.batch.shard import Shard
-
-DEBUG_ENV = "GRADER_DEBUG"
 
 
 class Parser(argparse.ArgumentParser):
@@ -63,6 +55,7 @@ def build_parser() -> Parser:
     p.add_argument("--fail-under", type=_percent, metavar="PCT", help="exit 1 if the score is under PCT percent")
     _sandbox_flags(p)
     p.add_argument("--official", action="store_true", help="grade as an LMS would: full isolation required")
+    p.add_argument("--deadline", type=_seconds, metavar="S", help="wall-clock limit of the whole grading (default: the lab's)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the score line")
 
     sub.add_parser("list", help="the labs, their functions, points and hardware needs")
@@ -84,6 +77,7 @@ def build_parser() -> Parser:
     p.add_argument("--force", action="store_true", help="regrade everyone, even those already graded")
     p.add_argument("--seed", type=int, help="public seed of the inputs (default: the lab's fixed seed)")
     p.add_argument("--fail-under", type=_percent, metavar="PCT", help="exit 1 if any submission scores under PCT percent")
+    p.add_argument("--deadline", type=_seconds, metavar="S", help="wall-clock limit of each grading (default: the lab's)")
     p.add_argument(
         "--shard", metavar="K/N", help="grade only shard K of N (students split by a hash of their name); no class outputs"
     )
@@ -128,6 +122,16 @@ def build_parser() -> Parser:
     p = actions.add_parser("run", help="grade /grade/student/ and write /grade/results/results.json")
     _container_flags(p, "GRADE_ROOT", "/grade")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -181,43 +185,32 @@ def _labs() -> dict[str, Path]:
     return labs
 
 
-def _launcher(args: argparse.Namespace, official: bool) -> Launcher:
-    return launchers.choose(args.sandbox, official, args.allow_unsandboxed)
-
-
-def write_reports(plugins: Plugins, result: GradeResult, out_dir: Path, terminal: bool = True) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, cls in plugins.reporter_classes.items():
-        if cls.filename is None and not terminal:
-            continue
-        cls().write(result, out_dir)
-    plugins.grading_finished(result, out_dir)
+def _options(args: argparse.Namespace, official: bool) -> GradingOptions:
+    return GradingOptions(
+        seed=getattr(args, "seed", None),
+        sandbox=args.sandbox,
+        official=official,
+        allow_unsandboxed=args.allow_unsandboxed,
+        deadline_s=getattr(args, "deadline", None),
+    )
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     plugins = default_plugins()
-    source = read_submission(args.file)
+    file = discovery.read_submission(args.file)
     labs = _labs()
-    checkers = plugins.checkers()
     if args.exercise:
-        lab_id = discovery.resolve(args.exercise, labs)
+        lab_id = discovery.lab_for_file(file.text, args.exercise, labs, {})
     else:
-        manifests, _ = discovery.load_all(labs, checkers)
-        lab_id = discovery.lab_for_file(source.decode("utf-8", errors="replace"), None, labs, manifests)
-    manifest = load_manifest(labs[lab_id], checkers)
-    out_dir = args.out or Path("reports") / lab_id / args.file.stem
-    seeds = Seeds.from_env(args.seed)
-    try:
-        launcher = _launcher(args, args.official)
-        result = Grader(Lab(manifest), plugins, launcher, seeds).grade(args.file)
-    except InfrastructureError as exc:
-        nothing = SandboxInfo(mode="none", degraded=True, warnings=["no worker was started"])
-        result = not_gradable(manifest, args.file.name, sha256(source), str(exc), nothing, seeds)
+        manifests, _ = discovery.load_all(labs, plugins.checkers())
+        lab_id = discovery.lab_for_file(file.text, None, labs, manifests)
+    manifest = load_manifest(labs[lab_id], plugins.checkers())
+    out = args.out or Path("reports") / lab_id / discovery.safe_stem(file.name)
+    result = grade_file(file, manifest, _options(args, args.official), out, plugins)
     if args.quiet:
-        write_reports(plugins, result, out_dir, terminal=False)
         print(f"{result.exercise} {result.submission}: {result.score:g}/{result.max_score:g} ({result.percent:.0f}%)")
     else:
-        write_reports(plugins, result, out_dir)
+        sys.stdout.write(TerminalReporter().render(result, out))
     if not result.gradable:
         print(f"grader: error: not gradable: {result.error}", file=sys.stderr)
         return 3
@@ -272,11 +265,10 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     plugins = default_plugins()
     labs = _labs()
     ids = [discovery.resolve(args.exercise, labs)] if args.exercise else list(labs)
-    launcher = _launcher(args, official=False)
     ok = True
     for lab_id in ids:
         manifest: LabManifest = load_manifest(labs[lab_id], plugins.checkers())
-        ok &= run_selftest(manifest, plugins, launcher, out=sys.stdout, reports=args.out)
+        ok &= run_selftest(manifest, _options(args, official=False), plugins, out=sys.stdout, reports=args.out)
     return 0 if ok else 1
 
 
@@ -298,12 +290,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise UsageError("--merge-only grades nothing: it takes no --shard or --force")
     manifest = load_manifest(labs[lab_id], plugins.checkers())
     out = _batch_out(args, lab_id)
-    options = BatchOptions(args.folder, out, args.jobs, args.force, args.seed, args.allow_unsandboxed, shard)
+    options = BatchOptions(
+        args.folder, out, args.jobs, args.force, args.seed, args.allow_unsandboxed, args.deadline, shard=shard
+    )
     if args.merge_only:
         return _report_batch(lab_id, out, merge_batch(manifest, options), args.fail_under, merged=True)
-    launcher = _launcher(args, official=True)
     try:
-        outcome = run_batch(plugins, manifest, launcher, options)
+        outcome = run_batch(plugins, manifest, _options(args, official=True), options)
     except KeyboardInterrupt:
         print(f"grader: interrupted; run the same command again to resume (finished students are kept in {out})", file=sys.stderr)
         return 130
@@ -403,18 +396,9 @@ def cmd_lms(args: argparse.Namespace) -> int:
         raise UsageError("name a platform and an action, e.g. grader lms gradescope build --exercise lab-01")
     if args.action == "build":
         return _gradescope_build(args)
-    from grader.lms.container import grade_upload, print_log, write_platform_file
+    from grader.lms.container import run_container
 
-    plugins = default_plugins()
-    fmt = plugins.lms_classes[args.platform]()
-    if args.platform == "gradescope":
-        upload, target = args.root / "submission", args.root / "results" / "results.json"
-    else:
-        upload, target = args.root / "student", args.root / "results" / "results.json"
-    grading = grade_upload(upload, args.exercise, args.sandbox, args.allow_unsandboxed, args.seed)
-    write_platform_file(fmt, grading, target)
-    print_log(grading)
-    return grading.exit_code
+    return run_container(args.platform, args.root, args.exercise, _options(args, official=True))
 
 
 def _gradescope_build(args: argparse.Namespace) -> int:
@@ -452,7 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # inside the try: a reader that went away is a BrokenPipeError here
+        return code
     except GraderError as exc:
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
@@ -461,8 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("grader: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `grader list | head -2`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # the grader's own bug: say so in one line, keep the trace for debugging
-        if os.environ.get(DEBUG_ENV):
-            traceback.print_exc()
-        print(f"grader: internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for details)", file=sys.stderr)
+        print(f"grader: {internal_error(exc)} (set {DEBUG_ENV}=1 for details)", file=sys.stderr)
         return 3

@@ -4,18 +4,23 @@ an upload (a student's folder, an LMS submission) is the submission."""
 from __future__ import annotations
 
 import ast
+import errno
+import hashlib
 import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import ManifestError, UsageError
 from grader.manifest import MANIFEST, LabManifest, load_manifest
+from grader.text import printable
 
 EXERCISES_ENV = "GRADER_EXERCISES"
 _EXERCISE_LINE = re.compile(r"""^EXERCISE\s*=\s*["']([A-Za-z0-9_.-]+)["']\s*(#.*)?$""", re.M)
 _DEF_LINE = re.compile(r"^(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(", re.M)
+MAX_SUBMISSION_BYTES = 1 << 20
 
 
 def exercises_root() -> Path:
@@ -46,11 +51,19 @@ def resolve(exercise: str, labs: Mapping[str, Path]) -> str:
     raise UsageError(f"exercise {exercise!r} is ambiguous: {', '.join(matches)}")
 
 
+def parse_source(source: str) -> ast.Module | None:
+    """The syntax tree of a file, or None when it has none: a syntax error, a null byte, or a tree
+    too deep for the parser (RecursionError, MemoryError): any file, never an exception."""
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 def declared_exercise(source: str) -> str | None:
     """The ``EXERCISE = "<lab-id>"`` line of a file, found without running it."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
+    tree = parse_source(source)
+    if tree is None:
         match = _EXERCISE_LINE.search(source)
         return match.group(1) if match else None
     for node in tree.body:
@@ -67,9 +80,8 @@ def declared_exercise(source: str) -> str | None:
 
 
 def defined_functions(source: str) -> set[str]:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
+    tree = parse_source(source)
+    if tree is None:
         return set(_DEF_LINE.findall(source))
     return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
@@ -77,10 +89,18 @@ def defined_functions(source: str) -> set[str]:
 def lab_for_file(
     source: str, exercise: str | None, labs: Mapping[str, Path], manifests: Mapping[str, LabManifest]
 ) -> str:
-    """--exercise, else the EXERCISE line, else the unique lab whose functions the file defines."""
-    if exercise:
-        return resolve(exercise, labs)
+    """--exercise, else the EXERCISE line, else the unique lab whose functions the file defines.
+    An --exercise that contradicts the file's own EXERCISE line is an error: grading a whole
+    file against the wrong lab would score 0 without a word."""
     declared = declared_exercise(source)
+    if exercise:
+        lab = resolve(exercise, labs)
+        if declared and not _names_lab(declared, lab):
+            raise UsageError(
+                f"the file declares EXERCISE = {printable(declared, 80, False)!r} but --exercise names {lab}; "
+                "fix the file's EXERCISE line or drop --exercise"
+            )
+        return lab
     if declared:
         return resolve(declared, labs)
     defined = defined_functions(source)
@@ -95,6 +115,12 @@ def lab_for_file(
         f"cannot tell which lab this file is for (candidates: {', '.join(near)}); "
         "pass --exercise or add EXERCISE = \"<lab-id>\""
     )
+
+
+def safe_stem(name: str) -> str:
+    """A file name's stem as a folder name that any file system and terminal accept."""
+    stem = re.sub(r"[^\w.@+-]+", "_", Path(name).stem, flags=re.UNICODE).strip("._-")[:80]
+    return stem or "submission"
 
 
 def load_all(labs: Mapping[str, Path], checkers: Sequence[type]) -> tuple[dict[str, LabManifest], dict[str, ManifestError]]:
@@ -151,7 +177,12 @@ def pick_submission(candidates: Sequence[Path], manifest: LabManifest, where: st
         raise UsageError(f"{where}: no Python (.py) file to grade")
     if len(candidates) == 1:
         return candidates[0]
-    sources = {p: p.read_text(encoding="utf-8", errors="replace") for p in candidates if p.stat().st_size <= 1 << 20}
+    sources = {}
+    for p in candidates:
+        try:
+            sources[p] = read_submission(p).text
+        except UsageError:
+            continue  # a link swapped in, a file grown too large: not a candidate
     declared = [p for p, text in sources.items() if _names_lab(declared_exercise(text), manifest.id)]
     if len(declared) == 1:
         return declared[0]
@@ -171,3 +202,75 @@ def pick_submission(candidates: Sequence[Path], manifest: LabManifest, where: st
 
 def _names_lab(declared: str | None, lab_id: str) -> bool:
     return declared is not None and declared != "" and lab_id.startswith(declared)
+
+
+@dataclass(frozen=True)
+class SubmissionFile:
+    """A submission's bytes, read once: every later step (lab detection, hashing, grading) uses
+    this copy, never the path again, so a file swapped after reading changes nothing."""
+
+    name: str
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return sha256(self.data)
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+def _open_below(path: Path, root: Path | None) -> int:
+    """An fd for ``path`` opened without following a link at the last component, or, with ``root``,
+    at any component below ``root`` (a folder swapped for a link mid-batch is refused too)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    if root is None:
+        return os.open(path, flags)
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        raise FileNotFoundError(path) from None
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return os.open(parts[-1], flags, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def read_submission(path: Path, root: Path | None = None) -> SubmissionFile:
+    """The submission's bytes, read once from one open file; a one-line UsageError for anything that
+    is not a small regular ``.py`` file (a link, a folder, a FIFO, a device, an oversized file)."""
+    path = Path(path)
+    try:
+        fd = _open_below(path, root)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UsageError(f"{path}: is a symbolic link (or lies behind one); submit the file itself") from None
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    problem = None
+    if stat.S_ISDIR(mode):
+        problem = "is a folder, not a regular file; submit the .py file itself"
+    elif not stat.S_ISREG(mode):
+        problem = "is not a regular file"
+    elif path.suffix != ".py":
+        problem = "is not a Python file (.py)"
+    if problem:
+        os.close(fd)
+        raise UsageError(f"{path}: {problem}")
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_SUBMISSION_BYTES + 1)
+    if len(data) > MAX_SUBMISSION_BYTES:
+        raise UsageError(f"{path}: is over the {MAX_SUBMISSION_BYTES}-byte limit")
+    return SubmissionFile(printable(path.name, 255, False), data)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -22,9 +22,8 @@ from grader import dims as dimexpr
 from grader.errors import InfrastructureError
 from grader.manifest import FunctionSpec, LabManifest
 from grader.recipes import Recipe
-from grader.sandbox.boot import wire
 from grader.seeds import Seeds
-from grader.submission import is_tensor
+from grader.tensors import is_tensor, to_numpy
 
 
 @dataclass
@@ -41,18 +40,6 @@ class Case:
     def label(self) -> str:
         dims = ", ".join(f"{k}={v}" for k, v in self.dims.items())
         return f"case {self.index + 1} of {self.total}" + (f" ({dims})" if dims else "")
-
-
-def to_numpy(value: Any) -> np.ndarray:
-    """A reference value as a plain numpy array (bfloat16 widened exactly to float32)."""
-    if is_tensor(value):
-        t = value.detach()
-        if str(t.dtype) == "torch.bfloat16":
-            import torch
-
-            return wire.bf16_to_f32(t.view(torch.int16).cpu().numpy().view(np.uint16))
-        return t.cpu().contiguous().numpy().copy()
-    return np.array(value, copy=True)
 
 
 def split_outputs(function: str, spec: FunctionSpec, result: Any) -> dict[str, np.ndarray]:

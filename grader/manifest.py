@@ -14,10 +14,18 @@ import sys
 from collections.abc import Iterable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from grader import dims as dimexpr
 from grader.errors import ManifestError, Problem
@@ -28,8 +36,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-if TYPE_CHECKING:
-    from grader.checkers.base import Checker
+
+class CheckerType(Protocol):
+    """What the manifest needs of a checker class: its ``kind`` and its options model."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[CheckSpec]]
 
 MANIFEST = "manifest.toml"
 DTYPE_CATEGORIES = ("int", "float", "bool", "number")
@@ -172,6 +184,12 @@ class LabInfo(Strict):
     visibility: Visibility = Field(default=Visibility.visible, description="Default visibility of checks.")
     time_limit_s: float = Field(default=10.0, gt=0, description="Default wall-clock limit of one call.")
     import_time_limit_s: float = Field(default=20.0, gt=0, description="Limit for importing the submission.")
+    deadline_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Wall-clock limit of a whole grading; checks not finished by then are errors "
+        "(`--deadline` overrides it; an LMS sets it under its own timeout).",
+    )
     support: str = Field(default="lab.py", description="The lab's grader-side module: generators and claims.")
     worker: WorkerSettings = Field(default_factory=WorkerSettings, description="How the submission's worker starts.")
 
@@ -200,6 +218,13 @@ class CheckSpec(Strict):
 def case_set_problems(manifest: LabManifest, name: str, key: str = "cases") -> list[tuple[str, str, str]]:
     """A check's reference to a case set, as problems() reports it."""
     return [] if name in manifest.cases else [(key, f"one of {sorted(manifest.cases)}", repr(name))]
+
+
+def support_function_problems(manifest: LabManifest, name: str | None, key: str) -> list[tuple[str, str, str]]:
+    """A check's reference to a function of the lab's support module (lab.py); None is no reference."""
+    if name is None or name in (_defined_functions(manifest.directory / manifest.lab.support) or set()):
+        return []
+    return [(key, f"a function defined in {manifest.lab.support}", repr(name))]
 
 
 def tolerance_problems(manifest: LabManifest, name: str, key: str = "tolerance") -> list[tuple[str, str, str]]:
@@ -247,7 +272,7 @@ class LabManifest(Strict):
 
 
 @functools.lru_cache(maxsize=8)
-def manifest_model(checkers: tuple[type[Checker], ...]) -> type[LabManifest]:
+def manifest_model(checkers: tuple[type[CheckerType], ...]) -> type[LabManifest]:
     """The LabManifest model whose ``checks`` accept exactly these checkers' options."""
     options = tuple(c.Options for c in checkers)
     union: Any = options[0] if len(options) == 1 else Annotated[Union[options], Field(discriminator="kind")]  # noqa: UP007
@@ -258,7 +283,7 @@ def manifest_model(checkers: tuple[type[Checker], ...]) -> type[LabManifest]:
     )
 
 
-def json_schema(checkers: Sequence[type[Checker]]) -> dict[str, Any]:
+def json_schema(checkers: Sequence[type[CheckerType]]) -> dict[str, Any]:
     """The JSON schema of manifests, for editors and the docs."""
     schema = manifest_model(tuple(checkers)).model_json_schema()
     schema["title"] = "grader lab manifest"
@@ -338,11 +363,11 @@ def _received(err: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _tags(checkers: Sequence[type[Checker]]) -> list[str]:
+def _tags(checkers: Sequence[type[CheckerType]]) -> list[str]:
     return [c.name for c in checkers]
 
 
-def load_manifest(path: Path, checkers: Sequence[type[Checker]], strict: bool = False) -> LabManifest:
+def load_manifest(path: Path, checkers: Sequence[type[CheckerType]], strict: bool = False) -> LabManifest:
     """Load and validate one manifest; raise ManifestError listing every problem. ``strict``
     (what ``grader validate`` uses) also requires the files a lab ships to students and CI:
     starter.py defining every function, README.md and test_lab.py."""
@@ -374,7 +399,7 @@ def _defined_functions(path: Path) -> set[str] | None:
     """Top-level function names of a Python file, read without running it (None if unreadable)."""
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     names: set[str] = set()
     for node in tree.body:

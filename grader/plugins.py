@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from grader.reporters.base import Reporter
     from grader.results import CheckResult, GradeResult
 
-BUILTIN_PLUGINS = ("grader.checkers", "grader.reporters", "grader.lms")
+BUILTIN_PLUGINS = ("grader.checkers.builtin", "grader.reporters.builtin", "grader.lms.builtin")
 AUTOLOAD_OFF = "GRADER_DISABLE_PLUGIN_AUTOLOAD"
 
 T = TypeVar("T")

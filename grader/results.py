@@ -67,6 +67,7 @@ class CheckResult(BaseModel):
     table: list[dict[str, str | float | int | None]] = Field(
         default_factory=list, description="A table to show under the check (e.g. a kernel table)."
     )
+    traceback: str = Field(default="", description="The submission's own frames, when it raised.")
 
 
 class Environment(BaseModel):

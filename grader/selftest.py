@@ -1,11 +1,15 @@
 """``grader selftest``: a lab proves its own checkers, as a contest judge's problem package does.
 
-* ``solution.py`` and every ``accepted/*.py`` (valid alternatives) pass every check that runs;
+* ``solution.py`` and every ``accepted/`` file (valid alternatives) pass every check that runs;
 * ``starter.py`` scores 0 and the grading completes (no crash, gradable);
-* every ``wrong/*.py`` gets the verdict its header names on the check it names, e.g.
+* every ``wrong/`` file gets the verdict its header names on the check it names, e.g.
   ``# expect: grouped-matches-reference`` (``failed`` by default, or ``# expect: ID error``),
   and scores below full marks;
 * every check is failed by at least one wrong file.
+
+A known file is a whole ``.py`` file, or a ``.patch`` against ``solution.py`` (see
+:mod:`grader.patch`): the bug alone, applied to the current solution when the self-test runs, so
+it cannot drift; a patch that no longer applies fails the self-test.
 
 Checks that need a GPU are skipped without one; what they would prove is then listed as
 unproven, not as a failure.
@@ -17,21 +21,35 @@ import re
 from pathlib import Path
 from typing import TextIO
 
-from grader.lab import Lab
+from grader import patch
+from grader.discovery import SubmissionFile, read_submission
+from grader.errors import InfrastructureError, UsageError
 from grader.manifest import LabManifest
 from grader.plugins import Plugins
 from grader.results import GradeResult, Status
-from grader.sandbox.launchers import Launcher
-from grader.seeds import Seeds
-from grader.session import Grader
+from grader.session import Grader, GradingOptions, write_reports
 
 EXPECT = re.compile(r"^#\s*expect:\s*([A-Za-z0-9_.-]+)(?:\s+(failed|error))?\s*$", re.M)
 
 
-def expectations(path: Path) -> list[tuple[str, Status]]:
-    """The ``# expect: <check-id> [failed|error]`` lines of a wrong file."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+def expectations(text: str) -> list[tuple[str, Status]]:
+    """The ``# expect: <check-id> [failed|error]`` lines of a wrong file (or of a patch's preamble)."""
     return [(cid, Status(status or "failed")) for cid, status in EXPECT.findall(text)]
+
+
+def known_files(lab_dir: Path, folder: str) -> list[Path]:
+    """The whole files and patches under ``lab_dir/folder``, by name."""
+    return sorted(p for p in (lab_dir / folder).glob("*") if p.suffix in (".py", ".patch") and p.is_file())
+
+
+def materialize(path: Path, lab_dir: Path) -> SubmissionFile:
+    """A known file as a submission: the file itself, or its patch applied to the current solution.
+    Raises patch.PatchError when a patch no longer applies."""
+    if path.suffix != ".patch":
+        return read_submission(path)
+    diff = patch.parse(path.read_text(encoding="utf-8"))
+    solution = (lab_dir / "solution.py").read_text(encoding="utf-8")
+    return SubmissionFile(path.with_suffix(".py").name, patch.apply(diff, solution).encode("utf-8"))
 
 
 def _score(r: GradeResult) -> str:
@@ -39,37 +57,40 @@ def _score(r: GradeResult) -> str:
 
 
 def run_selftest(
-    manifest: LabManifest, plugins: Plugins, launcher: Launcher, out: TextIO, reports: Path | None = None
+    manifest: LabManifest, options: GradingOptions, plugins: Plugins, out: TextIO, reports: Path | None = None
 ) -> bool:
     """Run the self-test of one lab, print one line per file, and say whether it all held.
     With ``reports``, every graded file's result.json, scorecard.md and junit.xml are written
     to ``reports/<lab-id>/<file>/``."""
-    lab = Lab(manifest)
-    base = Grader(lab, plugins, launcher, Seeds.from_env())
-
-    class _Recording:
-        def grade(self, path: Path) -> GradeResult:
-            result = base.grade(path)
-            if reports is not None:
-                folder = reports / manifest.id / str(path.relative_to(manifest.directory).with_suffix("")).replace("/", "-")
-                folder.mkdir(parents=True, exist_ok=True)
-                for cls in plugins.reporter_classes.values():
-                    if cls.filename is not None:
-                        cls().write(result, folder)
-            return result
-
-    grader = _Recording()
+    grader = Grader(manifest, options, plugins)
     root = manifest.directory
     ok = True
-    print(f"selftest {manifest.id} (sandbox: {launcher.mode})", file=out)
+    try:
+        mode = grader.launcher().mode
+    except InfrastructureError as exc:
+        mode = f"none: {exc}"
+    print(f"selftest {manifest.id} (sandbox: {mode})", file=out)
 
     def line(good: bool, name: str, text: str) -> None:
         nonlocal ok
         ok &= good
         print(f"  {'ok  ' if good else 'FAIL'}  {name:<40} {text}", file=out)
 
-    for path in [root / "solution.py", *sorted((root / "accepted").glob("*.py"))]:
-        r = grader.grade(path)
+    def grade(path: Path) -> GradeResult | None:
+        name = str(path.relative_to(root))
+        try:
+            result = grader.grade(materialize(path, root))
+        except (patch.PatchError, UsageError, OSError) as exc:
+            line(False, name, f"cannot be graded: {exc}")
+            return None
+        if reports is not None:
+            write_reports(result, reports / manifest.id / str(Path(name).with_suffix("")).replace("/", "-"), plugins)
+        return result
+
+    for path in [root / "solution.py", *known_files(root, "accepted")]:
+        r = grade(path)
+        if r is None:
+            continue
         bad = [c for c in r.checks if c.status not in (Status.passed, Status.skipped)]
         skipped = [c for c in r.checks if c.status is Status.skipped]
         note = f" ({len(skipped)} skipped: need a GPU)" if skipped else ""
@@ -78,24 +99,27 @@ def run_selftest(
         else:
             line(r.gradable, str(path.relative_to(root)), f"{_score(r)} every check passed{note}")
 
-    r = grader.grade(root / "starter.py")
-    passed = [c.id for c in r.checks if c.status is Status.passed]
-    if not r.gradable:
-        line(False, "starter.py", f"not gradable: {r.error}")
-    elif passed or r.score:
-        line(False, "starter.py", f"{_score(r)}: should score 0, passed {', '.join(passed)}")
-    else:
-        line(True, "starter.py", f"{_score(r)} graded without a crash, nothing passed")
+    r = grade(root / "starter.py")
+    if r is not None:
+        passed = [c.id for c in r.checks if c.status is Status.passed]
+        if not r.gradable:
+            line(False, "starter.py", f"not gradable: {r.error}")
+        elif passed or r.score:
+            line(False, "starter.py", f"{_score(r)}: should score 0, passed {', '.join(passed)}")
+        else:
+            line(True, "starter.py", f"{_score(r)} graded without a crash, nothing passed")
 
     caught: set[str] = set()
     unproven: set[str] = set()
-    for path in sorted((root / "wrong").glob("*.py")):
+    for path in known_files(root, "wrong"):
         name = str(path.relative_to(root))
-        wanted = expectations(path)
+        wanted = expectations(path.read_text(encoding="utf-8", errors="replace"))
         if not wanted:
             line(False, name, "names no check: add a line '# expect: <check-id>'")
             continue
-        r = grader.grade(path)
+        r = grade(path)
+        if r is None:
+            continue
         by_id = {c.id: c for c in r.checks}
         for cid, status in wanted:
             got = by_id.get(cid)

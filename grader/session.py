@@ -1,4 +1,12 @@
-"""Grading one submission: run every check of its lab, collect one GradeResult.
+"""Grading: the one path from a submitted file to a result and its reports.
+
+Every caller (``grader submit``, the batch workers, the LMS containers, ``grader selftest`` and
+the labs' pytest tests) grades through :class:`Grader` (or :func:`grade_file` for one file) and
+writes through :func:`write_reports`. This module owns what must be the same everywhere: the
+file is read once; the sandbox tier is chosen (and refused for official grading when degraded);
+every check runs under the grading's overall deadline; whatever the grader itself cannot do
+becomes a not-gradable result instead of an exception; the reports are written atomically and
+the finished hook fires once per written result.
 
 A :class:`Grader` belongs to one lab and may grade many submissions in turn (the batch and the
 self-test reuse it, and with it the lab's cached inputs and reference outputs).
@@ -8,21 +16,59 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
 from grader import hardware
 from grader.checkers.base import CheckContext, Verdict
+from grader.discovery import SubmissionFile, read_submission
 from grader.environment import environment
-from grader.errors import InfrastructureError
+from grader.errors import InfrastructureError, UsageError
 from grader.lab import Lab
 from grader.manifest import CheckSpec, Hardware, LabManifest
 from grader.plugins import Plugins
+from grader.plugins import default as default_plugins
 from grader.results import CheckResult, GradeResult, SandboxInfo, Status
+from grader.sandbox import launchers
+from grader.sandbox.client import Submission
 from grader.sandbox.launchers import Launcher
+from grader.sandbox.values import SubmissionFault
 from grader.seeds import Seeds
-from grader.submission import Submission, SubmissionFault, read_submission, sha256
+
+DEBUG_ENV = "GRADER_DEBUG"
+NO_WORKER = SandboxInfo(mode="none", degraded=True, warnings=["no worker was started"])
+
+
+@dataclasses.dataclass(frozen=True)
+class GradingOptions:
+    """How to grade: what a caller parsed from its own inputs (flags, a config, an environment)."""
+
+    seed: int | None = None
+    """The public seed of the inputs (None: the lab's fixed seed). The secret part comes from the environment."""
+    sandbox: str = "auto"
+    """The isolation tier: 'auto' for the strongest that starts here, or a tier's name."""
+    official: bool = False
+    """Official grading (LMS, batch): refuse a tier that does not keep solutions, seed and network out of reach."""
+    allow_unsandboxed: bool = False
+    """Let official grading run in a degraded tier anyway (said loudly in the result)."""
+    deadline_s: float | None = None
+    """Wall-clock limit of the whole grading (None: the manifest's ``lab.deadline_s``)."""
+    slot: int = 0
+    """Which worker slot this grading uses (concurrent gradings in one batch use different slots)."""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _score(points: float, verdict: Verdict) -> float:
+    if verdict.fraction is not None:
+        return round(points * min(1.0, max(0.0, verdict.fraction)), 2)
+    return points if verdict.status is Status.passed else 0.0
 
 
 def sandbox_info(launcher: Launcher) -> SandboxInfo:
@@ -34,7 +80,7 @@ def not_gradable(
     submission: str,
     digest: str,
     reason: str,
-    sandbox: SandboxInfo,
+    sandbox: SandboxInfo = NO_WORKER,
     seeds: Seeds | None = None,
 ) -> GradeResult:
     """A valid result that says the grader could not grade, with every check at 0."""
@@ -63,12 +109,6 @@ def not_gradable(
     )
 
 
-def _score(points: float, verdict: Verdict) -> float:
-    if verdict.fraction is not None:
-        return round(points * min(1.0, max(0.0, verdict.fraction)), 2)
-    return points if verdict.status is Status.passed else 0.0
-
-
 def _near_miss(check: CheckSpec, verdict: Verdict) -> bool:
     """A failed measurement within the check's ``retry_near`` of its requirement (timed kinds only)."""
     near = getattr(check, "retry_near", 0.0)
@@ -95,53 +135,91 @@ def _better(first: Verdict, second: Verdict, check: CheckSpec) -> Verdict:
     )
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+def internal_error(exc: BaseException) -> str:
+    """A grader bug in one line: the exception and the innermost frame of the grader's own code."""
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if "/grader/" in frame.filename:
+            where = f" ({Path(frame.filename).name}:{frame.lineno})"
+    if os.environ.get(DEBUG_ENV):
+        traceback.print_exception(exc, file=sys.stderr)
+    return f"internal error: {type(exc).__name__}: {exc}{where}"
 
 
 class Grader:
     """Grades submissions of one lab."""
 
-    def __init__(self, lab: Lab, plugins: Plugins, launcher: Launcher, seeds: Seeds, slot: int = 0) -> None:
-        self.lab = lab
-        self.manifest = lab.manifest
-        self.plugins = plugins
-        self.launcher = launcher
-        self.seeds = seeds
-        self.slot = slot
+    def __init__(
+        self,
+        lab: Lab | LabManifest,
+        options: GradingOptions | None = None,
+        plugins: Plugins | None = None,
+        launcher: Launcher | None = None,
+    ) -> None:
+        self.lab = lab if isinstance(lab, Lab) else Lab(lab)
+        self.manifest = self.lab.manifest
+        self.options = options or GradingOptions()
+        self.plugins = plugins or default_plugins()
+        self.seeds = Seeds.from_env(self.options.seed)
+        self._launcher = launcher
+        self._passed: dict[str, bool] = {}
 
-    def _gpu(self) -> str | None:
-        needs = any(c.requires is Hardware.gpu for c in self.manifest.checks.values())
-        return hardware.cuda_device() if needs else None
+    @property
+    def deadline_s(self) -> float:
+        return self.options.deadline_s or self.manifest.lab.deadline_s
 
-    def grade(self, path: Path, display_name: str | None = None) -> GradeResult:
-        """Grade the file at ``path``; raises UsageError only for an unreadable submission."""
-        source = read_submission(path)
-        name = display_name or Path(path).name
+    def launcher(self) -> Launcher:
+        """The sandbox tier for this grader's submissions, chosen once; InfrastructureError if none fits."""
+        if self._launcher is None:
+            o = self.options
+            self._launcher = launchers.choose(o.sandbox, o.official, o.allow_unsandboxed)
+        return self._launcher
+
+    def grade(self, submission: SubmissionFile | Path) -> GradeResult:
+        """Grade one submission. Raises UsageError only when a path cannot be read as a submission;
+        anything else the grader cannot do becomes a not-gradable result."""
+        file = submission if isinstance(submission, SubmissionFile) else read_submission(submission)
+        self.plugins.grading_started(self.manifest, Path(file.name))
+        try:
+            launcher = self.launcher()
+        except InfrastructureError as exc:
+            return not_gradable(self.manifest, file.name, file.sha256, str(exc), NO_WORKER, self.seeds)
+        try:
+            return self._grade(file, launcher)
+        except InfrastructureError as exc:
+            return not_gradable(self.manifest, file.name, file.sha256, str(exc), sandbox_info(launcher), self.seeds)
+        except Exception as exc:  # a grader bug: the caller still gets a valid result that says so
+            reason = internal_error(exc)
+            return not_gradable(self.manifest, file.name, file.sha256, reason, sandbox_info(launcher), self.seeds)
+
+    def _grade(self, file: SubmissionFile, launcher: Launcher) -> GradeResult:
         started = time.monotonic()
         started_at = _now()
-        self.plugins.grading_started(self.manifest, Path(path))
-        gpu = self._gpu()
+        deadline = started + self.deadline_s
+        gpu = hardware.cuda_device() if any(c.requires is Hardware.gpu for c in self.manifest.checks.values()) else None
         handles: dict[str, Submission] = {}
         results: list[CheckResult] = []
-        self._passed: dict[str, bool] = {}
+        self._passed = {}
         infra: str | None = None
         try:
             for check_id, check in self.manifest.checks.items():
                 t0 = time.monotonic()
                 if infra is not None:
                     verdict = Verdict.error(f"not graded: {infra}")
+                elif t0 >= deadline:
+                    verdict = Verdict.error(f"not run: the grading's overall deadline of {self.deadline_s:g} s passed")
                 else:
                     try:
-                        verdict = self._run(check_id, check, source, name, gpu, handles)
-                        if _near_miss(check, verdict):  # timing noise as likely as a verdict: measure again
-                            verdict = _better(verdict, self._run(check_id, check, source, name, gpu, handles), check)
+                        verdict = self._run(check_id, check, file, launcher, gpu, handles, deadline)
+                        if _near_miss(check, verdict) and time.monotonic() < deadline:
+                            # timing noise is as likely as a verdict this close: measure again
+                            again = self._run(check_id, check, file, launcher, gpu, handles, deadline)
+                            verdict = _better(verdict, again, check)
                     except InfrastructureError as exc:
                         infra = str(exc)
                         verdict = Verdict.error(f"not graded: {infra}")
                     except Exception as exc:  # a checker bug must not hide as a student error
-                        infra = f"internal error in the {check.kind} checker: {type(exc).__name__}: {exc}"
-                        traceback.print_exc()
+                        infra = f"{check.kind} checker: {internal_error(exc)}"
                         verdict = Verdict.error(f"not graded: {infra}")
                 result = CheckResult(
                     id=check_id,
@@ -154,10 +232,11 @@ class Grader:
                     message=verdict.message,
                     visibility=check.visibility or self.manifest.lab.visibility,
                     duration_s=round(time.monotonic() - t0, 4),
-                    hint=check.hint,
+                    hint=check.hint if verdict.hint is None else verdict.hint,
                     mismatches=verdict.mismatches,
                     details=verdict.details,
                     table=verdict.table,
+                    traceback=verdict.traceback,
                 )
                 results.append(result)
                 self._passed[check_id] = result.status is Status.passed
@@ -169,14 +248,14 @@ class Grader:
                 output += handle.output
         return GradeResult(
             exercise=self.manifest.id,
-            submission=name,
-            submission_sha256=sha256(source),
+            submission=file.name,
+            submission_sha256=file.sha256,
             score=round(sum(r.score for r in results), 6),
             max_score=self.manifest.max_score,
             gradable=infra is None,
             checks=results,
             environment=environment(gpu, self.plugins.distributions()),
-            sandbox=sandbox_info(self.launcher),
+            sandbox=sandbox_info(launcher),
             seed=self.seeds.public,
             official=self.seeds.official,
             error=infra,
@@ -186,7 +265,14 @@ class Grader:
         )
 
     def _run(
-        self, check_id: str, check: CheckSpec, source: bytes, name: str, gpu: str | None, handles: dict[str, Submission]
+        self,
+        check_id: str,
+        check: CheckSpec,
+        file: SubmissionFile,
+        launcher: Launcher,
+        gpu: str | None,
+        handles: dict[str, Submission],
+        deadline: float,
     ) -> Verdict:
         if check.requires is Hardware.gpu and gpu is None:
             return Verdict.skipped("needs a CUDA GPU and none is available here; it is graded on the GPU machine")
@@ -195,16 +281,70 @@ class Grader:
             return Verdict.skipped(f"graded once {', '.join(waiting)} passes")
         device = "cuda" if check.requires is Hardware.gpu else "cpu"
         if device not in handles:
-            launcher = dataclasses.replace(self.launcher, gpu=device == "cuda")
             handles[device] = Submission(
-                source, name, self.manifest, launcher, self.slot, torch_device=device,
+                file.data, file.name, self.manifest, dataclasses.replace(launcher, gpu=device == "cuda"),
+                self.options.slot, torch_device=device, deadline=deadline,
             )  # fmt: skip
         handle = handles[device]
         handle.start()
         if handle.import_failure is not None:
-            return Verdict.error(handle.import_failure)
+            return Verdict.error(handle.import_failure, hint="", traceback=handle.import_traceback)
         ctx = CheckContext(self.lab, handle, self.seeds, device)
         try:
             return self.plugins.checker(check.kind).run(check_id, check, ctx)
         except SubmissionFault as fault:
-            return Verdict(fault.status, fault.message)
+            # A wrong kind of answer keeps the check's hint; a crash, a hang or a raise has its own message.
+            hint = None if fault.status is Status.failed else fault.hint
+            return Verdict(fault.status, fault.message, hint=hint, traceback=fault.traceback)
+
+
+# --- reports -----------------------------------------------------------------------------------
+
+
+def prepare_out(out: Path) -> Path:
+    """Make sure reports can be written to ``out`` before anything is graded (UsageError if not)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder; pass another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write reports there ({exc.strerror or exc})") from None
+    return out
+
+
+def write_reports(result: GradeResult, out: Path, plugins: Plugins | None = None) -> None:
+    """Every file reporter's output for ``result`` in ``out`` (each file whole or absent, never
+    half-written), then the finished hook. A reporter that fails does not stop the others; the
+    failure is raised afterwards as InfrastructureError."""
+    plugins = plugins or default_plugins()
+    out.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for name, cls in plugins.reporter_classes.items():
+        if cls.filename is None:
+            continue
+        try:
+            cls().write(result, out)
+        except Exception as exc:
+            failures.append(f"the {name} reporter failed: {internal_error(exc)}")
+    plugins.grading_finished(result, out)
+    if failures:
+        raise InfrastructureError("; ".join(failures))
+
+
+def grade_file(
+    path: Path | SubmissionFile,
+    lab: Lab | LabManifest,
+    options: GradingOptions | None = None,
+    out: Path | None = None,
+    plugins: Plugins | None = None,
+) -> GradeResult:
+    """Grade one file of ``lab`` and, with ``out``, write its reports there (checked before grading)."""
+    if out is not None:
+        prepare_out(out)
+    result = Grader(lab, options, plugins).grade(path)
+    if out is not None:
+        write_reports(result, out, plugins)
+    return result

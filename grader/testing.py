@@ -1,8 +1,13 @@
-"""Helpers for a lab's ``test_lab.py``: the lab's pytest tests are the grader's own checks.
+"""The labs' pytest tests: each check of a lab's manifest is one test, graded by the grader itself.
 
-``pytest <lab folder>`` grades ``solution.py``; ``LAB_IMPL=starter pytest <lab folder>``
-grades ``starter.py`` (``LAB_IMPL`` may also be a path to any file). Each check of the
-manifest is one test; GPU checks are marked ``gpu`` and skip without CUDA.
+A lab's ``test_lab.py`` is one import line::
+
+    from grader.testing import pytest_generate_tests, test_check  # noqa: F401
+
+``pytest <lab folder>`` then grades ``solution.py``; ``LAB_IMPL=starter pytest <lab folder>``
+grades ``starter.py`` (``LAB_IMPL`` may also be a path to any file). The grading is the same
+one ``grader submit`` does (one grading per lab and file, shared by its tests); GPU checks are
+marked ``gpu`` and skip without CUDA.
 """
 
 from __future__ import annotations
@@ -10,35 +15,27 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any
 
-from grader.lab import Lab
 from grader.manifest import Hardware, LabManifest, load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import CheckResult, GradeResult, Status
-from grader.sandbox.launchers import probe
-from grader.seeds import Seeds
 from grader.session import Grader
 
 IMPL_ENV = "LAB_IMPL"
 
 
 class LabRun:
-    """One lab, graded once (lazily) on the implementation LAB_IMPL names."""
+    """One lab, graded once (lazily) on the implementation ``LAB_IMPL`` names."""
 
-    def __init__(self, test_file: str | Path) -> None:
-        self.directory = Path(test_file).resolve().parent
-        impl = os.environ.get(IMPL_ENV, "solution")
-        self.file = self.directory / f"{impl}.py" if impl in ("solution", "starter") else Path(impl).resolve()
-        self.manifest: LabManifest = load_manifest(self.directory, default_plugins().checkers())
-
-    def check_ids(self, gpu: bool) -> list[str]:
-        want = Hardware.gpu if gpu else Hardware.cpu
-        return [cid for cid, c in self.manifest.checks.items() if (c.requires is Hardware.gpu) == (want is Hardware.gpu)]
+    def __init__(self, lab_dir: Path, impl: str) -> None:
+        self.directory = lab_dir
+        self.file = lab_dir / f"{impl}.py" if impl in ("solution", "starter") else Path(impl).resolve()
+        self.manifest: LabManifest = load_manifest(lab_dir, default_plugins().checkers())
 
     @functools.cached_property
     def result(self) -> GradeResult:
-        grader = Grader(Lab(self.manifest), default_plugins(), probe(), Seeds.from_env())
-        return grader.grade(self.file)
+        return Grader(self.manifest).grade(self.file)
 
     def check(self, check_id: str) -> CheckResult:
         return next(c for c in self.result.checks if c.id == check_id)
@@ -47,7 +44,35 @@ class LabRun:
         import pytest
 
         result = self.check(check_id)
+        assert self.result.gradable, f"not gradable: {self.result.error}"
         if result.status is Status.skipped:
             pytest.skip(result.message)
-        assert self.result.gradable, f"not gradable: {self.result.error}"
         assert result.status is Status.passed, f"{check_id} {result.status.value}: {result.message}"
+
+
+@functools.lru_cache(maxsize=None)
+def lab_run(lab_dir: Path, impl: str) -> LabRun:
+    return LabRun(lab_dir, impl)
+
+
+def _run_for(module_file: str) -> LabRun:
+    return lab_run(Path(module_file).resolve().parent, os.environ.get(IMPL_ENV, "solution"))
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    """One test per check of the lab whose test_lab.py imported this; GPU checks marked ``gpu``."""
+    if "check_id" not in metafunc.fixturenames:
+        return
+    import pytest
+
+    checks = _run_for(metafunc.module.__file__).manifest.checks
+    params = [
+        pytest.param(cid, marks=[pytest.mark.gpu] if check.requires is Hardware.gpu else [], id=cid)
+        for cid, check in checks.items()
+    ]
+    metafunc.parametrize("check_id", params)
+
+
+def test_check(request: Any, check_id: str) -> None:
+    """The check passes on the implementation under test."""
+    _run_for(request.module.__file__).assert_passed(check_id)

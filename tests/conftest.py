@@ -9,13 +9,10 @@ from pathlib import Path
 import pytest
 
 from grader import cli
-from grader.lab import Lab
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import GradeResult
-from grader.sandbox.launchers import probe
-from grader.seeds import Seeds
-from grader.session import Grader
+from grader.session import Grader, GradingOptions
 from support import LAB01
 
 @pytest.fixture
@@ -54,7 +51,7 @@ def grade() -> Callable[..., GradeResult]:
         else:
             path = submission
         manifest = load_manifest(lab_dir, default_plugins().checkers())
-        grader = Grader(Lab(manifest), default_plugins(), probe(), Seeds.from_env(seed))
+        grader = Grader(manifest, GradingOptions(seed=seed))
         return grader.grade(path)
 
     return run

@@ -69,7 +69,7 @@ def test_lab_found_from_the_functions_the_file_defines(run_cli, tmp_path: Path) 
         (["submit", str(LAB01 / "solution.py"), "--exercise", "lab-99"], "unknown exercise 'lab-99'"),
         (["submit", str(LAB01 / "solution.py"), "--fail-under", "150"], "must be between 0 and 100"),
         (["submit", str(LAB01 / "solution.py"), "--frobnicate"], "unrecognized arguments: --frobnicate"),
-        (["submit", str(LAB01)], "is not a regular file"),
+        (["submit", str(LAB01)], "is a folder, not a regular file"),
         (["selftest", "lab-77"], "unknown exercise 'lab-77'"),
         (["validate", "no/such/manifest.toml"], "no/such/manifest.toml: no such file or folder"),
     ],
@@ -174,3 +174,57 @@ def test_real_process_exit_codes(tmp_path: Path) -> None:
     assert done.returncode == 0 and "Score: 0 / 10" in done.stdout
     done = run_grader_process("submit", str(tmp_path / "missing.py"), cwd=ROOT, env=env)
     assert done.returncode == 2 and done.stderr.strip() == f"grader: error: {tmp_path / 'missing.py'}: no such file"
+
+
+def test_a_bad_out_is_bad_input_found_before_grading(run_cli, tmp_path: Path) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    code, out, err = run_cli("submit", LAB01 / "solution.py", "--out", a_file)
+    assert code == 2 and "exists and is not a folder" in err and "Score" not in out
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anywhere; the check above covers root
+        code, out, err = run_cli("submit", LAB01 / "solution.py", "--out", locked / "deeper")
+        assert code == 2 and "cannot write reports there" in err
+
+
+def test_exercise_flag_contradicting_the_files_exercise_line_is_an_error(run_cli, tmp_path: Path) -> None:
+    code, out, err = run_cli("submit", LAB01 / "solution.py", "--exercise", "lab-03", "--out", tmp_path)
+    assert code == 2
+    assert "declares EXERCISE = 'lab-01-moe-routing' but --exercise names lab-03-tiled-gemm" in err
+    code, _, _ = run_cli("submit", LAB01 / "solution.py", "--exercise", "lab-01", "--out", tmp_path)
+    assert code == 0
+
+
+def test_a_file_too_deep_to_parse_is_graded_not_a_crash(run_cli, tmp_path: Path) -> None:
+    deep = tmp_path / "deep.py"
+    deep.write_text("x = " + "(" * 100000 + ")" * 100000 + "\n")
+    code, out, err = run_cli("submit", deep, "--out", tmp_path / "r")
+    assert code == 2 and "cannot tell which lab" in err  # no EXERCISE line, no functions: bad input
+    code, out, err = run_cli("submit", deep, "--exercise", "lab-01", "--out", tmp_path / "r")
+    assert code == 0 and "Score: 0 / 10" in out
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["gradable"] is True
+
+
+def test_a_file_name_that_is_not_utf8_gets_all_its_reports(tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9-\xff.py")
+    (tmp_path / name).write_bytes((LAB01 / "solution.py").read_bytes())
+    done = run_grader_process("submit", os.path.join(str(tmp_path), name), "--out", str(tmp_path / "r"), cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "r" / "result.json").read_text(encoding="utf-8"))
+    assert result["submission"] == "caf?-?.py" and result["score"] == 10
+    assert (tmp_path / "r" / "scorecard.md").is_file() and (tmp_path / "r" / "junit.xml").is_file()
+
+
+def test_list_into_a_closed_pipe_says_nothing(tmp_path: Path) -> None:
+    import subprocess
+
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [os.path.join(os.path.dirname(os.sys.executable), "grader"), "list"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        assert proc.stderr.read() == b"" and proc.wait() == 0

@@ -10,8 +10,8 @@ import pytest
 from grader import discovery
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
-from grader.sandbox.launchers import probe
 from grader.selftest import run_selftest
+from grader.session import GradingOptions
 
 LABS = discovery.find_labs()
 
@@ -24,7 +24,7 @@ def test_labs_are_found() -> None:
 def test_selftest(lab_id: str) -> None:
     out = io.StringIO()
     manifest = load_manifest(LABS[lab_id], default_plugins().checkers())
-    ok = run_selftest(manifest, default_plugins(), probe(), out)
+    ok = run_selftest(manifest, GradingOptions(), default_plugins(), out)
     assert ok, out.getvalue()
     text = out.getvalue()
     assert "FAIL" not in text

@@ -27,9 +27,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from grader import hookimpl
-from grader.checkers.base import Checker, Verdict
-from grader.manifest import CheckSpec
+from grader.api import Checker, CheckSpec, Verdict, hookimpl
 
 
 class DeterministicOptions(CheckSpec):

@@ -12,9 +12,8 @@ import pytest
 from grader.lab import Lab
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
-from grader.sandbox.launchers import probe
 from grader.seeds import Seeds
-from grader.session import Grader
+from grader.session import Grader, GradingOptions
 from support import LAB01
 
 CHEAT = '''
@@ -50,10 +49,10 @@ def test_secret_seed_defeats_hard_coded_public_answers(tmp_path: Path, monkeypat
     cheat.write_text(CHEAT.format(table=json.dumps(table)))
 
     def route_statuses(seeds: Seeds) -> set[str]:
-        result = Grader(Lab(manifest), default_plugins(), probe(), seeds).grade(cheat)
+        result = Grader(manifest, GradingOptions(seed=seeds.public)).grade(cheat)
         return {c.status.value for c in result.checks if c.function == "route"}
 
-    assert route_statuses(Seeds(123)) == {"passed"}  # the cheat works against the public seed...
+    assert route_statuses(Seeds.from_env(123)) == {"passed"}  # the cheat works against the public seed...
     monkeypatch.setenv("GRADER_SECRET_SEED", "only-the-course-staff-know")
     assert route_statuses(Seeds.from_env(123)) == {"error"}  # ...and not once a secret is mixed in
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.batch.store import write_atomic
+from grader.atomic import write_atomic
 
 WIDTH, HEIGHT = 640, 360
 LEFT, RIGHT, TOP, BOTTOM = 56, 30, 40, 44

@@ -13,17 +13,19 @@ listed, with the reason, among the skipped entries, as is anything else that can
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.discovery import pick_submission, python_files
+from grader.discovery import declared_exercise, pick_submission, python_files, read_submission
 from grader.errors import UsageError
 from grader.manifest import LabManifest
-from grader.submission import read_submission, sha256
+from grader.text import printable
 
 GRADESCOPE_METADATA = "submission_metadata.yml"
 CANVAS_NAME = re.compile(r"^(?P<student>.+?)(?:_late)?_(?P<user>\d+)_(?P<attachment>\d+)_(?P<file>.+\.py)$", re.I)
@@ -41,6 +43,8 @@ class Entry:
     """The file, relative to the batch folder (for the gradebook)."""
     sha256: str
     layout: str
+    warning: str | None = None
+    """Something the TA must know (the file names another lab), said loudly; it is graded anyway."""
 
 
 @dataclass
@@ -52,8 +56,14 @@ class Skipped:
 
 
 def safe_name(text: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9._@+-]+", "_", text.strip()).strip("._-")[:80]
-    return name or "student"
+    """A student's name as a folder name: readable for any Unicode (letters and digits of every
+    script are kept), stable (it depends on the name alone, never on the rest of the roster),
+    at most 80 UTF-8 bytes. A name with nothing readable left gets a hash of itself."""
+    text = unicodedata.normalize("NFC", printable(text, keep_newlines=False))
+    name = re.sub(r"[^\w.@+-]+", "_", text.strip(), flags=re.UNICODE).strip("._-")
+    while len(name.encode("utf-8")) > 80:
+        name = name[:-1]
+    return name or f"student-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]}"
 
 
 def _special(path: Path) -> str | None:
@@ -92,7 +102,11 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
 
     for path in children:
         name = path.name
-        if name.startswith(".") or name == GRADESCOPE_METADATA:
+        if name == GRADESCOPE_METADATA:
+            continue
+        if name.startswith("."):
+            if not (excluded is not None and excluded == path.resolve()):
+                skipped.append(Skipped(name, "is hidden (its name starts with a dot); rename it to grade it"))
             continue
         why = _special(path)
         if why:
@@ -124,32 +138,39 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
         for folder, names in gradescope.items():
             if folder not in present:
                 skipped.append(Skipped(folder, f"named in {GRADESCOPE_METADATA} ({' + '.join(names)}) but has no folder"))
-    return _finish(root, entries, skipped)
+    return _finish(root, manifest, entries, skipped)
 
 
-def _finish(root: Path, raw: list[tuple[str, Path, str]], skipped: list[Skipped]) -> tuple[list[Entry], list[Skipped]]:
-    taken: set[str] = set()
+def _finish(
+    root: Path, manifest: LabManifest, raw: list[tuple[str, Path, str]], skipped: list[Skipped]
+) -> tuple[list[Entry], list[Skipped]]:
+    """Read each chosen file once (hash, EXERCISE line) and give each student a unique folder name.
+    Two students whose names clean to the same folder are told apart by a hash of their own
+    original name, so nobody's folder depends on who else is in the class."""
     out: list[Entry] = []
-    for student, path, layout in sorted(raw, key=lambda r: (r[0].lower(), str(r[1]))):
-        rel = str(path.relative_to(root))
-        try:
-            rel.encode("utf-8")
-        except UnicodeEncodeError:
-            skipped.append(Skipped(rel.encode("utf-8", "replace").decode(), "its name is not valid UTF-8; rename it"))
-            continue
-        try:
-            digest = sha256(read_submission(path))
-        except UsageError as exc:
-            skipped.append(Skipped(rel, str(exc).split(": ", 1)[-1]))
-            continue
-        base = safe_name(student)
-        if base.lower() in RESERVED:
-            base += "-student"
-        key, n = base, 2
-        while key.lower() in taken:
-            key, n = f"{base}-{n}", n + 1
-        taken.add(key.lower())
-        out.append(Entry(key, path, rel, digest, layout))
+    keys: dict[str, list[tuple[str, Path, str]]] = defaultdict(list)
+    for student, path, layout in raw:
+        keys[safe_name(student).lower()].append((student, path, layout))
+    for group in keys.values():
+        for student, path, layout in group:
+            rel = printable(str(path.relative_to(root)), keep_newlines=False)
+            try:
+                file = read_submission(path, root)
+            except UsageError as exc:
+                skipped.append(Skipped(rel, str(exc).split(": ", 1)[-1]))
+                continue
+            key = safe_name(student)
+            if len(group) > 1:
+                own = (student + "\0" + rel).encode("utf-8", "replace")
+                key = f"{key}-{hashlib.sha256(own).hexdigest()[:6]}"
+            if key.lower() in RESERVED:
+                key += "-student"
+            declared = declared_exercise(file.text)
+            warning = None
+            if declared and not manifest.id.startswith(declared):
+                warning = f"{rel} declares EXERCISE = {printable(declared, 60, False)!r} but is graded as {manifest.id}"
+            out.append(Entry(key, path, rel, file.sha256, layout, warning))
+    out.sort(key=lambda e: (e.student.lower(), e.file))
     skipped.sort(key=lambda s: s.name)
     return out, skipped
 

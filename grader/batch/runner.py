@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from grader.batch.layouts import Entry, Skipped, find_submissions
 from grader.batch.progress import Progress
 from grader.batch.shard import Shard
-from grader.batch.store import STATE, Store, write_reports_atomic
+from grader.batch.store import STATE, Store
 from grader.batch.summary import write_class_outputs
 from grader.errors import InfrastructureError, UsageError
 from grader.manifest import LabManifest
@@ -36,7 +36,13 @@ from grader.plugins import Plugins
 from grader.results import GradeResult, SandboxInfo
 from grader.sandbox.launchers import Launcher
 from grader.seeds import Seeds
-from grader.session import not_gradable, sandbox_info
+from grader.session import (
+    Grader,
+    GradingOptions,
+    not_gradable,
+    sandbox_info,
+    write_reports,
+)
 
 ATTEMPTS = 2
 """A submission whose worker dies is graded at most this many times."""
@@ -52,6 +58,7 @@ class BatchOptions:
     force: bool = False
     seed: int | None = None
     allow_unsandboxed: bool = False
+    deadline_s: float | None = None
     shard: Shard | None = None
 
 
@@ -94,6 +101,20 @@ def silence_limit_s(manifest: LabManifest) -> float:
     return max(300.0, 20.0 * longest)
 
 
+def worker_argv() -> list[str]:
+    """The batch worker's command: Python isolated (-I), its import path given explicitly: this very
+    grader package first, then PYTHONPATH and this process's path (a TA's plugins) without the
+    current folder, so a ``grader/`` folder where the TA stands is never imported."""
+    here = os.path.realpath(os.getcwd())
+    path = [str(Path(__file__).resolve().parents[2])]
+    for entry in [*os.environ.get("PYTHONPATH", "").split(os.pathsep), *sys.path]:
+        entry = os.path.abspath(entry) if entry else ""
+        if entry and os.path.realpath(entry) != here and entry not in path:
+            path.append(entry)
+    code = f"import sys; sys.path[:0] = {path!r}; from grader.batch.worker import main; sys.exit(main())"
+    return [sys.executable, "-I", "-c", code]
+
+
 class _Worker:
     """One batch worker process and the submission it is grading."""
 
@@ -112,7 +133,7 @@ class _Worker:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "grader.batch.worker"],
+                worker_argv(),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
             )  # fmt: skip
         assert self.proc.stdout is not None
@@ -193,7 +214,7 @@ def _outcome(result: GradeResult) -> str:
 def run_batch(
     plugins: Plugins,
     manifest: LabManifest,
-    launcher: Launcher,
+    grading: GradingOptions,
     options: BatchOptions,
     stream: TextIO | None = None,
     tty: bool | None = None,
@@ -201,7 +222,8 @@ def run_batch(
     """Grade every submission under ``options.folder``; returns every current student's result."""
     stream = stream or sys.stderr
     started = time.monotonic()
-    seeds = Seeds.from_env(options.seed)
+    seeds = Seeds.from_env(grading.seed)
+    launcher = Grader(manifest, grading, plugins).launcher()
     entries, skipped = _find(options, manifest)
     shard = options.shard
     if shard is not None:
@@ -279,6 +301,9 @@ def _announce(options: BatchOptions, launcher: Launcher, seeds: Seeds, outcome: 
         print("grader batch: GRADER_SECRET_SEED is not set: inputs come from the public seed only", file=stream)
     for warning in launcher.warnings:
         print(f"grader batch: warning: {warning}", file=stream)
+    for entry in outcome.entries:
+        if entry.warning:
+            print(f"grader batch: WARNING: student {entry.student}: {entry.warning}", file=stream)
 
 
 class _Scheduler:
@@ -303,10 +328,12 @@ class _Scheduler:
             "op": "config",
             "manifest": str(manifest.path.resolve()),
             "seed": options.seed,
-            "sandbox": "bubblewrap" if launcher.mode == "bubblewrap" else "process",
+            "sandbox": launcher.mode,
             "allow_unsandboxed": options.allow_unsandboxed,
+            "deadline_s": options.deadline_s,
             "parent": os.getpid(),
         }
+        self.root = os.path.abspath(options.folder)
         self.workers: list[_Worker] = []
         self.by_fd: dict[int, _Worker] = {}
 
@@ -355,7 +382,9 @@ class _Scheduler:
             worker.last_seen = time.monotonic()
             worker.job = job
             out_dir = self.store.student_dir(job.entry.student)
-            message = {"op": "grade", "id": job.id, "path": str(job.entry.path.resolve()), "out": str(out_dir)}
+            message = {
+                "op": "grade", "id": job.id, "path": os.path.abspath(job.entry.path), "root": self.root, "out": str(out_dir),
+            }  # fmt: skip
             if worker.send(message):
                 self.progress.started_one(worker.slot, job.entry.student)
             # A failed send means the worker is gone: its end of stdout closes and _died follows.
@@ -410,7 +439,7 @@ class _Scheduler:
         result = not_gradable(
             self.manifest, job.entry.path.name, job.entry.sha256, reason, sandbox_info(self.launcher), self.seeds
         )
-        write_reports_atomic(self.plugins, result, self.store.student_dir(job.entry.student))
+        write_reports(result, self.store.student_dir(job.entry.student), self.plugins)
         self._finish(worker, job, result)
 
     def _died(self, worker: _Worker, why: str | None) -> None:

@@ -16,57 +16,21 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from grader import __version__
+from grader.atomic import write_atomic
 from grader.batch.shard import Shard
 from grader.errors import UsageError
 from grader.manifest import LabManifest
-from grader.plugins import Plugins
 from grader.results import GradeResult
 from grader.seeds import Seeds
 
 STATE = ".state"
 RANDOM = "[a-z0-9_]" * 8
 """The random part of a name from ``tempfile`` (eight of these characters), as a glob."""
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_reports_atomic(plugins: Plugins, result: GradeResult, out_dir: Path) -> None:
-    """Every file reporter's output for ``result`` in ``out_dir``, each file renamed into place.
-
-    Reporters write into a private staging folder beside ``out_dir`` (so a third-party reporter
-    needs nothing special); the finished files are then moved over one by one.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent))
-    try:
-        for cls in plugins.reporter_classes.values():
-            if cls.filename is not None:
-                cls().write(result, staging)
-        for item in sorted(staging.iterdir()):
-            if item.is_file():
-                os.replace(item, out_dir / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    plugins.grading_finished(result, out_dir)
 
 
 def lab_fingerprint(manifest: LabManifest) -> str:

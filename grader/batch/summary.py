@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from grader import __version__
+from grader.atomic import write_atomic
 from grader.batch.histogram import BINS, bins, write_histogram
 from grader.batch.layouts import Entry, Skipped
-from grader.batch.store import write_atomic
 from grader.manifest import LabManifest
 from grader.reporters.markdown import cell
 from grader.results import GradeResult, Status

@@ -24,16 +24,13 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from grader import hookimpl
-from grader.batch.store import write_reports_atomic
+from grader.discovery import read_submission
 from grader.errors import UsageError
-from grader.lab import Lab
+from grader.hookspecs import hookimpl
 from grader.manifest import LabManifest, load_manifest
 from grader.plugins import build as build_plugins
 from grader.results import CheckResult
-from grader.sandbox.launchers import choose
-from grader.seeds import Seeds
-from grader.session import Grader
+from grader.session import Grader, GradingOptions, write_reports
 
 PR_SET_PDEATHSIG = 1
 
@@ -85,8 +82,16 @@ def serve(lines: TextIO, channel: TextIO) -> int:
     try:
         plugins = build_plugins(extra=[heartbeat])
         manifest = load_manifest(Path(config["manifest"]), plugins.checkers())
-        launcher = choose(config.get("sandbox") or "auto", official=True, allow_unsandboxed=bool(config.get("allow_unsandboxed")))
-        grader = Grader(Lab(manifest), plugins, launcher, Seeds.from_env(config.get("seed")), slot=int(config["slot"]))
+        options = GradingOptions(
+            seed=config.get("seed"),
+            sandbox=config.get("sandbox") or "auto",
+            official=True,
+            allow_unsandboxed=bool(config.get("allow_unsandboxed")),
+            deadline_s=config.get("deadline_s"),
+            slot=int(config["slot"]),
+        )
+        grader = Grader(manifest, options, plugins)
+        launcher = grader.launcher()
     except Exception as exc:  # the batch reports it once and stops: every job would fail alike
         send(channel, {"op": "fatal", "error": f"{type(exc).__name__}: {exc}"})
         traceback.print_exc()
@@ -96,8 +101,9 @@ def serve(lines: TextIO, channel: TextIO) -> int:
         job = json.loads(line)
         heartbeat.job = job["id"]
         try:
-            result = grader.grade(Path(job["path"]))
-            write_reports_atomic(plugins, result, Path(job["out"]))
+            root = Path(job["root"]) if job.get("root") else None
+            result = grader.grade(read_submission(Path(job["path"]), root))
+            write_reports(result, Path(job["out"]), plugins)
         except UsageError as exc:
             send(channel, {"op": "refused", "id": job["id"], "error": str(exc)})
             continue

@@ -2,7 +2,7 @@
 
 A checker is a class with a unique ``name`` (the manifest's ``kind``) and an ``Options`` model
 (the manifest entry, validated). ``run`` returns a :class:`Verdict`; when the submission itself
-fails to answer, the :class:`~grader.submission.SubmissionFault` it raises is turned into an
+fails to answer, the :class:`~grader.sandbox.values.SubmissionFault` it raises is turned into an
 ``error`` or ``failed`` verdict by the session, so checkers only handle the answers they get.
 """
 
@@ -17,12 +17,12 @@ from pydantic import Field
 
 from grader.manifest import CheckSpec, LabManifest
 from grader.results import Mismatch, Status
-from grader.submission import Outputs, SubmissionFault
+from grader.sandbox.values import Outputs, SubmissionFault
 
 if TYPE_CHECKING:
     from grader.lab import Case, Lab
+    from grader.sandbox.client import Submission
     from grader.seeds import Seeds
-    from grader.submission import Submission
 
 
 @dataclass
@@ -39,6 +39,10 @@ class Verdict:
     margin: float | None = None
     """For a measured requirement (a speed): measured / required - 1, negative when it falls short.
     A failed check of a :class:`TimedCheckSpec` kind within its ``retry_near`` is measured again."""
+    hint: str | None = None
+    """What to look at, when the check's own hint does not fit why it failed ("" for none)."""
+    traceback: str = ""
+    """The submission's own traceback, when it raised."""
 
     @classmethod
     def passed(cls, message: str, **kw: Any) -> Verdict:

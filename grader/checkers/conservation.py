@@ -15,8 +15,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from grader import dims as dimexpr
-from grader.checkers.base import Checker, CheckContext, Verdict
-from grader.manifest import CheckSpec, LabManifest, case_set_problems
+from grader.api import (
+    CheckContext,
+    Checker,
+    CheckSpec,
+    LabManifest,
+    Verdict,
+    case_set_problems,
+)
 
 Namespace = Mapping[str, Any]
 

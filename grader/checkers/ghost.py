@@ -12,10 +12,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from grader.checkers.base import Checker, CheckContext, Verdict
-from grader.checkers.compare import compare
+from grader.api import CheckContext, Checker, SubmissionFault, Verdict, compare
 from grader.checkers.oracle import OracleOptions
-from grader.submission import SubmissionFault
 
 
 class GhostOptions(OracleOptions):

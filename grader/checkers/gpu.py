@@ -21,19 +21,21 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from grader.checkers.base import Checker, CheckContext, TimedCheckSpec, Verdict
-from grader.lab import Case
-from grader.manifest import CheckSpec, Hardware, LabManifest, _defined_functions, case_set_problems
+from grader.api import (
+    Case,
+    CheckContext,
+    Checker,
+    CheckSpec,
+    Hardware,
+    LabManifest,
+    TimedCheckSpec,
+    Verdict,
+    case_set_problems,
+    support_function_problems,
+)
 from grader.sandbox.boot import gpu as harness
 
 LIBRARY_GEMM = ("nvjet", "gemm", "cutlass", "cublas", "xmma", "Kernel2", "splitKreduce")
-
-
-def _lab_function_problem(manifest: LabManifest, key: str, name: str | None) -> list[tuple[str, str, str]]:
-    if name is None:
-        return []
-    names = _defined_functions(manifest.directory / manifest.lab.support) or set()
-    return [] if name in names else [(key, f"a function defined in {manifest.lab.support}", repr(name))]
 
 
 class GpuSpeedOptions(TimedCheckSpec):
@@ -52,7 +54,7 @@ class GpuSpeedOptions(TimedCheckSpec):
     fingerprint_rtol: float = Field(default=2e-2, gt=0, description="How far a timed output's fingerprint may drift.")
 
     def problems(self, manifest: LabManifest) -> list[tuple[str, str, str]]:
-        out = _lab_function_problem(manifest, "fresh", self.fresh) + _lab_function_problem(manifest, "floor", self.floor)
+        out = support_function_problems(manifest, self.fresh, "fresh") + support_function_problems(manifest, self.floor, "floor")
         return out + case_set_problems(manifest, self.cases)
 
 

@@ -6,9 +6,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from grader.checkers.base import Checker, CheckContext, Verdict
-from grader.checkers.compare import compare, sort_rows
-from grader.manifest import CheckSpec, LabManifest, case_set_problems, tolerance_problems
+from grader.api import (
+    CheckContext,
+    Checker,
+    CheckSpec,
+    LabManifest,
+    Verdict,
+    case_set_problems,
+    compare,
+    sort_rows,
+    tolerance_problems,
+)
 
 
 class OracleOptions(CheckSpec):

@@ -12,8 +12,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from grader.checkers.base import Checker, CheckContext, Verdict
-from grader.manifest import CheckSpec, LabManifest, _defined_functions
+from grader.api import (
+    CheckContext,
+    Checker,
+    CheckSpec,
+    LabManifest,
+    Verdict,
+    support_function_problems,
+)
 
 
 class PropertyOptions(CheckSpec):
@@ -25,10 +31,7 @@ class PropertyOptions(CheckSpec):
     params: dict[str, Any] = Field(default_factory=dict, description="Constants passed to the claim.")
 
     def problems(self, manifest: LabManifest) -> list[tuple[str, str, str]]:
-        names = _defined_functions(manifest.directory / manifest.lab.support) or set()
-        if self.claim not in names:
-            return [("claim", f"a function defined in {manifest.lab.support}", repr(self.claim))]
-        return []
+        return support_function_problems(manifest, self.claim, "claim")
 
 
 class PropertyChecker(Checker):

@@ -24,8 +24,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from grader.checkers.base import Checker, CheckContext, Verdict
-from grader.manifest import CheckSpec, LabManifest
+from grader.api import CheckContext, Checker, CheckSpec, LabManifest, Verdict
 
 MATMUL_CALLS = {
     "numpy.matmul", "numpy.dot", "numpy.einsum", "numpy.tensordot", "numpy.inner", "numpy.vdot",

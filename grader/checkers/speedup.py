@@ -16,10 +16,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from grader.checkers.base import Checker, CheckContext, TimedCheckSpec, Verdict
-from grader.checkers.compare import compare
-from grader.lab import Case
-from grader.manifest import LabManifest, case_set_problems, tolerance_problems
+from grader.api import (
+    Case,
+    CheckContext,
+    Checker,
+    LabManifest,
+    TimedCheckSpec,
+    Verdict,
+    case_set_problems,
+    compare,
+    tolerance_problems,
+)
 
 
 class CpuSpeedupOptions(TimedCheckSpec):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
+from grader.atomic import write_atomic
 from grader.results import GradeResult
 
 
@@ -31,16 +30,5 @@ class LmsFormat:
         return self.write_payload(self.payload(result), path)
 
     def write_payload(self, payload: dict[str, Any], path: Path) -> Path:
-        """Write atomically (temporary file, then rename): the platform never reads half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.dumps(payload))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        """Write atomically: the platform never reads half a file."""
+        return write_atomic(path, self.dumps(payload))

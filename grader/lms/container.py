@@ -9,23 +9,19 @@ reason when not even the lab could be loaded.
 from __future__ import annotations
 
 import sys
-import traceback
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from grader import discovery
-from grader.errors import InfrastructureError, UsageError
-from grader.lab import Lab
+from grader.errors import UsageError
 from grader.lms.base import LmsFormat
 from grader.manifest import LabManifest, load_manifest
 from grader.plugins import default as default_plugins
 from grader.reporters.terminal import TerminalReporter
-from grader.results import GradeResult, SandboxInfo
-from grader.sandbox.launchers import Launcher, choose
+from grader.results import GradeResult
 from grader.seeds import Seeds
-from grader.session import Grader, not_gradable
-from grader.submission import read_submission, sha256
+from grader.session import Grader, GradingOptions, internal_error, not_gradable
 
 
 class Problem(str, Enum):
@@ -44,16 +40,6 @@ class ContainerGrading:
     @property
     def exit_code(self) -> int:
         return {None: 0, Problem.submission: 2, Problem.infrastructure: 3}[self.problem]
-
-
-NO_WORKER = SandboxInfo(mode="none", degraded=False, warnings=["no worker was started"])
-
-
-def _launcher(sandbox: str, allow_unsandboxed: bool) -> Launcher:
-    try:
-        return choose(sandbox, official=True, allow_unsandboxed=allow_unsandboxed)
-    except InfrastructureError as exc:
-        raise _Infra(str(exc)) from None
 
 
 class _Infra(Exception):
@@ -80,46 +66,33 @@ def _lab(exercise: str | None, candidates: list[Path]) -> LabManifest:
         raise _Infra(f"the autograder is misconfigured: {exc}") from None
 
 
-def grade_upload(
-    folder: Path,
-    exercise: str | None,
-    sandbox: str = "auto",
-    allow_unsandboxed: bool = False,
-    seed: int | None = None,
-) -> ContainerGrading:
+def grade_upload(folder: Path, exercise: str | None, options: GradingOptions) -> ContainerGrading:
     """Grade the one submission in ``folder`` as official grading; never raises."""
-    seeds = Seeds.from_env(seed)
+    seeds = Seeds.from_env(options.seed)
     manifest: LabManifest | None = None
     try:
         candidates, notes = discovery.python_files(folder) if folder.is_dir() else ([], [])
         manifest = _lab(exercise, candidates)
         try:
-            path = discovery.pick_submission(candidates, manifest, "your upload")
-            source = read_submission(path)
+            file = discovery.read_submission(discovery.pick_submission(candidates, manifest, "your upload"))
         except UsageError as exc:
             reason = str(exc) + (f" ({'; '.join(notes)})" if notes else "")
-            return ContainerGrading(not_gradable(manifest, "(none)", "", reason, NO_WORKER, seeds), Problem.submission, reason)
-        try:
-            launcher = _launcher(sandbox, allow_unsandboxed)
-        except _Infra as exc:
-            result = not_gradable(manifest, path.name, sha256(source), str(exc), NO_WORKER, seeds)
-            return ContainerGrading(result, Problem.infrastructure, str(exc))
-        result = Grader(Lab(manifest), default_plugins(), launcher, seeds).grade(path)
+            return ContainerGrading(not_gradable(manifest, "(none)", "", reason, seeds=seeds), Problem.submission, reason)
+        result = Grader(manifest, options).grade(file)
         if not result.gradable:
             return ContainerGrading(result, Problem.infrastructure, result.error or "")
         return ContainerGrading(result)
     except _Infra as exc:
         return _failed(manifest, str(exc), seeds)
     except Exception as exc:  # a grader bug: the platform still gets a valid file saying so
-        traceback.print_exc()
-        return _failed(manifest, f"internal error: {type(exc).__name__}: {exc}", seeds)
+        return _failed(manifest, internal_error(exc), seeds)
 
 
 def _failed(manifest: LabManifest | None, reason: str, seeds: Seeds) -> ContainerGrading:
     if manifest is None:
         return ContainerGrading(None, Problem.infrastructure, reason)
     try:
-        return ContainerGrading(not_gradable(manifest, "(none)", "", reason, NO_WORKER, seeds), Problem.infrastructure, reason)
+        return ContainerGrading(not_gradable(manifest, "(none)", "", reason, seeds=seeds), Problem.infrastructure, reason)
     except Exception:
         return ContainerGrading(None, Problem.infrastructure, reason)
 
@@ -130,7 +103,6 @@ def write_platform_file(fmt: LmsFormat, grading: ContainerGrading, path: Path) -
         payload = fmt.payload(grading.result) if grading.result is not None else fmt.error_payload(grading.reason)
         fmt.dumps(payload)
     except Exception as exc:
-        traceback.print_exc()
         payload = fmt.error_payload(f"{grading.reason or 'rendering the result failed'} ({type(exc).__name__}: {exc})")
     fmt.write_payload(payload, path)
 
@@ -144,4 +116,18 @@ def print_log(grading: ContainerGrading) -> None:
     sys.stdout.flush()
 
 
-__all__ = ["ContainerGrading", "Problem", "grade_upload", "print_log", "write_platform_file"]
+PLATFORM_PATHS = {"gradescope": ("submission", "results/results.json"), "prairielearn": ("student", "results/results.json")}
+"""Where each platform puts the upload and reads the result, below its root."""
+
+
+def run_container(platform: str, root: Path, exercise: str | None, options: GradingOptions) -> int:
+    """The whole container flow: grade the upload, write the platform's file, log; the exit code."""
+    fmt = default_plugins().lms_classes[platform]()
+    upload, target = PLATFORM_PATHS[platform]
+    grading = grade_upload(root / upload, exercise, options)
+    write_platform_file(fmt, grading, root / target)
+    print_log(grading)
+    return grading.exit_code
+
+
+__all__ = ["ContainerGrading", "Problem", "grade_upload", "print_log", "run_container", "write_platform_file"]

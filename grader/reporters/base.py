@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+from grader.atomic import write_atomic
 from grader.results import GradeResult
 
 
@@ -18,9 +19,7 @@ class Reporter:
         raise NotImplementedError
 
     def write(self, result: GradeResult, out_dir: Path) -> Path | None:
-        """Write the rendering into ``out_dir`` and return the path written."""
+        """Write the rendering into ``out_dir`` (atomically: whole or absent) and return the path written."""
         if self.filename is None:
             return None
-        path = out_dir / self.filename
-        path.write_text(self.render(result), encoding="utf-8")
-        return path
+        return write_atomic(out_dir / self.filename, self.render(result))

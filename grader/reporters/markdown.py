@@ -46,6 +46,8 @@ def _section(check: CheckResult) -> list[str]:
         lines.append("")
     if check.table:
         lines += table(check.table) + [""]
+    if check.traceback.strip():
+        lines += ["Traceback (your code's frames):", "", block(check.traceback.strip()[-4000:]), ""]
     if check.hint:
         lines += [f"**What to look at:** {check.hint}", ""]
     return lines

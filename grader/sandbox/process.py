@@ -11,7 +11,6 @@ import os
 import select
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,37 @@ from grader.sandbox.launchers import WorkerCommand
 from grader.sandbox.uids import UidLease
 from grader.text import printable
 
+OUTPUT_HEAD = 2000
 OUTPUT_TAIL = 4000
+"""What the worker prints is kept up to these many bytes at its start and at its end; the rest is
+read and discarded, so a chatty submission neither fills a file (its writes never fail) nor the
+grader's memory."""
+
+
+class OutputTail:
+    """The start and the end of a stream, and how much was dropped between them."""
+
+    def __init__(self, head: int = OUTPUT_HEAD, tail: int = OUTPUT_TAIL) -> None:
+        self.head_limit, self.tail_limit = head, tail
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail += chunk
+        if len(self.tail) > self.tail_limit:
+            cut = len(self.tail) - self.tail_limit
+            self.dropped += cut
+            del self.tail[:cut]
+
+    def text(self) -> str:
+        middle = f"\n... ({self.dropped} bytes of output not kept) ...\n" if self.dropped else ""
+        raw = self.head.decode("utf-8", errors="replace") + middle + self.tail.decode("utf-8", errors="replace")
+        return printable(raw, OUTPUT_HEAD + OUTPUT_TAIL + 100)
 
 
 class WorkerTimeout(Exception):
@@ -55,9 +84,10 @@ class WorkerProcess:
         uid ``lease`` (if any) is released once every process of that uid is gone."""
         self.max_message_bytes = max_message_bytes
         self._lease = lease
-        self._log = tempfile.TemporaryFile()
+        self.output = OutputTail()
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
+        out_r, out_w = os.pipe()
         try:
             self.command = build((req_r, resp_w))
             self.proc = subprocess.Popen(
@@ -65,18 +95,19 @@ class WorkerProcess:
                 env=self.command.env,
                 pass_fds=self.command.pass_fds,
                 stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=self._log,
+                stdout=out_w,
+                stderr=out_w,
                 start_new_session=True,
             )
         except BaseException:
-            for fd in (req_w, resp_r):
+            for fd in (req_w, resp_r, out_r):
                 os.close(fd)
             raise
         finally:
-            for fd in {req_r, resp_w, *getattr(self, "command", WorkerCommand([], {}, (), "", None)).pass_fds}:
+            for fd in {req_r, resp_w, out_w, *getattr(self, "command", WorkerCommand([], {}, (), "", None)).pass_fds}:
                 os.close(fd)
-        self._w, self._r = req_w, resp_r
+        self._w, self._r, self._out = req_w, resp_r, out_r
+        os.set_blocking(self._out, False)
         self.survivors: list[int] = []
         os.set_blocking(self._w, False)
         os.set_blocking(self._r, False)
@@ -121,9 +152,14 @@ class WorkerProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WorkerTimeout
-            readable, _, _ = select.select([self._r], [], [], remaining)
-            if not readable:
-                raise WorkerTimeout
+            watched = [self._r] + ([self._out] if self._out >= 0 else [])
+            readable, _, _ = select.select(watched, [], [], remaining)
+            if self._out in readable:
+                self._drain()
+            if self._r not in readable:
+                if not readable:
+                    raise WorkerTimeout
+                continue
             chunk = os.read(self._r, max(1 << 16, min(n - len(self._buffer), 1 << 22)))
             if not chunk:
                 raise WorkerDied
@@ -131,6 +167,22 @@ class WorkerProcess:
         out = bytes(self._buffer[:n])
         del self._buffer[:n]
         return out
+
+    def _drain(self, limit: int = 1 << 22) -> None:
+        """Read what the worker printed (up to ``limit`` bytes now), keeping only its start and end."""
+        while limit > 0 and self._out >= 0:
+            try:
+                chunk = os.read(self._out, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:  # every writer is gone
+                os.close(self._out)
+                self._out = -1
+                return
+            self.output.add(chunk)
+            limit -= len(chunk)
 
     # -- life and death ---------------------------------------------------------------------------
 
@@ -150,12 +202,14 @@ class WorkerProcess:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover - the kernel always reaps a SIGKILL
             pass
-        for fd in (self._w, self._r):
+        self._drain()
+        for fd in (self._w, self._r, self._out):
             try:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
             except OSError:
                 pass
-        self._w = self._r = -1
+        self._w = self._r = self._out = -1
         if self.command.uid is not None and os.geteuid() == 0:
             self.survivors = reap(self.command.uid)
         if self._lease is not None and not self.survivors:
@@ -195,17 +249,8 @@ class WorkerProcess:
         return f"exited with status {code}"
 
     def output_tail(self) -> str:
-        """The last few thousand bytes the worker printed, sanitised for terminals and XML."""
-        self._log.seek(0, os.SEEK_END)
-        size = self._log.tell()
-        self._log.seek(max(0, size - OUTPUT_TAIL))
-        return printable(self._log.read().decode("utf-8", errors="replace"), OUTPUT_TAIL)
-
-    def __del__(self) -> None:
-        try:
-            self._log.close()
-        except Exception:
-            pass
+        """The start and end of what the worker printed, sanitised for terminals and XML."""
+        return self.output.text()
 
 
 def processes_of(uid: int) -> list[int]:

@@ -15,9 +15,7 @@ from grader import hookimpl, plugins
 from grader.checkers.base import Checker, CheckContext, TimedCheckSpec, Verdict
 from grader.lab import Lab
 from grader.manifest import CheckSpec, load_manifest
-from grader.sandbox.launchers import probe
-from grader.seeds import Seeds
-from grader.session import Grader
+from grader.session import Grader, GradingOptions
 from support import LAB01
 
 
@@ -96,7 +94,7 @@ def test_only_a_near_miss_of_a_timed_check_is_measured_again(make_lab) -> None:
     ScriptedSpeed.runs.clear()
     UntimedMargin.runs = 0
 
-    result = Grader(Lab(manifest), registry, probe(), Seeds()).grade(LAB01 / "solution.py")
+    result = Grader(Lab(manifest), GradingOptions(), registry).grade(LAB01 / "solution.py")
     checks = {c.id: c for c in result.checks}
 
     assert ScriptedSpeed.runs == {
@@ -130,7 +128,7 @@ def test_cpu_speedup_reports_its_margin(make_lab, near: float, measured: int) ->
     lab = make_lab(edit=edit)
     registry = plugins.default()
     manifest = load_manifest(lab, registry.checkers())
-    result = Grader(Lab(manifest), registry, probe(), Seeds()).grade(LAB01 / "solution.py")
+    result = Grader(Lab(manifest), GradingOptions(), registry).grade(LAB01 / "solution.py")
     check = next(c for c in result.checks if c.id == "grouped-is-faster")
     assert check.status.value == "failed" and "1000x needed" in check.message
     assert check.details.get("measurements", 1) == measured

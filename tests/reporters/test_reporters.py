@@ -15,7 +15,34 @@ from grader.reporters.markdown import MarkdownReporter
 from grader.reporters.terminal import TerminalReporter
 from grader.results import CheckResult, Environment, GradeResult, Mismatch, SandboxInfo, Status
 
-SCHEMA = xmlschema.XMLSchema(str(Path(__file__).resolve().parent.parent / "data" / "junit.xsd"))
+SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "data" / "junit-schemas"
+JENKINS = xmlschema.XMLSchema(str(SCHEMAS / "junit-10.xsd"))
+"""The schema the Jenkins xUnit plugin validates JUnit reports against."""
+ANT = xmlschema.XMLSchema(str(SCHEMAS / "windyroad-JUnit.xsd"))
+"""The Ant JUnit task's format."""
+
+
+def validate(path: Path) -> None:
+    JENKINS.validate(str(path))
+    ANT.validate(str(path))
+    assert gitlab_cases(path)
+
+
+def gitlab_cases(path: Path) -> dict[str, tuple[str, str, float, str]]:
+    """What GitLab's unit-test report shows, read the way its parser reads it (docs: "Unit test
+    reports"): testcase name, classname as the suite, time in seconds, and the status with the
+    text of the failure, error or skipped element; duplicate names keep the first."""
+    cases: dict[str, tuple[str, str, float, str]] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        name = case.get("name")
+        assert name, "GitLab needs a name on every testcase"
+        status, text = "success", ""
+        for tag in ("failure", "error", "skipped"):
+            element = case.find(tag)
+            if element is not None:
+                status, text = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag], element.text or ""
+        cases.setdefault(name, (case.get("classname") or "", status, float(case.get("time") or 0), text))
+    return cases
 
 
 def check(cid: str, status: Status, message: str = "", **kw) -> CheckResult:
@@ -55,7 +82,10 @@ def result() -> GradeResult:
 def test_junit_is_schema_valid_with_messages(result: GradeResult, tmp_path: Path) -> None:
     path = JUnitReporter().write(result, tmp_path)
     assert path is not None
-    SCHEMA.validate(str(path))
+    validate(path)
+    shown = gitlab_cases(path)
+    assert shown["b-fails"][:2] == ("lab-01-moe-routing", "failed") and "out[0, 1]: expected 1, got 2" in shown["b-fails"][3]
+    assert shown["c-errors"][1] == "error" and shown["d-skips"][1] == "skipped" and shown["a-passes"][1] == "success"
     suite = ET.parse(path).getroot().find("testsuite")
     assert suite is not None and suite.get("name") == "lab-01-moe-routing"
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
@@ -75,8 +105,30 @@ def test_junit_for_ungradable_result_still_valid(result: GradeResult, tmp_path: 
     result.gradable = False
     result.error = "the reference failed"
     path = JUnitReporter().write(result, tmp_path)
-    SCHEMA.validate(str(path))
+    validate(path)
     assert "the reference failed" in path.read_text()
+    assert len(ET.parse(path).getroot().findall(".//testcase")) == len(result.checks)  # no extra testcase
+
+
+def test_junit_from_the_old_library_fails_the_real_schemas(tmp_path: Path) -> None:
+    """The schemas bite: junit-xml 1.9's `disabled` attribute is what made its output invalid."""
+    bad = tmp_path / "junit.xml"
+    bad.write_text(
+        '<?xml version="1.0" ?><testsuites disabled="0" errors="0" failures="0" tests="1" time="0.0">'
+        '<testsuite name="s" tests="1" failures="0" errors="0" time="0"><testcase name="t"/></testsuite></testsuites>'
+    )
+    with pytest.raises(xmlschema.XMLSchemaValidationError):
+        JENKINS.validate(str(bad))
+    with pytest.raises(xmlschema.XMLSchemaValidationError):
+        ANT.validate(str(bad))
+
+
+def test_junit_survives_any_text(result: GradeResult, tmp_path: Path) -> None:
+    result.checks[1].message = "bad \x00\x1b[31m \ud800 <&> ]]> text"
+    result.submission_output = "printed \x07\x0c\udcff"
+    result.started_at = "not a time"
+    path = JUnitReporter().write(result, tmp_path)
+    validate(path)
 
 
 def test_result_json_round_trips(result: GradeResult, tmp_path: Path) -> None:
@@ -116,3 +168,26 @@ def test_terminal_scorecard(result: GradeResult) -> None:
     assert "\x1b" not in text  # the submission's escape sequence is neutralised
     colored = TerminalReporter(color=True).render(result)
     assert "\x1b[32mPASS" in colored
+
+
+@pytest.mark.parametrize("width", [60, 100, 200])
+def test_terminal_keeps_expected_versus_got_at_any_width(result: GradeResult, width: int) -> None:
+    long = "case 3 of 9 (T=64, D=512, E=8, k=2): topk_weights: 17 of 128 value(s) differ from the reference " * 2
+    result.checks[1].message = long + "; first at topk_weights[3, 1]: expected 0.25, got 0.75"
+    text = TerminalReporter(color=False, width=width).render(result)
+    joined = " ".join(text.split())
+    assert "expected 0.25, got 0.75" in joined
+    assert all(len(line) <= max(width, 60) + 40 for line in text.splitlines() if "b-fails" not in line)
+
+
+def test_terminal_shows_the_submissions_output_and_traceback(result: GradeResult) -> None:
+    result.checks[2].traceback = 'Traceback (your code only):\n  File "your file", line 3, in route\nValueError: bad'
+    result.checks[2].hint = ""
+    result.submission_output = "\n".join(f"debug {i}" for i in range(50))
+    text = TerminalReporter(color=False).render(result)
+    assert 'File "your file", line 3, in route' not in text  # the first problem is b-fails, not c-errors
+    result.checks[1].status = Status.passed
+    text = TerminalReporter(color=False).render(result)
+    assert 'File "your file", line 3, in route' in text
+    assert "debug 49" in text and "debug 10" not in text  # the last lines, bounded
+    assert "Next: c-errors: route raised ValueError" in text  # no algorithm hint for a crash

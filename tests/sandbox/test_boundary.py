@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from grader.lab import Lab
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import GradeResult
 from grader.sandbox.launchers import probe
-from grader.seeds import Seeds
 from grader.session import Grader
 from support import LAB01, statuses, tight_limits
 
@@ -34,7 +32,7 @@ def grader(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     shutil.copytree(LAB01, lab_dir, ignore=shutil.ignore_patterns("__pycache__"))
     (lab_dir / "manifest.toml").write_text(tight_limits((lab_dir / "manifest.toml").read_text()))
     manifest = load_manifest(lab_dir, default_plugins().checkers())
-    return Grader(Lab(manifest), default_plugins(), launcher, Seeds())
+    return Grader(manifest, launcher=launcher)
 
 
 def grade(grader: Grader, tmp_path: Path, source: str) -> GradeResult:

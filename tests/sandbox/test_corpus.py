@@ -14,18 +14,17 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from xml.etree import ElementTree
 from pathlib import Path
 
 import pytest
 
-from grader.lab import Lab
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import GradeResult
 from grader.sandbox.launchers import SLOT_UID_BASE, probe
 from grader.sandbox.uids import LOCK_DIR, POOL
-from grader.seeds import Seeds
-from grader.session import Grader
+from grader.session import Grader, write_reports
 from support import LAB01, tight_limits
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -56,7 +55,7 @@ def corpus_grader(tmp_path_factory: pytest.TempPathFactory) -> Grader:
     old = os.environ.get("GRADER_SECRET_SEED")
     os.environ["GRADER_SECRET_SEED"] = SECRET
     try:
-        yield Grader(Lab(manifest), default_plugins(), probe(), Seeds.from_env())
+        yield Grader(manifest)
     finally:
         if old is None:
             os.environ.pop("GRADER_SECRET_SEED", None)
@@ -137,7 +136,7 @@ def test_corpus_is_large_enough() -> None:
 
 
 @pytest.mark.parametrize("path", sorted(CORPUS.glob("*.py")), ids=lambda p: p.stem)
-def test_hostile_submission_gets_its_verdict(path: Path, corpus_grader: Grader) -> None:
+def test_hostile_submission_gets_its_verdict(path: Path, corpus_grader: Grader, tmp_path: Path) -> None:
     verdicts, max_score = expectations(path)
     started = time.monotonic()
     result = corpus_grader.grade(path)
@@ -149,5 +148,9 @@ def test_hostile_submission_gets_its_verdict(path: Path, corpus_grader: Grader) 
         assert fragment in check.message, f"{check.id}: {check.message!r} lacks {fragment!r}"
     assert result.score <= max_score, f"scored {result.score}, at most {max_score} allowed"
     assert elapsed < 60, f"grading took {elapsed:.1f} s"
+    write_reports(result, tmp_path)  # every report is written, whatever the submission sent back
+    assert GradeResult.model_validate_json((tmp_path / "result.json").read_text(encoding="utf-8")) == result
+    ElementTree.parse(tmp_path / "junit.xml")
+    assert (tmp_path / "scorecard.md").read_text(encoding="utf-8").startswith(f"# {result.exercise}")
     if path.name in POST:
         POST[path.name](result)

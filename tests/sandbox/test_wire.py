@@ -117,3 +117,45 @@ def test_digest_depends_on_content_dtype_and_shape() -> None:
     b = a.copy()
     b[0] = 1
     assert wire.digest(a) != wire.digest(b)
+
+
+def test_a_header_nested_past_the_limit_is_refused_before_parsing() -> None:
+    deep = b"[" * 30000 + b"]" * 30000
+    with pytest.raises(wire.WireError, match="deeper"):
+        wire.parse_header(b'{"frames": 0, "x": ' + deep + b"}")
+    brackets_in_a_string = json.dumps({"frames": 0, "text": "[" * 1000}).encode()
+    assert wire.parse_header(brackets_in_a_string)["text"] == "[" * 1000
+
+
+def test_strings_that_are_not_valid_unicode_are_made_valid_at_the_boundary() -> None:
+    header = wire.parse_header(json.dumps({"frames": 0, "bad\udcff": ["x\ud800y"]}).encode())
+    assert header == {"frames": 0, "bad\ufffd": ["x\ufffdy"]}
+    json.dumps(header).encode("utf-8")  # anything downstream can encode it
+
+
+def test_big_endian_arrays_are_read_in_native_order() -> None:
+    a = np.arange(6, dtype=">f8").reshape(2, 3)
+    got = wire.parse_npy(npy(a), 1 << 20)
+    assert got.dtype == np.dtype("<f8") and np.array_equal(got, a)
+
+
+@pytest.mark.parametrize("shape", [(0, 10**30), (0, 1 << 40, 1 << 40), (-1,), (1.5,), (True,)])
+def test_impossible_shapes_are_refused(shape: tuple) -> None:
+    import io
+
+    buf = io.BytesIO()
+    buf.write(b"\x93NUMPY\x01\x00")
+    text = repr({"descr": "<f8", "fortran_order": False, "shape": shape}).encode("latin1")
+    buf.write(len(text).to_bytes(2, "little") + text)
+    with pytest.raises(wire.WireError):
+        wire.parse_npy(buf.getvalue(), 1 << 20)
+
+
+def test_replies_are_typed_and_bounded() -> None:
+    from grader.sandbox.values import format_error, read_reply
+
+    assert read_reply({"op": "result", "id": 1, "ok": False, "error": "not an object"}) is None
+    assert read_reply({"op": "result", "id": "1", "ok": True}) is None
+    reply = read_reply({"op": "result", "id": 1, "ok": False, "error": {"type": "E" * 5000, "message": "m\x1b[2J"}})
+    assert reply is not None and len(reply.error.type) == 100
+    assert "\x1b" not in format_error(reply.error)

@@ -22,12 +22,17 @@ import numpy as np
 
 LENGTH = 8
 MAX_HEADER = 1 << 16
+MAX_DEPTH = 32
+"""Deepest nesting of lists and objects a header may have (ours use four)."""
 NPY_MAGIC = b"\x93NUMPY"
 # Plain numeric and boolean dtypes only: no objects, structures, strings, datetimes or complex.
 ALLOWED_DESCR = frozenset(
     ["|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8"]
 )
+# The same values in the other byte order: a lossless difference of layout, read and swapped.
+SWAPPED_DESCR = frozenset(">" + d[1:] for d in ALLOWED_DESCR if d[0] == "<")
 MAX_NDIM = 8
+MAX_DIM = 1 << 40
 
 
 class WireError(ValueError):
@@ -52,14 +57,63 @@ def encode(header: dict[str, Any], arrays: list[np.ndarray]) -> bytes:
     return b"".join(parts)
 
 
+def _depth_ok(text: str, limit: int) -> bool:
+    """Whether the JSON text nests lists and objects at most ``limit`` deep (brackets inside
+    strings are skipped), checked before parsing so a hostile header cannot exhaust the stack."""
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def valid_text(text: str) -> str:
+    """``text`` as valid Unicode: lone surrogates (which JSON's escapes can carry) become U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {valid_text(k): _clean(v) for k, v in value.items()}
+    return value
+
+
 def parse_header(payload: bytes) -> dict[str, Any]:
+    """A header as a JSON object, or WireError: bounded in size and depth, every string valid Unicode."""
     if len(payload) > MAX_HEADER:
         raise WireError(f"header of {len(payload)} bytes is over {MAX_HEADER}")
     try:
-        header = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("header is not UTF-8") from None
+    if not _depth_ok(text, MAX_DEPTH):
+        raise WireError(f"header nests deeper than {MAX_DEPTH} levels")
+    try:
+        header = _clean(json.loads(text))
+    except (ValueError, RecursionError) as exc:
         raise WireError(f"header is not JSON ({exc.__class__.__name__})") from None
-    if not isinstance(header, dict) or not isinstance(header.get("frames", 0), int):
+    if not isinstance(header, dict) or type(header.get("frames", 0)) is not int:
         raise WireError("header is not a JSON object with an integer 'frames'")
     if not 0 <= header.get("frames", 0) <= 64:
         raise WireError("header announces an impossible number of frames")
@@ -87,16 +141,16 @@ def parse_npy(payload: bytes | bytearray | memoryview, max_bytes: int) -> np.nda
     if not isinstance(meta, dict) or set(meta) != {"descr", "fortran_order", "shape"}:
         raise WireError("array header has unexpected keys")
     descr, fortran, shape = meta["descr"], meta["fortran_order"], meta["shape"]
-    if not isinstance(descr, str) or descr not in ALLOWED_DESCR:
+    if not isinstance(descr, str) or descr not in ALLOWED_DESCR | SWAPPED_DESCR:
         raise WireError(f"dtype {descr!r} is not allowed")
     if not isinstance(fortran, bool):
         raise WireError("fortran_order is not a boolean")
     if (
         not isinstance(shape, tuple)
         or len(shape) > MAX_NDIM
-        or not all(type(n) is int and n >= 0 for n in shape)
+        or not all(type(n) is int and 0 <= n <= MAX_DIM for n in shape)
     ):
-        raise WireError(f"shape {shape!r} is not a tuple of non-negative integers")
+        raise WireError(f"shape {str(shape)[:80]} is not a tuple of at most {MAX_NDIM} sizes up to {MAX_DIM}")
     dtype = np.dtype(descr)
     nbytes = math.prod(shape) * dtype.itemsize
     data = view[start + hlen :]
@@ -104,8 +158,12 @@ def parse_npy(payload: bytes | bytearray | memoryview, max_bytes: int) -> np.nda
         raise WireError(f"array of {nbytes} bytes is over the limit of {max_bytes}")
     if len(data) != nbytes:
         raise WireError(f"array header promises {nbytes} bytes, the frame holds {len(data)}")
-    arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
-    return np.array(arr, order="C", copy=True)
+    try:
+        arr = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    except ValueError as exc:  # sizes numpy itself refuses, even for an empty array
+        raise WireError(f"array of shape {shape} cannot be made ({exc})") from None
+    # Native byte order and C layout: how the bytes were laid out is not part of the answer.
+    return np.array(arr, dtype=dtype.newbyteorder("<"), order="C", copy=True)
 
 
 def digest(array: np.ndarray) -> str:

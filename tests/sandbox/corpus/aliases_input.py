@@ -1,6 +1,7 @@
-"""Returns a view of its input instead of a new array (D == output width here)."""
+"""Returns a view of its input instead of a new array. Answers cross the boundary as copies, so
+sharing memory cannot touch the grader; the view is simply a wrong answer."""
 # verdict: * error "defines no function"
-# verdict: expert-mlp-matches-reference error "memory shared with its argument"
+# verdict: expert-mlp-matches-reference failed "differ from the reference"
 # max-score: 0
 
 

@@ -1,7 +1,9 @@
 """Zeroes its inputs in place and returns zeros, hoping a later reference run sees zeros too.
-The reference ran on the grader's own copies; changing inputs is itself an error."""
+Every call gets fresh copies and the reference runs on the grader's own: nothing to gain, and
+the zeros are a wrong answer. (Whether inputs changed is not scored: only the submission's own
+process could report it, and it can lie.)"""
 # verdict: * error "defines no function"
-# verdict: expert-mlp-matches-reference error "in place; inputs must stay unchanged"
+# verdict: expert-mlp-matches-reference failed "differ from the reference"
 # max-score: 0
 import numpy as np
 

@@ -1,0 +1,73 @@
+"""The public API: everything a lab's ``lab.py`` and a third-party plugin may import.
+
+Names here are kept stable across releases; anything else in ``grader`` is internal and may
+change. docs/plugins.md shows each in use.
+
+For a lab's ``lab.py`` (input generators and claims):
+    ``Tolerance`` and ``compare`` (how outputs are compared), ``recipes`` (inputs described
+    instead of sent, for weights too large for the pipe), ``Probe`` (what a claim receives),
+    ``SubmissionFault`` (what a probe's calls raise).
+
+For a checker plugin:
+    ``Checker``, ``CheckSpec`` (its options' base; ``TimedCheckSpec`` for a timing, whose
+    near misses are measured again), ``CheckContext`` (what ``run`` gets),
+    ``Verdict``, ``Case``, ``Outputs``, ``Tolerance``, ``compare``, ``sort_rows``,
+    ``case_set_problems``, ``tolerance_problems`` and ``support_function_problems``
+    (cross-reference checks for ``Options.problems``), ``LabManifest``, ``Hardware``.
+
+For a reporter or LMS plugin:
+    ``Reporter``, ``LmsFormat``, and the result model ``GradeResult``, ``CheckResult``,
+    ``Status``, ``Visibility``, ``Mismatch``.
+
+For any plugin: ``hookimpl``.
+"""
+
+from __future__ import annotations
+
+from grader import recipes
+from grader.checkers.base import CheckContext, Checker, Probe, TimedCheckSpec, Verdict
+from grader.checkers.compare import compare, sort_rows
+from grader.hookspecs import hookimpl
+from grader.lab import Case
+from grader.lms.base import LmsFormat
+from grader.manifest import (
+    CheckSpec,
+    Hardware,
+    LabManifest,
+    Tolerance,
+    case_set_problems,
+    support_function_problems,
+    tolerance_problems,
+)
+from grader.reporters.base import Reporter
+from grader.results import CheckResult, GradeResult, Mismatch, Status, Visibility
+from grader.sandbox.values import Outputs, SubmissionFault
+
+__all__ = [
+    "Case",
+    "CheckContext",
+    "CheckResult",
+    "CheckSpec",
+    "Checker",
+    "GradeResult",
+    "Hardware",
+    "LabManifest",
+    "LmsFormat",
+    "Mismatch",
+    "Outputs",
+    "Probe",
+    "Reporter",
+    "Status",
+    "SubmissionFault",
+    "TimedCheckSpec",
+    "Tolerance",
+    "Verdict",
+    "Visibility",
+    "case_set_problems",
+    "compare",
+    "hookimpl",
+    "recipes",
+    "sort_rows",
+    "support_function_problems",
+    "tolerance_problems",
+]
