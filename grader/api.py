@@ -9,7 +9,8 @@ For a lab's ``lab.py`` (input generators and claims):
     ``SubmissionFault`` (what a probe's calls raise).
 
 For a checker plugin:
-    ``Checker``, ``CheckSpec`` (its options' base), ``CheckContext`` (what ``run`` gets),
+    ``Checker``, ``CheckSpec`` (its options' base; ``TimedCheckSpec`` for a timing, whose
+    near misses are measured again), ``CheckContext`` (what ``run`` gets),
     ``Verdict``, ``Case``, ``Outputs``, ``Tolerance``, ``compare``, ``sort_rows``,
     ``case_set_problems``, ``tolerance_problems`` and ``support_function_problems``
     (cross-reference checks for ``Options.problems``), ``LabManifest``, ``Hardware``.
@@ -24,7 +25,7 @@ For any plugin: ``hookimpl``.
 from __future__ import annotations
 
 from grader import recipes
-from grader.checkers.base import CheckContext, Checker, Probe, Verdict
+from grader.checkers.base import CheckContext, Checker, Probe, TimedCheckSpec, Verdict
 from grader.checkers.compare import compare, sort_rows
 from grader.hookspecs import hookimpl
 from grader.lab import Case
@@ -58,6 +59,7 @@ __all__ = [
     "Reporter",
     "Status",
     "SubmissionFault",
+    "TimedCheckSpec",
     "Tolerance",
     "Verdict",
     "Visibility",

@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from grader import __version__, discovery
 from grader.errors import GraderError, ManifestError, UsageError
@@ -23,6 +23,10 @@ from grader.plugins import default as default_plugins
 from grader.reporters.terminal import TerminalReporter
 from grader.lms.container import describe_plan, points_plan
 from grader.session import DEBUG_ENV, GradingOptions, grade_file, internal_error
+
+if TYPE_CHECKING:
+    from grader.batch import BatchOutcome
+    from grader.batch.shard import Shard
 
 
 class Parser(argparse.ArgumentParser):
@@ -75,7 +79,31 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, help="public seed of the inputs (default: the lab's fixed seed)")
     p.add_argument("--fail-under", type=_percent, metavar="PCT", help="exit 1 if any submission scores under PCT percent")
     p.add_argument("--deadline", type=_seconds, metavar="S", help="wall-clock limit of each grading (default: the lab's)")
+    p.add_argument(
+        "--shard", metavar="K/N", help="grade only shard K of N (students split by a hash of their name); no class outputs"
+    )
+    p.add_argument(
+        "--merge-only", action="store_true",
+        help="grade nothing: write summary.md, gradebook.csv and histogram.png from the results stored in --out",
+    )  # fmt: skip
     _sandbox_flags(p)
+
+    p = sub.add_parser("slurm", help="grade a folder as a Slurm job array, then merge (writes, prints or submits the scripts)")
+    p.add_argument("folder", type=Path, help="the submissions, as for grader batch (on a file system the nodes share)")
+    p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
+    p.add_argument("--out", type=Path, help="output folder, shared by the nodes (default: reports/<lab-id>/batch-<folder name>/)")
+    p.add_argument("--tasks", "-n", type=_positive, required=True, help="array tasks: the class is split into this many shards")
+    p.add_argument("--gpus-per-task", type=_count, help="GPUs per task, as --gres=gpu:G (default: 1 for a lab with GPU checks, else 0)")
+    p.add_argument("--cpus-per-task", type=_positive, default=1, help="CPUs per task, also its grading jobs (default 1)")
+    p.add_argument("--partition", "-p", help="Slurm partition")
+    p.add_argument("--time", "-t", help="time limit per task, e.g. 01:00:00")
+    p.add_argument("--account", "-A", help="Slurm account to charge")
+    p.add_argument("--constraint", "-C", help="node features, e.g. a GPU model, so every score is timed on one kind")
+    p.add_argument("--seed", type=int, help="public seed of the inputs (default: the lab's fixed seed)")
+    p.add_argument("--allow-unsandboxed", action="store_true", help="let the tasks grade without bubblewrap (degraded)")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--print", dest="print_only", action="store_true", help="write and print the scripts; submit nothing")
+    mode.add_argument("--submit", action="store_true", help="write the scripts and submit them: the array, then the merge")
 
     p = sub.add_parser("lms", help="LMS integrations: the Gradescope autograder, grading in LMS containers")
     platforms = p.add_subparsers(dest="platform", metavar="PLATFORM", parser_class=Parser)
@@ -118,6 +146,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 
@@ -239,41 +277,122 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _batch_out(args: argparse.Namespace, lab_id: str) -> Path:
+    return args.out or Path("reports") / lab_id / f"batch-{args.folder.resolve().name}"
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
-    from grader.batch import BatchOptions, run_batch
+    from grader.batch import BatchOptions, merge_batch, run_batch
+    from grader.batch.shard import Shard
 
     plugins = default_plugins()
     labs = _labs()
     lab_id = discovery.resolve(args.exercise, labs)
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder}: no such folder")
+    shard = Shard.parse(args.shard) if args.shard else None
+    if args.merge_only and (shard or args.force):
+        raise UsageError("--merge-only grades nothing: it takes no --shard or --force")
     manifest = load_manifest(labs[lab_id], plugins.checkers())
-    out = args.out or Path("reports") / lab_id / f"batch-{args.folder.resolve().name}"
-    options = BatchOptions(args.folder, out, args.jobs, args.force, args.seed, args.allow_unsandboxed, args.deadline)
+    out = _batch_out(args, lab_id)
+    options = BatchOptions(
+        args.folder, out, args.jobs, args.force, args.seed, args.allow_unsandboxed, args.deadline, shard=shard
+    )
+    if args.merge_only:
+        return _report_batch(lab_id, out, merge_batch(manifest, options), args.fail_under, merged=True)
     try:
         outcome = run_batch(plugins, manifest, _options(args, official=True), options)
     except KeyboardInterrupt:
         print(f"grader: interrupted; run the same command again to resume (finished students are kept in {out})", file=sys.stderr)
         return 130
+    return _report_batch(lab_id, out, outcome, args.fail_under, shard=shard)
+
+
+def _report_batch(
+    lab_id: str, out: Path, outcome: BatchOutcome, fail_under: float | None, shard: Shard | None = None, merged: bool = False
+) -> int:
     graded = [r for r in outcome.results.values() if r.gradable]
     rate = ""
     if outcome.graded and outcome.elapsed_s:
         per_second = outcome.graded / outcome.elapsed_s
         rate = f" ({per_second:.1f}/s)" if per_second >= 1 else f" ({outcome.elapsed_s / outcome.graded:.1f} s each)"
     mean = sum(r.percent for r in graded) / len(graded) if graded else 0.0
+    who = f"{lab_id} shard {shard}" if shard else lab_id
+    n = len(outcome.results)
+    done = f"merged {outcome.reused} stored results" if merged else f"{outcome.graded} graded now in {outcome.elapsed_s:.1f} s{rate}, {outcome.reused} already graded"
     print(
-        f"{lab_id}: {len(outcome.results)} student{'' if len(outcome.results) == 1 else 's'}, {outcome.graded} graded now in {outcome.elapsed_s:.1f} s{rate}, "
-        f"{outcome.reused} already graded; mean {mean:.0f}%"
+        f"{who}: {n} student{'' if n == 1 else 's'}, {done}; mean {mean:.0f}%"
         + (f"; {outcome.retried} retried after a batch worker died" if outcome.retried else "")
         + (f"; {len(outcome.not_gradable)} NOT GRADABLE" if outcome.not_gradable else "")
-        + (f"; {len(outcome.skipped)} entries skipped" if outcome.skipped else "")
+        + (f"; {len(outcome.missing)} NOT GRADED YET" if outcome.missing else "")
+        + (f"; {len(outcome.skipped)} entries skipped" if outcome.skipped and not shard else "")
     )
-    print(f"Reports: {out}/ (summary.md, gradebook.csv, histogram.png, <student>/)")
+    if shard:
+        print(f"Reports: {out}/<student>/ (the class outputs come from: grader batch ... --out {out} --merge-only)")
+    else:
+        print(f"Reports: {out}/ (summary.md, gradebook.csv, histogram.png, <student>/)")
     if outcome.not_gradable:
         print(f"grader: error: {len(outcome.not_gradable)} submission(s) not gradable: {', '.join(outcome.not_gradable[:5])}", file=sys.stderr)
+    if outcome.missing:
+        names = ", ".join(list(outcome.missing)[:5]) + (" ..." if len(outcome.missing) > 5 else "")
+        print(
+            f"grader: error: {len(outcome.missing)} submission(s) not graded yet ({names}); summary.md says why; "
+            "grade them (resubmit the array, or grader batch with this --out), then merge again",
+            file=sys.stderr,
+        )
+    if outcome.not_gradable or outcome.missing:
         return 3
-    if args.fail_under is not None and any(r.percent < args.fail_under for r in graded):
+    if fail_under is not None and any(r.percent < fail_under for r in graded):
         return 1
+    return 0
+
+
+def cmd_slurm(args: argparse.Namespace) -> int:
+    from grader.batch.slurm import SECRET_FILE, SLURM_DIR, SlurmPlan, sbatch_path, submit, write_scripts, write_secret
+    from grader.manifest import Hardware
+    from grader.seeds import SECRET_ENV, secret_from_env
+
+    plugins = default_plugins()
+    labs = _labs()
+    lab_id = discovery.resolve(args.exercise, labs)
+    if not args.folder.is_dir():
+        raise UsageError(f"{args.folder}: no such folder")
+    if args.submit:
+        sbatch_path()
+    manifest = load_manifest(labs[lab_id], plugins.checkers())
+    out = _batch_out(args, lab_id)
+    gpus = args.gpus_per_task
+    if gpus is None:
+        gpus = 1 if any(c.requires is Hardware.gpu for c in manifest.checks.values()) else 0
+    secret = secret_from_env()
+    existing = out.resolve() / SLURM_DIR / SECRET_FILE
+    if secret:
+        secret_file = write_secret(out, secret)
+        note = f"secret seed: in {secret_file} (mode 0600); the jobs read it from there"
+    elif existing.is_file():
+        secret_file = existing
+        note = f"secret seed: {SECRET_ENV} is not set, so the jobs use the one already in {existing}"
+    else:
+        secret_file = None
+        note = f"warning: {SECRET_ENV} is not set: inputs come from the public seed only"
+    plan = SlurmPlan(
+        folder=args.folder, out=out, lab_id=lab_id, exercises=discovery.exercises_root(), tasks=args.tasks,
+        gpus_per_task=gpus, cpus_per_task=args.cpus_per_task, partition=args.partition, time=args.time,
+        account=args.account, constraint=args.constraint, seed=args.seed, allow_unsandboxed=args.allow_unsandboxed,
+        secret_file=secret_file,
+    )  # fmt: skip
+    grade, merge = write_scripts(plan)
+    print(f"grader slurm: {note}", file=sys.stderr)
+    if args.print_only:
+        for path in (grade, merge):
+            print(f"# ---- {path}")
+            print(path.read_text(encoding="utf-8"))
+        print("# Submit: the array, then the merge after it whatever its outcome (afterok would wait for ever on a failed task):")
+        print(f"array=$(sbatch --parsable {grade}) && sbatch --dependency=afterany:${{array%%;*}} {merge}")
+        return 0
+    array, merged = submit(grade, merge)
+    print(f"array job {array} ({args.tasks} tasks, {gpus} GPU(s) each); merge job {merged} (after the array, whatever its outcome)")
+    print(f"Watch: squeue -j {array},{merged} · logs: {plan.slurm_dir / 'logs'}/ · results: {plan.out_abs}/summary.md once job {merged} ends")
     return 0
 
 
@@ -341,6 +460,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "selftest": cmd_selftest,
     "batch": cmd_batch,
+    "slurm": cmd_slurm,
     "lms": cmd_lms,
 }
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
+import socket
 import sys
 from importlib import metadata
 
-from grader import __version__
+from grader import __version__, hardware
 from grader.results import Environment
 
 
@@ -19,8 +21,16 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _job() -> str | None:
+    """The Slurm job this runs in, if any: ``slurm 1234_5`` for an array task."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"slurm {os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return f"slurm {os.environ['SLURM_JOB_ID']}" if os.environ.get("SLURM_JOB_ID") else None
+
+
 def environment(gpu: str | None = None, plugins: dict[str, str] | None = None) -> Environment:
-    """Versions of the grader, Python and the numeric stack, read without importing torch."""
+    """Versions of the grader, Python and the numeric stack (read without importing torch), the
+    node and job that graded, and the GPU's driver, UUID and clocks when ``gpu`` (a model) is set."""
     return Environment(
         grader=__version__,
         python=platform.python_version(),
@@ -30,4 +40,7 @@ def environment(gpu: str | None = None, plugins: dict[str, str] | None = None) -
         gpu=gpu,
         platform=f"{sys.platform}-{platform.machine()}",
         plugins=plugins or {},
+        node=socket.gethostname() or None,
+        job=_job(),
+        **(hardware.gpu_details() if gpu else {}),
     )

@@ -105,9 +105,18 @@ class Environment(BaseModel):
     numpy: str | None = None
     torch: str | None = None
     triton: str | None = None
-    gpu: str | None = None
+    gpu: str | None = Field(default=None, description="The GPU model that graded; None when no GPU was used.")
     platform: str | None = None
     plugins: dict[str, str] = Field(default_factory=dict)
+    node: str | None = Field(default=None, description="The host that graded (its host name).")
+    job: str | None = Field(default=None, description="The batch-system job that graded, e.g. 'slurm 1234_5'.")
+    gpu_driver: str | None = Field(default=None, description="The NVIDIA driver version; None when no GPU was used.")
+    gpu_uuid: str | None = Field(default=None, description="Which physical GPU graded; None when no GPU was used.")
+    gpu_clocks_mhz: dict[str, int] | None = Field(
+        default=None,
+        description="Clocks when the grading ended: 'sm', 'memory' and their maxima 'sm_max', 'memory_max'; "
+        "None when no GPU was used or none could be read.",
+    )
 
 
 class SandboxInfo(BaseModel):

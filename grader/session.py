@@ -124,6 +124,32 @@ def not_gradable(
     )
 
 
+def _near_miss(check: CheckSpec, verdict: Verdict) -> bool:
+    """A failed measurement within the check's ``retry_near`` of its requirement (timed kinds only)."""
+    near = getattr(check, "retry_near", 0.0)
+    return verdict.status is Status.failed and verdict.margin is not None and -near <= verdict.margin < 0
+
+
+def _better(first: Verdict, second: Verdict, check: CheckSpec) -> Verdict:
+    """The better of two measurements of one check, saying that it was measured twice."""
+
+    def rank(v: Verdict) -> tuple[bool, float, float]:
+        fraction = v.fraction if v.fraction is not None else float(v.status is Status.passed)
+        return (v.status is Status.passed, fraction, v.margin if v.margin is not None else float("-inf"))
+
+    assert first.margin is not None
+    chosen = second if rank(second) > rank(first) else first
+    note = (
+        f"measured twice: the first measurement fell {-first.margin:.1%} short of the requirement "
+        f"(within retry_near = {getattr(check, 'retry_near', 0.0):g}); the better one counts"
+    )
+    return dataclasses.replace(
+        chosen,
+        message=f"{chosen.message} ({note})",
+        details={**chosen.details, "measurements": 2, "first_margin": round(first.margin, 4)},
+    )
+
+
 def internal_error(exc: BaseException) -> str:
     """A grader bug in one line: the exception and the innermost frame of the grader's own code."""
     where = ""
@@ -200,6 +226,10 @@ class Grader:
                 else:
                     try:
                         verdict = self._run(check_id, check, file, launcher, gpu, handles, deadline)
+                        if _near_miss(check, verdict) and time.monotonic() < deadline:
+                            # timing noise is as likely as a verdict this close: measure again
+                            again = self._run(check_id, check, file, launcher, gpu, handles, deadline)
+                            verdict = _better(verdict, again, check)
                     except InfrastructureError as exc:
                         infra = str(exc)
                         verdict = Verdict.error(f"not graded: {infra}")

@@ -23,10 +23,14 @@ from pathlib import Path
 
 import pytest
 
+from grader.batch.layouts import Entry
 from grader.batch.progress import Progress
+from grader.batch.shard import Shard, shard_of
 from grader.batch.store import Store
+from grader.batch.summary import gradebook_csv, summary_md
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
+from grader.results import Environment, GradeResult, SandboxInfo
 from grader.seeds import Seeds
 from support import LAB01, ROOT, tight_limits
 
@@ -449,3 +453,177 @@ def test_batch_worker_process_answers_on_its_own_channel(lab, tmp_path: Path) ->
     assert {m["op"] for m in messages[1:-1]} == {"alive"}
     assert messages[-1] == {"op": "done", "id": 7, "score": FULL, "max_score": FULL, "gradable": True, "error": None}
     assert json.loads((out / "result.json").read_text())["score"] == FULL
+
+
+# --- shards and the merge ------------------------------------------------------------------------
+
+
+def test_shards_are_stable_under_roster_changes_and_cover_everyone_once() -> None:
+    roster = [f"student{i:03d}" for i in range(200)]
+    four = {s: shard_of(s, 4) for s in roster}
+    assert set(four.values()) == {1, 2, 3, 4}
+    assert all(30 <= list(four.values()).count(k) <= 70 for k in range(1, 5)), "a hash should spread 200 students"
+    changed = roster[50:] + ["newcomer", "late_add"]  # students left, others joined
+    assert all(shard_of(s, 4) == four[s] for s in changed if s in four)
+    assert [Shard(k, 4).holds(s) for s in roster for k in range(1, 5)].count(True) == len(roster)
+    assert Shard.parse(" 2/4 ") == Shard(2, 4) and Shard(2, 4).name == "shard-2-of-4"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shard", "3"], "--shard '3': expected K/N, e.g. 2/4"),
+        (["--shard", "0/4"], "--shard '0/4': K must be between 1 and N"),
+        (["--shard", "5/4"], "--shard '5/4': K must be between 1 and N"),
+        (["--merge-only", "--shard", "1/2"], "--merge-only grades nothing: it takes no --shard or --force"),
+        (["--merge-only"], "nothing was graded there (no .state folder)"),
+    ],
+)
+def test_shard_and_merge_bad_input_is_one_line_and_exit_2(lab, run_cli, tmp_path: Path, args: list[str], message: str) -> None:
+    put(tmp_path / "subs", "ada.py", SOLUTION)
+    code, _, err = run_cli("batch", tmp_path / "subs", "-e", "lab-01", "--out", tmp_path / "out", *args)
+    assert code == 2, err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def _shard_process(folder: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "grader", "batch", str(folder), "-e", "lab-01", "--out", str(out), "--jobs", "1",
+         "--allow-unsandboxed", *extra],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or dict(os.environ),
+    )  # fmt: skip
+
+
+def test_shards_grade_side_by_side_into_one_folder_and_the_merge_equals_one_batch(lab, run_cli, tmp_path: Path) -> None:
+    folder, out, whole = tmp_path / "subs", tmp_path / "out", tmp_path / "whole"
+    sources = [SOLUTION, *sorted(WRONG.glob("*.py"))[:4], LAB01 / "starter.py"]
+    students = [f"st{i}" for i in range(len(sources))]
+    for student, source in zip(students, sources):
+        put(folder, f"{student}.py", source)
+    assert {shard_of(s, 2) for s in students} == {1, 2}
+
+    shards = [_shard_process(folder, out, "--shard", f"{k}/2") for k in (1, 2)]  # at the same time
+    for k, proc in enumerate(shards, start=1):
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        mine = [s for s in students if shard_of(s, 2) == k]
+        assert f"shard {k}/2: {len(mine)} submission" in stderr and f"{len(mine)} graded now" in stdout
+    assert not (out / "summary.md").exists() and not (out / "gradebook.csv").exists()  # the merge writes those
+    assert {p.stem for p in (out / ".state").glob("*.json")} == set(students)
+
+    code, out_text, err = run_cli("batch", folder, "-e", "lab-01", "--out", out, "--merge-only")
+    assert code == 0, err
+    assert f"{len(students)} students, merged {len(students)} stored results" in out_text
+    assert batch(run_cli, folder, whole)[0] == 0
+    assert gradebook(out) == gradebook(whole)
+    for student in students:
+        assert _strip_timings(result(out, student)) == _strip_timings(result(whole, student)), student
+    summary = (out / "summary.md").read_text()
+    assert f"{len(students)} submissions · {len(students)} graded" in summary and "not graded yet" not in summary
+
+    # Re-running a shard grades nothing; a plain batch over the same folder reuses every result.
+    again = _shard_process(folder, out, "--shard", "2/2")
+    _, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0 and "already graded" in stderr and "grading" not in stderr.split("already graded")[1]
+    code, out_text, _ = batch(run_cli, folder, out)
+    assert code == 0 and f"0 graded now" in out_text and f"{len(students)} already graded" in out_text
+
+
+def test_merge_lists_who_is_not_graded_yet_and_why(lab, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, out = tmp_path / "subs", tmp_path / "out"
+    students = [f"st{i}" for i in range(6)]
+    for student in students:
+        put(folder, f"{student}.py", SOLUTION)
+    graded = [s for s in students if shard_of(s, 2) == 1]
+    missing = [s for s in students if shard_of(s, 2) == 2]
+    assert graded and missing
+    monkeypatch.setenv("GRADER_SECRET_SEED", "first")
+    assert batch(run_cli, folder, out, "--shard", "1/2")[0] == 0
+
+    code, out_text, err = run_cli("batch", folder, "-e", "lab-01", "--out", out, "--merge-only")
+    assert code == 3
+    assert f"{len(missing)} NOT GRADED YET" in out_text and f"{len(missing)} submission(s) not graded yet" in err
+    summary = (out / "summary.md").read_text()
+    assert f"**{len(missing)} not graded yet**" in summary
+    for student in missing:
+        assert f"| {student} | `{student}.py` | not graded yet |" in summary
+    assert set(gradebook(out)) == set(graded)
+
+    monkeypatch.setenv("GRADER_SECRET_SEED", "another")  # merging with the wrong secret says so
+    code, _, err = run_cli("batch", folder, "-e", "lab-01", "--out", out, "--merge-only")
+    assert code == 3
+    assert f"| {graded[0]} | `{graded[0]}.py` | graded with another seed" in (out / "summary.md").read_text()
+
+
+def test_locks_let_shards_share_a_folder_but_not_a_shard(lab, tmp_path: Path) -> None:
+    manifest = load_manifest(lab, default_plugins().checkers())
+    out = tmp_path / "out"
+    one, two = Store(out, manifest, Seeds(), Shard(1, 2)), Store(out, manifest, Seeds(), Shard(2, 2))
+    with pytest.raises(Exception, match=r"shard 1/2 is already being graded there"):
+        Store(out, manifest, Seeds(), Shard(1, 2))
+    with pytest.raises(Exception, match="another grader batch is writing there"):
+        Store(out, manifest, Seeds())  # a whole batch, or the merge, waits for the shards
+    one.close()
+    two.close()
+    whole = Store(out, manifest, Seeds())
+    with pytest.raises(Exception, match="a whole grader batch .or a merge. is writing there"):
+        Store(out, manifest, Seeds(), Shard(1, 2))
+    whole.close()
+    Store(out, manifest, Seeds(), Shard(1, 2)).close()
+
+
+def test_a_shard_sweeps_only_its_own_students_leftovers(lab, tmp_path: Path) -> None:
+    manifest = load_manifest(lab, default_plugins().checkers())
+    out = tmp_path / "out"
+    leftovers = {}
+    for student in ("ada", "ben"):
+        staging = out / f".{student}.a1b2c3d4.staging"
+        staging.mkdir(parents=True)
+        record = out / ".state" / f".{student}.json.x9y8z7w6.tmp"
+        record.parent.mkdir(exist_ok=True)
+        record.write_text("{")
+        inside = out / student / ".result.json.q1w2e3r4.tmp"
+        inside.parent.mkdir()
+        inside.write_text("{")
+        leftovers[student] = [staging, record, inside]
+    (out / ".summary.md.k9j8h7g6.tmp").write_text("half")
+
+    Store(out, manifest, Seeds(), Shard(1, 2), students=["ada"]).close()
+    assert not any(p.exists() for p in leftovers["ada"])
+    assert all(p.exists() for p in leftovers["ben"]) and (out / ".summary.md.k9j8h7g6.tmp").exists()
+    Store(out, manifest, Seeds()).close()  # the exclusive holder sweeps everything
+    assert not any(p.exists() for p in leftovers["ben"]) and not (out / ".summary.md.k9j8h7g6.tmp").exists()
+
+
+def _graded_on(gpu: str | None, node: str, score: float = 9.5) -> GradeResult:
+    return GradeResult(
+        exercise="lab-01-moe-routing", submission="x.py", submission_sha256="0", score=score, max_score=FULL,
+        environment=Environment(grader="0", python="3", gpu=gpu, node=node), sandbox=SandboxInfo(mode="bubblewrap"),
+    )  # fmt: skip
+
+
+def test_gradebook_flags_scores_from_other_gpu_models(lab) -> None:
+    manifest = load_manifest(lab, default_plugins().checkers())
+    entries = [Entry(s, Path(f"{s}.py"), f"{s}.py", "0", "file") for s in ("ada", "ben", "cleo", "dev")]
+    results = {
+        "ada": _graded_on("NVIDIA H100 80GB HBM3", "gpu01"),
+        "ben": _graded_on("NVIDIA H100 80GB HBM3", "gpu02"),
+        "cleo": _graded_on("NVIDIA A100-SXM4-80GB", "gpu07"),
+        "dev": _graded_on("NVIDIA H100 80GB HBM3", "gpu01"),
+    }
+    rows = {r["student"]: r for r in csv.DictReader(io.StringIO(gradebook_csv(manifest, entries, results)))}
+    assert {s: (r["node"], r["gpu"], r["other_gpu"]) for s, r in rows.items()} == {
+        "ada": ("gpu01", "NVIDIA H100 80GB HBM3", ""),
+        "ben": ("gpu02", "NVIDIA H100 80GB HBM3", ""),
+        "cleo": ("gpu07", "NVIDIA A100-SXM4-80GB", "yes"),
+        "dev": ("gpu01", "NVIDIA H100 80GB HBM3", ""),
+    }
+    summary = summary_md(manifest, entries, [], results)
+    assert "**Warning: scores were graded on 2 GPU models** (NVIDIA H100 80GB HBM3: 3, NVIDIA A100-SXM4-80GB: 1)" in summary
+    assert "marks the 1 not graded on the NVIDIA H100 80GB HBM3" in summary
+
+    same = {s: _graded_on("NVIDIA H100 80GB HBM3", r.environment.node or "") for s, r in results.items()}
+    assert "Warning" not in summary_md(manifest, entries, [], same)
+    assert "GPU: NVIDIA H100 80GB HBM3 · graded on 3 nodes" in summary_md(manifest, entries, [], same)
+    rows = list(csv.DictReader(io.StringIO(gradebook_csv(manifest, entries, same))))
+    assert {r["other_gpu"] for r in rows} == {""}

@@ -55,3 +55,39 @@ def test_secret_seed_defeats_hard_coded_public_answers(tmp_path: Path, monkeypat
     assert route_statuses(Seeds.from_env(123)) == {"passed"}  # the cheat works against the public seed...
     monkeypatch.setenv("GRADER_SECRET_SEED", "only-the-course-staff-know")
     assert route_statuses(Seeds.from_env(123)) == {"error"}  # ...and not once a secret is mixed in
+
+
+# --- the secret by file (a batch system stores job scripts and their environment) -----------------
+
+
+def test_secret_seed_file_gives_the_same_seeds_as_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("course-secret\n")
+    secret.chmod(0o600)
+    monkeypatch.delenv("GRADER_SECRET_SEED", raising=False)
+    monkeypatch.setenv("GRADER_SECRET_SEED_FILE", str(secret))
+    by_file = Seeds.from_env()
+    assert by_file.official and by_file.key == Seeds(secret="course-secret").key
+    monkeypatch.setenv("GRADER_SECRET_SEED", "the-variable-wins")
+    assert Seeds.from_env().key == Seeds(secret="the-variable-wins").key
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: (p.write_text("s"), p.chmod(0o644)), "others may read it (mode 0644); chmod 600 it"),
+        (lambda p: (p.write_text("s"), p.chmod(0o640)), "others may read it (mode 0640); chmod 600 it"),
+        (lambda p: (p.write_text("\n"), p.chmod(0o600)), "the secret seed file is empty"),
+        (lambda p: None, "cannot read the secret seed file (No such file or directory)"),
+        (lambda p: p.mkdir(mode=0o700), "not a regular file"),
+    ],
+    ids=["world-readable", "group-readable", "empty", "missing", "folder"],
+)
+def test_a_bad_secret_seed_file_is_one_line_and_exit_2(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setup, message: str) -> None:
+    path = tmp_path / "secret"
+    setup(path)
+    monkeypatch.delenv("GRADER_SECRET_SEED", raising=False)
+    monkeypatch.setenv("GRADER_SECRET_SEED_FILE", str(path))
+    code, _, err = run_cli("submit", LAB01 / "solution.py", "--out", tmp_path / "out", "--official")
+    assert code == 2, err
+    assert f"GRADER_SECRET_SEED_FILE={path}: {message}" in err and len(err.strip().splitlines()) == 1

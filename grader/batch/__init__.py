@@ -3,9 +3,10 @@
 ``layouts`` finds the submissions (plain files, folders, Gradescope and Canvas exports),
 ``runner`` schedules them over long-lived ``worker`` processes, ``store`` writes every
 per-student file atomically and remembers what was graded, ``summary`` and ``histogram``
-write the class outputs.
+write the class outputs. ``shard`` splits a class for parallel processes that share one
+output folder, and ``slurm`` runs those as a Slurm job array followed by a merge.
 """
 
-from grader.batch.runner import BatchOptions, BatchOutcome, run_batch
+from grader.batch.runner import BatchOptions, BatchOutcome, merge_batch, run_batch
 
-__all__ = ["BatchOptions", "BatchOutcome", "run_batch"]
+__all__ = ["BatchOptions", "BatchOutcome", "merge_batch", "run_batch"]

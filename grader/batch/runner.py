@@ -5,6 +5,10 @@ one submission at a time to each of N batch workers (:mod:`grader.batch.worker`)
 finished student, and writes the class summary at the end. A worker that dies (or falls silent
 past the watchdog) is replaced; its submission is retried once, then recorded as an
 infrastructure error for that student alone.
+
+With a :class:`~grader.batch.shard.Shard` it grades only that shard's students and writes no
+class outputs: several shards (Slurm array tasks) share one output folder, and
+:func:`merge_batch` writes the class outputs once they are done, from every stored result.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from grader.batch.layouts import Entry, Skipped, find_submissions
 from grader.batch.progress import Progress
-from grader.batch.store import Store
+from grader.batch.shard import Shard
+from grader.batch.store import STATE, Store
 from grader.batch.summary import write_class_outputs
 from grader.errors import InfrastructureError, UsageError
 from grader.manifest import LabManifest
@@ -54,6 +59,7 @@ class BatchOptions:
     seed: int | None = None
     allow_unsandboxed: bool = False
     deadline_s: float | None = None
+    shard: Shard | None = None
 
 
 @dataclass
@@ -68,6 +74,8 @@ class BatchOutcome:
     retried: int = 0
     elapsed_s: float = 0.0
     sandbox: SandboxInfo | None = None
+    missing: dict[str, str] = field(default_factory=dict)
+    """Students with no current result (a merge's shards have not graded them), and why."""
 
     @property
     def not_gradable(self) -> list[str]:
@@ -216,11 +224,11 @@ def run_batch(
     started = time.monotonic()
     seeds = Seeds.from_env(grading.seed)
     launcher = Grader(manifest, grading, plugins).launcher()
-    entries, skipped = find_submissions(options.folder, manifest, exclude=options.out)
-    if not entries:
-        why = f" ({len(skipped)} entries skipped, e.g. {skipped[0].name}: {skipped[0].reason})" if skipped else ""
-        raise UsageError(f"{options.folder}: no submissions to grade{why}")
-    store = Store(options.out, manifest, seeds)
+    entries, skipped = _find(options, manifest)
+    shard = options.shard
+    if shard is not None:
+        entries = [e for e in entries if shard.holds(e.student)]
+    store = Store(options.out, manifest, seeds, shard, [e.student for e in entries])
     try:
         outcome = BatchOutcome(entries, skipped, {}, sandbox=sandbox_info(launcher))
         todo: deque[_Job] = deque()
@@ -238,18 +246,55 @@ def run_batch(
             progress = Progress(len(todo), stream, tty)
             _Scheduler(plugins, manifest, launcher, seeds, store, options, outcome, progress).run(todo, jobs)
         outcome.elapsed_s = time.monotonic() - started
-        write_class_outputs(options.out, manifest, entries, outcome.skipped, outcome.results, outcome.elapsed_s)
+        if shard is None:
+            write_class_outputs(options.out, manifest, entries, outcome.skipped, outcome.results, outcome.elapsed_s)
     finally:
         store.close()
     return outcome
 
 
+def merge_batch(manifest: LabManifest, options: BatchOptions) -> BatchOutcome:
+    """Write the class outputs from the stored results of every submission in the folder.
+
+    Grades nothing. A submission without a current result (its shard failed, has not run, or
+    graded it with another seed, grader or lab) is listed in ``missing`` with the reason."""
+    seeds = Seeds.from_env(options.seed)
+    entries, skipped = _find(options, manifest)
+    if not (options.out / STATE).is_dir():
+        raise UsageError(f"{options.out}: nothing was graded there (no {STATE} folder); grade first, then merge")
+    store = Store(options.out, manifest, seeds)
+    try:
+        outcome = BatchOutcome(entries, skipped, {})
+        for entry in entries:
+            result = store.stored(entry.student, entry.sha256)
+            if result is None:
+                outcome.missing[entry.student] = store.why_not(entry.student, entry.sha256)
+            else:
+                outcome.results[entry.student] = result
+                outcome.reused += 1
+        write_class_outputs(options.out, manifest, entries, skipped, outcome.results, None, outcome.missing)
+    finally:
+        store.close()
+    return outcome
+
+
+def _find(options: BatchOptions, manifest: LabManifest) -> tuple[list[Entry], list[Skipped]]:
+    entries, skipped = find_submissions(options.folder, manifest, exclude=options.out)
+    if not entries:
+        why = f" ({len(skipped)} entries skipped, e.g. {skipped[0].name}: {skipped[0].reason})" if skipped else ""
+        raise UsageError(f"{options.folder}: no submissions to grade{why}")
+    return entries, skipped
+
+
 def _announce(options: BatchOptions, launcher: Launcher, seeds: Seeds, outcome: BatchOutcome, stream: TextIO) -> None:
     layouts = sorted({e.layout for e in outcome.entries})
+    where = f"in {options.folder} ({', '.join(layouts)})" if layouts else f"in {options.folder}"
+    n = len(outcome.entries)
+    head = f"grader batch: {'' if options.shard is None else f'shard {options.shard}: '}{n} submission{'' if n == 1 else 's'} {where}"
     print(
-        f"grader batch: {len(outcome.entries)} submissions in {options.folder} ({', '.join(layouts)})"
+        head
         + (f", {outcome.reused} already graded (skipped; --force redoes them)" if outcome.reused else "")
-        + (f", {len(outcome.skipped)} entries skipped (reasons in summary.md)" if outcome.skipped else ""),
+        + (f", {len(outcome.skipped)} entries skipped (reasons in summary.md)" if outcome.skipped and options.shard is None else ""),
         file=stream,
     )
     if not seeds.official:

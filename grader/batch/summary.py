@@ -11,6 +11,7 @@ import io
 import re
 import statistics
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from grader import __version__
@@ -33,22 +34,35 @@ def _spreadsheet_safe(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
+def gpu_models(results: Iterable[GradeResult]) -> Counter[str]:
+    """How many gradable results each GPU model graded (results graded without a GPU left out)."""
+    return Counter(r.environment.gpu for r in results if r.gradable and r.environment.gpu)
+
+
 def gradebook_csv(manifest: LabManifest, entries: list[Entry], results: dict[str, GradeResult]) -> str:
-    """One row per graded student: the score and each check's score."""
+    """One row per graded student: the score, each check's score, and where it was graded.
+
+    ``other_gpu`` is ``yes`` for a score graded on another GPU model than most of the class's:
+    timed checks on different models are not comparable."""
     check_ids = list(manifest.checks)
+    models = gpu_models(results.values())
+    usual = models.most_common(1)[0][0] if models else None
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["student", "file", "score", "max_score", "percent", "gradable", *check_ids])
+    writer.writerow(["student", "file", "score", "max_score", "percent", "gradable", *check_ids, "node", "gpu", "other_gpu"])
     for entry in entries:
         result = results.get(entry.student)
         if result is None:
             continue
         by_id = {c.id: c.score for c in result.checks}
+        gpu = result.environment.gpu
         writer.writerow(
             [
                 _spreadsheet_safe(entry.student), _spreadsheet_safe(entry.file), _g(result.score), _g(result.max_score),
                 f"{result.percent:.1f}", "yes" if result.gradable else "no",
                 *(_g(by_id[c]) if c in by_id else "" for c in check_ids),
+                _spreadsheet_safe(result.environment.node or ""), _spreadsheet_safe(gpu or ""),
+                "yes" if gpu and usual and gpu != usual else "",
             ]
         )  # fmt: skip
     return buffer.getvalue()
@@ -67,7 +81,9 @@ def summary_md(
     results: dict[str, GradeResult],
     elapsed_s: float | None = None,
     histogram: str | None = "histogram.png",
+    missing: dict[str, str] | None = None,
 ) -> str:
+    missing = missing or {}
     graded = [(e, results[e.student]) for e in entries if e.student in results]
     gradable = [r for _, r in graded if r.gradable]
     percents = [r.percent for r in gradable]
@@ -75,6 +91,8 @@ def summary_md(
     facts = [f"{len(graded)} submissions", f"{len(gradable)} graded"]
     if len(graded) > len(gradable):
         facts.append(f"**{len(graded) - len(gradable)} not gradable**")
+    if missing:
+        facts.append(f"**{len(missing)} not graded yet**")
     if skipped:
         facts.append(f"{len(skipped)} entries skipped")
     lines += [" · ".join(facts), ""]
@@ -96,6 +114,22 @@ def summary_md(
             + (f" · {elapsed_s:.1f} s this run" if elapsed_s is not None else ""),
             "",
         ]
+    nodes = sorted({r.environment.node for r in gradable if r.environment.node})
+    models = gpu_models(gradable)
+    if len(models) > 1:
+        usual, _ = models.most_common(1)[0]
+        others = sum(n for m, n in models.items() if m != usual)
+        listed = ", ".join(f"{m}: {n}" for m, n in models.most_common())
+        lines += [
+            f"**Warning: scores were graded on {len(models)} GPU models** ({listed}). Timed checks are not "
+            f"comparable between models: the gradebook's `other_gpu` column marks the {others} not graded on "
+            f"the {usual}. Pin one model (sbatch `--constraint`) and regrade those with `--force`.",
+            "",
+        ]
+    elif models:
+        lines += [f"GPU: {next(iter(models))} · graded on {len(nodes)} node{'' if len(nodes) == 1 else 's'}", ""]
+    elif len(nodes) > 1:
+        lines += [f"Graded on {len(nodes)} nodes: {', '.join(nodes[:8])}{' ...' if len(nodes) > 8 else ''}", ""]
 
     lines += ["## Score distribution", ""]
     if histogram:
@@ -148,6 +182,19 @@ def summary_md(
         lines += ["| student | file | reason |", "| --- | --- | --- |"]
         lines += [f"| {cell(e.student)} | `{cell(e.file)}` | {cell(r.error or '', 300)} |" for e, r in broken]
         lines.append("")
+    if missing:
+        lines += [
+            "## Not graded yet",
+            "",
+            "No current result is stored for these: their shard failed, was cancelled or has not run. "
+            "Grade them (resubmit the array, or `grader batch` with the same --out), then merge again.",
+            "",
+            "| student | file | why |",
+            "| --- | --- | --- |",
+        ]
+        files = {e.student: e.file for e in entries}
+        lines += [f"| {cell(s)} | `{cell(files.get(s, ''))}` | {cell(why, 300)} |" for s, why in missing.items()]
+        lines.append("")
     if skipped:
         lines += ["## Skipped entries", "", "Not graded; nothing was run.", "", "| entry | reason |", "| --- | --- |"]
         lines += [f"| `{cell(s.name)}` | {cell(s.reason, 300)} |" for s in skipped]
@@ -163,8 +210,9 @@ def write_class_outputs(
     skipped: list[Skipped],
     results: dict[str, GradeResult],
     elapsed_s: float | None = None,
+    missing: dict[str, str] | None = None,
 ) -> None:
     percents = [results[e.student].percent for e in entries if e.student in results and results[e.student].gradable]
     write_histogram(out / "histogram.png", percents)
     write_atomic(out / "gradebook.csv", gradebook_csv(manifest, entries, results))
-    write_atomic(out / "summary.md", summary_md(manifest, entries, skipped, results, elapsed_s))
+    write_atomic(out / "summary.md", summary_md(manifest, entries, skipped, results, elapsed_s, missing=missing))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from grader.manifest import CheckSpec, LabManifest
 from grader.results import Mismatch, Status
@@ -35,6 +36,9 @@ class Verdict:
     table: list[dict[str, Any]] = field(default_factory=list)
     fraction: float | None = None
     """Partial credit in [0, 1] (e.g. speed relative to the reference); None means all or nothing."""
+    margin: float | None = None
+    """For a measured requirement (a speed): measured / required - 1, negative when it falls short.
+    A failed check of a :class:`TimedCheckSpec` kind within its ``retry_near`` is measured again."""
     hint: str | None = None
     """What to look at, when the check's own hint does not fit why it failed ("" for none)."""
     traceback: str = ""
@@ -57,6 +61,20 @@ class Verdict:
     @classmethod
     def error(cls, message: str, **kw: Any) -> Verdict:
         return cls(Status.error, message, **kw)
+
+
+class TimedCheckSpec(CheckSpec):
+    """Options every timed check has: a measurement that fails close to its requirement is repeated.
+
+    A timing varies between runs and nodes; a failure that close is as likely noise as a verdict."""
+
+    retry_near: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="A failure measured within this fraction of the requirement (0.1: within 10%) is measured "
+        "once more in the same grading, on the same node, and the better measurement counts; 0 turns it off.",
+    )
 
 
 class Checker:

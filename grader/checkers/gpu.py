@@ -28,6 +28,7 @@ from grader.api import (
     CheckSpec,
     Hardware,
     LabManifest,
+    TimedCheckSpec,
     Verdict,
     case_set_problems,
     support_function_problems,
@@ -37,7 +38,7 @@ from grader.sandbox.boot import gpu as harness
 LIBRARY_GEMM = ("nvjet", "gemm", "cutlass", "cublas", "xmma", "Kernel2", "splitKreduce")
 
 
-class GpuSpeedOptions(CheckSpec):
+class GpuSpeedOptions(TimedCheckSpec):
     """Speed on the GPU relative to the reference solution, per graded shape."""
 
     kind: Literal["gpu-speed"] = "gpu-speed"
@@ -114,7 +115,7 @@ class GpuSpeedChecker(Checker):
         )
         details = {"geomean_speed_vs_reference": round(geomean, 3), "fraction": round(fraction, 3)}
         status = Verdict.passed if fraction >= 1.0 else Verdict.failed
-        return status(message, table=rows, details=details, fraction=fraction)
+        return status(message, table=rows, details=details, fraction=fraction, margin=geomean / check.target - 1)
 
 
 class GpuProfileOptions(CheckSpec):

@@ -20,8 +20,8 @@ from grader.api import (
     Case,
     CheckContext,
     Checker,
-    CheckSpec,
     LabManifest,
+    TimedCheckSpec,
     Verdict,
     case_set_problems,
     compare,
@@ -29,7 +29,7 @@ from grader.api import (
 )
 
 
-class CpuSpeedupOptions(CheckSpec):
+class CpuSpeedupOptions(TimedCheckSpec):
     """The submission is at least `min_speedup` times faster than the solution's `baseline`."""
 
     kind: Literal["cpu-speedup"] = "cpu-speedup"
@@ -93,9 +93,10 @@ class CpuSpeedupChecker(Checker):
             f"{check.baseline} {t_base * 1e3:.2f} ms at {dims}: {ratio:.1f}x faster (median of paired runs), "
             f"{check.min_speedup:g}x needed"
         )
+        margin = ratio / check.min_speedup - 1
         if ratio >= check.min_speedup:
-            return Verdict.passed(summary, details=details)
-        return Verdict.failed(summary, details=details)
+            return Verdict.passed(summary, details=details, margin=margin)
+        return Verdict.failed(summary, details=details, margin=margin)
 
     @staticmethod
     def _case(ctx: CheckContext, check: CpuSpeedupOptions, check_id: str, i: int) -> Case:

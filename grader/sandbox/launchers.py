@@ -17,9 +17,11 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,8 +149,11 @@ class Launcher:
         argv += ["--ro-bind", str(submission.parent), SANDBOX_SUB]
         argv += ["--proc", "/proc", "--dev", "/dev"]
         if self.gpu:
-            for dev in sorted(glob.glob("/dev/nvidia*")):
+            devices, visible = gpu_devices(env)
+            for dev in devices:
                 argv += ["--dev-bind", dev, dev]
+            if visible is not None:
+                argv += ["--setenv", "CUDA_VISIBLE_DEVICES", visible]
         argv += ["--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/dev/shm"]
         argv += ["--chdir", "/tmp", "--seccomp", str(bpf_r)]
         if os.geteuid() == 0:
@@ -169,6 +174,70 @@ class Launcher:
         argv += self._worker_argv(python, str(BOOT_DIR), fds)
         program = seccomp_program(deny_ip_sockets=self.mode == "process")
         return WorkerCommand(argv, dict(env), fds, str(submission), program, uid)
+
+
+DEV = "/dev"
+NVIDIA_GPU_FILE = re.compile(r"^nvidia(\d+)$")
+"""The name of one GPU's device file (``nvidia3``), as opposed to the control files."""
+
+
+def gpu_devices(env: Mapping[str, str], dev: str | None = None) -> tuple[list[str], str | None]:
+    """The NVIDIA device files a GPU worker gets, and the CUDA_VISIBLE_DEVICES it then sees.
+
+    Only the allocated GPUs: ``CUDA_VISIBLE_DEVICES`` (Slurm sets it to the GPUs it allocated)
+    names them, and each is mapped to its ``/dev/nvidiaN`` through nvidia-smi's minor numbers
+    (an index counts among the GPUs this process can see, as CUDA's does); without nvidia-smi
+    an index is taken as the minor number, which is what a gres.conf ``File=/dev/nvidia[0-N]``
+    gives when cgroups do not renumber. In the sandbox the unbound GPUs do not exist, so the
+    allocated ones are renumbered from 0. The control files (nvidiactl, nvidia-uvm, ...) are
+    always bound. Without the variable, or with entries that cannot be mapped (MIG instances,
+    UUIDs without nvidia-smi), every GPU is bound and the variable passes through unchanged.
+    """
+    found = sorted(glob.glob(os.path.join(dev or DEV, "nvidia*")))
+    per_gpu = {int(m[1]): path for path in found if (m := NVIDIA_GPU_FILE.match(os.path.basename(path)))}
+    control = [path for path in found if not NVIDIA_GPU_FILE.match(os.path.basename(path))]
+    every = control + [per_gpu[n] for n in sorted(per_gpu)]
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return every, None
+    minors: list[int] = []
+    for entry in (e.strip() for e in visible.split(",")):
+        if not entry or entry.startswith("-"):
+            break  # CUDA stops reading the list at the first entry that names no device
+        minor = _minor(entry)
+        if minor is None:
+            return every, visible
+        if minor in per_gpu and minor not in minors:
+            minors.append(minor)
+    return control + [per_gpu[n] for n in minors], ",".join(str(i) for i in range(len(minors)))
+
+
+def _minor(entry: str) -> int | None:
+    """The minor number of the GPU a CUDA_VISIBLE_DEVICES entry names, or None if unknown."""
+    rows = _smi_gpus()
+    if rows:
+        for index, uuid, minor in rows:
+            if entry == index or (entry.startswith("GPU-") and uuid.startswith(entry)):
+                return int(minor) if minor.isdigit() else None
+        return None
+    return int(entry) if entry.isdigit() else None
+
+
+@functools.lru_cache(maxsize=1)
+def _smi_gpus() -> tuple[tuple[str, str, str], ...]:
+    """(index, uuid, minor number) of each GPU nvidia-smi sees here; empty without nvidia-smi."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return ()
+    try:
+        proc = subprocess.run(
+            [smi, "--query-gpu=index,uuid,minor_number", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    rows = [tuple(v.strip() for v in line.split(",")) for line in proc.stdout.splitlines() if line.count(",") == 2]
+    return tuple(rows) if proc.returncode == 0 else ()  # type: ignore[return-value]
 
 
 @functools.lru_cache(maxsize=4)
@@ -264,7 +333,13 @@ def _try(argv: list[str], pass_fds: tuple[int, ...], env: dict[str, str]) -> tup
     return proc.returncode == 0, (text[-1] if text else f"exit status {proc.returncode}")
 
 
-def _starts(launcher: Launcher, python: str) -> tuple[bool, str]:
+def run_in_sandbox(launcher: Launcher, code: str, python: str = sys.executable) -> tuple[bool, str]:
+    """Run ``python -c code`` through the tier's real command line in place of the worker (as a
+    leased uid); whether it exited 0, and the last line it printed (stderr first)."""
+    return _starts(launcher, python, code)
+
+
+def _starts(launcher: Launcher, python: str, code: str = "import numpy") -> tuple[bool, str]:
     """Whether the tier's real command line starts (a one-line program in place of the worker,
     as a leased uid), and the last line it printed."""
     lease = UidLease(launcher.uid) if launcher.uid is not None else None
@@ -273,7 +348,7 @@ def _starts(launcher: Launcher, python: str) -> tuple[bool, str]:
         cmd = launcher.command(python, BOOT_DIR / "worker.py", (r, w), worker_env({}, 1), Limits(), lease.uid if lease else None)
         extra = tuple(fd for fd in cmd.pass_fds if fd not in (r, w))
         try:
-            return _try(cmd.argv[:-3] + ["-c", "import numpy"], extra, cmd.env)
+            return _try(cmd.argv[:-3] + ["-c", code], extra, cmd.env)
         finally:
             for fd in extra:
                 os.close(fd)
