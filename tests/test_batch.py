@@ -191,7 +191,7 @@ def test_accepted_layouts(lab, run_cli, tmp_path: Path, layout) -> None:
     if layout is _folders:
         assert gradebook(out)["ada"]["file"] == "ada/lab01/mine.py"
         assert "`cleo` | 2 Python files and none is clearly the lab-01-moe-routing submission" in summary
-        assert "`dan` | no Python (.py) file to grade (solution.py is a symbolic link (skipped))" in summary
+        assert "`dan` | no Python file (.py) or notebook (.ipynb) to grade (solution.py is a symbolic link (skipped))" in summary
     if layout is _gradescope:
         assert gradebook(out)["Ada_Lovelace"]["file"] == "submission_111/starter.py"
         assert "`submission_333` | named in submission_metadata.yml (No Folder) but has no folder" in summary
