@@ -1,9 +1,11 @@
 """Every lab proves its checkers: solution and accepted files full marks, starter 0, wrong files
-fail what they name, and every check is failed by some wrong file."""
+fail what they name, and every check is failed by some wrong file. Known files show only their
+difference from the solution (a patch, or a genuinely different file), so they cannot drift."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +31,36 @@ def test_selftest(lab_id: str) -> None:
     text = out.getvalue()
     assert "FAIL" not in text
     assert "every check is failed by at least one wrong file" in text
+
+
+def _code_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def shared_with_solution(text: str, solution: str) -> float:
+    """The non-blank lines of ``text`` that also occur in ``solution``, over the solution's
+    non-blank lines (whitespace ignored, so a re-indented copy or a patch's context counts)."""
+    known = set(_code_lines(solution))
+    return sum(line in known for line in _code_lines(text)) / len(_code_lines(solution))
+
+
+def test_the_measure_sees_a_copy_with_one_line_changed() -> None:
+    solution = (LABS["lab-01-moe-routing"].parent / "solution.py").read_text(encoding="utf-8")
+    copy = solution.replace("np.maximum(x @ w1, 0.0) @ w2", "(x @ w1) @ w2")
+    assert 0.9 < shared_with_solution(copy, solution) < 1.0
+    assert shared_with_solution("import numpy as np\n\ndef route(x, w_gate, k):\n    pass\n", solution) < 0.1
+
+
+@pytest.mark.parametrize("lab_id", sorted(LABS))
+def test_known_files_do_not_repeat_the_solution(lab_id: str) -> None:
+    """No file under wrong/ or accepted/ repeats more than half of solution.py: a long file that
+    differs in a few lines is stored as a .patch, which the self-test applies to the solution."""
+    lab_dir = LABS[lab_id].parent
+    solution = (lab_dir / "solution.py").read_text(encoding="utf-8")
+    known = [p for folder in ("wrong", "accepted") for p in sorted((lab_dir / folder).rglob("*")) if p.is_file()]
+    copies = {
+        str(p.relative_to(lab_dir)): round(share, 2)
+        for p in known
+        if (share := shared_with_solution(p.read_text(encoding="utf-8", errors="replace"), solution)) > 0.5
+    }
+    assert not copies, f"these files repeat more than half of {lab_id}'s solution.py (store them as patches): {copies}"
