@@ -148,15 +148,19 @@ def run_selftest(
         for function in blind:
             checks = [c for c in r.checks if c.function == function]
             earned = [c for c in checks if c.score > 0 or c.status is Status.passed]
-            if not checks:
+            on_gpu = [c.id for c in checks if c.status is Status.skipped and manifest.checks[c.id].requires is Hardware.gpu]
+            if function not in manifest.functions:
+                line(False, name, f"ignores-inputs names {function}, which the manifest does not define")
+            elif not checks:
                 line(False, name, f"ignores the inputs of {function}, which no check grades")
             elif earned:
                 got = ", ".join(f"{c.id} ({c.status.value}, {c.score:g})" for c in earned)
                 line(False, name, f"{function} ignores its inputs, yet earns points: {got}")
             else:
                 caught.update(c.id for c in checks if c.status in (Status.failed, Status.error))
-                unproven.update(c.id for c in checks if manifest.checks[c.id].requires is Hardware.gpu and c.status is Status.skipped)
-                line(True, name, f"{function} ignores its inputs: 0 on all {len(checks)} of its checks ({_score(r)})")
+                unproven.update(on_gpu)
+                note = f"; {len(on_gpu)} unproven without a GPU" if on_gpu else ""
+                line(True, name, f"{function} ignores its inputs: 0 on all {len(checks)} of its checks ({_score(r)}{note})")
     missing = [cid for cid in manifest.checks if cid not in caught and cid not in unproven]
     if missing:
         line(False, "wrong/", f"no wrong file fails: {', '.join(missing)}")

@@ -5,15 +5,15 @@ difference from the solution (a patch, or a genuinely different file), so they c
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 
 from grader import discovery
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
-from grader.selftest import run_selftest
+from grader.selftest import ignoring, known_files, run_selftest
 from grader.session import GradingOptions
+from support import LAB01
 
 LABS = discovery.find_labs()
 
@@ -64,3 +64,47 @@ def test_known_files_do_not_repeat_the_solution(lab_id: str) -> None:
         if (share := shared_with_solution(p.read_text(encoding="utf-8", errors="replace"), solution)) > 0.5
     }
     assert not copies, f"these files repeat more than half of {lab_id}'s solution.py (store them as patches): {copies}"
+
+
+@pytest.mark.parametrize("lab_id", sorted(LABS))
+def test_every_function_has_an_input_ignoring_wrong_file(lab_id: str) -> None:
+    """Each function of each lab has a wrong file whose version of it ignores its inputs; the
+    self-test then proves it scores 0 on all of that function's checks."""
+    manifest = load_manifest(LABS[lab_id], default_plugins().checkers())
+    shown = {f for p in known_files(manifest.directory, "wrong") for f in ignoring(p.read_text(encoding="utf-8"))}
+    missing = sorted(set(manifest.functions) - shown)
+    assert not missing, f"{lab_id}: no wrong file with '# ignores-inputs: FUNCTION' for {missing}"
+
+
+# The route-weights check as it once was: bookkeeping laws that hold for ids 0..k-1 with
+# uniform weights, whatever x and w_gate hold.
+FORMAT_ONLY_CHECK = """[checks.route-weights-are-a-distribution]
+kind = "conservation"
+title = "each token's combine weights are k distinct experts' shares summing to 1"
+function = "route"
+points = 1
+cases = "route"
+rules = [
+  { rule = "in_range", output = "topk_ids", low = 0, high = "E" },
+  { rule = "distinct_in_rows", output = "topk_ids" },
+  { rule = "nonnegative", output = "topk_weights" },
+  { rule = "rows_sum_to", output = "topk_weights", value = 1.0, atol = 1e-5 },
+]
+
+"""
+
+
+def test_selftest_fails_a_check_that_an_input_ignoring_function_passes(make_lab) -> None:
+    def edit(text: str) -> str:
+        start = text.index("[checks.route-weights-are-a-distribution]")
+        return text[:start] + FORMAT_ONLY_CHECK + text[text.index("[checks.expert-mlp-matches-reference]") :]
+
+    lab = make_lab(LAB01, edit=edit)
+    out = io.StringIO()
+    ok = run_selftest(load_manifest(lab, default_plugins().checkers()), GradingOptions(), default_plugins(), out)
+    text = out.getvalue()
+    assert not ok, text
+    failures = [line for line in text.splitlines() if "FAIL" in line]
+    assert len(failures) == 1, text
+    assert "wrong/route_ignores_inputs.patch" in failures[0]
+    assert "route ignores its inputs, yet earns points: route-weights-are-a-distribution (passed, 1)" in failures[0]
