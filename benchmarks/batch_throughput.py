@@ -33,6 +33,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from grader.selftest import known_files, materialize
+
 ROOT = Path(__file__).resolve().parent.parent
 LAB = ROOT / "exercises" / "phase-07-gemm-and-moe-kernels" / "lab-01-moe-routing"
 CORPUS = ROOT / "tests" / "sandbox" / "corpus"
@@ -55,7 +57,7 @@ def build_class(folder: Path, count: int) -> dict[str, str]:
     """``count`` submissions, 40% correct, 35% wrong, 25% hostile; returns student -> kind."""
     pools = {
         "correct": [LAB / "solution.py", *sorted((LAB / "accepted").glob("*.py"))],
-        "wrong": sorted((LAB / "wrong").glob("*.py")),
+        "wrong": known_files(LAB, "wrong"),  # patches against the solution, applied below
         "hostile": hostile_files(),
     }
     shares = {"correct": 0.40, "wrong": 0.35, "hostile": 0.25}
@@ -68,7 +70,8 @@ def build_class(folder: Path, count: int) -> dict[str, str]:
             source = pool[i % len(pool)]
             student = f"s{n:03d}_{source.stem}"
             # A per-student comment: distinct content, as in a real class.
-            (folder / f"{student}.py").write_text(source.read_text() + f"\n# student {n}\n")
+            text = materialize(source, LAB).data.decode("utf-8")
+            (folder / f"{student}.py").write_text(text + f"\n# student {n}\n")
             kinds[student] = kind
             n += 1
     return kinds

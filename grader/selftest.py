@@ -5,6 +5,9 @@
 * every ``wrong/`` file gets the verdict its header names on the check it names, e.g.
   ``# expect: grouped-matches-reference`` (``failed`` by default, or ``# expect: ID error``),
   and scores below full marks;
+* a ``wrong/`` file whose header says ``# ignores-inputs: FUNCTION`` (its FUNCTION returns
+  something fixed, or derived from sizes alone) scores 0 on every check of FUNCTION: a check
+  that such a function can pass proves nothing about the function;
 * every check is failed by at least one wrong file.
 
 A known file is a whole ``.py`` file, or a ``.patch`` against ``solution.py`` (see
@@ -24,17 +27,23 @@ from typing import TextIO
 from grader import patch
 from grader.discovery import SubmissionFile, read_submission
 from grader.errors import InfrastructureError, UsageError
-from grader.manifest import LabManifest
+from grader.manifest import Hardware, LabManifest
 from grader.plugins import Plugins
 from grader.results import GradeResult, Status
 from grader.session import Grader, GradingOptions, write_reports
 
 EXPECT = re.compile(r"^#\s*expect:\s*([A-Za-z0-9_.-]+)(?:\s+(failed|error))?\s*$", re.M)
+IGNORES = re.compile(r"^#\s*ignores-inputs:\s*([A-Za-z_]\w*)\s*$", re.M)
 
 
 def expectations(text: str) -> list[tuple[str, Status]]:
     """The ``# expect: <check-id> [failed|error]`` lines of a wrong file (or of a patch's preamble)."""
     return [(cid, Status(status or "failed")) for cid, status in EXPECT.findall(text)]
+
+
+def ignoring(text: str) -> list[str]:
+    """The functions a wrong file's ``# ignores-inputs: FUNCTION`` lines name."""
+    return IGNORES.findall(text)
 
 
 def known_files(lab_dir: Path, folder: str) -> list[Path]:
@@ -113,9 +122,10 @@ def run_selftest(
     unproven: set[str] = set()
     for path in known_files(root, "wrong"):
         name = str(path.relative_to(root))
-        wanted = expectations(path.read_text(encoding="utf-8", errors="replace"))
-        if not wanted:
-            line(False, name, "names no check: add a line '# expect: <check-id>'")
+        header = path.read_text(encoding="utf-8", errors="replace")
+        wanted, blind = expectations(header), ignoring(header)
+        if not wanted and not blind:
+            line(False, name, "names no check: add a line '# expect: <check-id>' (or '# ignores-inputs: <function>')")
             continue
         r = grade(path)
         if r is None:
@@ -135,6 +145,22 @@ def run_selftest(
             else:
                 caught.add(cid)
                 line(True, name, f"{cid}: {status.value} as expected ({_score(r)})")
+        for function in blind:
+            checks = [c for c in r.checks if c.function == function]
+            earned = [c for c in checks if c.score > 0 or c.status is Status.passed]
+            on_gpu = [c.id for c in checks if c.status is Status.skipped and manifest.checks[c.id].requires is Hardware.gpu]
+            if function not in manifest.functions:
+                line(False, name, f"ignores-inputs names {function}, which the manifest does not define")
+            elif not checks:
+                line(False, name, f"ignores the inputs of {function}, which no check grades")
+            elif earned:
+                got = ", ".join(f"{c.id} ({c.status.value}, {c.score:g})" for c in earned)
+                line(False, name, f"{function} ignores its inputs, yet earns points: {got}")
+            else:
+                caught.update(c.id for c in checks if c.status in (Status.failed, Status.error))
+                unproven.update(on_gpu)
+                note = f"; {len(on_gpu)} unproven without a GPU" if on_gpu else ""
+                line(True, name, f"{function} ignores its inputs: 0 on all {len(checks)} of its checks ({_score(r)}{note})")
     missing = [cid for cid in manifest.checks if cid not in caught and cid not in unproven]
     if missing:
         line(False, "wrong/", f"no wrong file fails: {', '.join(missing)}")

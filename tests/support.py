@@ -8,10 +8,17 @@ import sys
 from pathlib import Path
 
 from grader.results import GradeResult
+from grader.selftest import materialize
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASE = ROOT / "exercises" / "phase-07-gemm-and-moe-kernels"
 LAB01 = PHASE / "lab-01-moe-routing"
+
+
+def wrong_file(name: str, lab: Path = LAB01) -> str:
+    """A lab's known-wrong submission as a student would hand it in: ``wrong/<name>.patch``
+    applied to the current solution."""
+    return materialize(lab / "wrong" / f"{name}.patch", lab).data.decode("utf-8")
 
 
 def tight_limits(text: str) -> str:

@@ -32,7 +32,7 @@ from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import Environment, GradeResult, SandboxInfo
 from grader.seeds import Seeds
-from support import LAB01, ROOT, tight_limits
+from support import LAB01, ROOT, tight_limits, wrong_file
 
 SOLUTION = LAB01 / "solution.py"
 WRONG = LAB01 / "wrong"
@@ -95,7 +95,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 def test_plain_files_reports_summary_gradebook_and_histogram(lab, run_cli, tmp_path: Path) -> None:
     folder, out = tmp_path / "subs", tmp_path / "out"
     put(folder, "ada.py", SOLUTION)
-    put(folder, "ben.py", WRONG / "smallest_logits.py")
+    put(folder, "ben.py", wrong_file("smallest_logits"))
     (folder / "sneaky.py").symlink_to(SOLUTION)
     os.mkfifo(folder / "pipe.py")
     put(folder, "notes.txt", "not code")
@@ -132,7 +132,7 @@ def test_plain_files_reports_summary_gradebook_and_histogram(lab, run_cli, tmp_p
 def _folders(folder: Path) -> dict[str, float]:
     put(folder, "ada/lab01/helper.py", "def helper():\n    return 1\n")
     put(folder, "ada/lab01/mine.py", SOLUTION)  # names the lab in an EXERCISE line
-    put(folder, "ben/deep/er/ben_solution.py", WRONG / "offsets_off_by_one.py")
+    put(folder, "ben/deep/er/ben_solution.py", wrong_file("offsets_off_by_one"))
     put(folder, "cleo/a.py", "x = 1\n")
     put(folder, "cleo/b.py", "y = 2\n")
     (folder / "dan").mkdir()
@@ -166,14 +166,14 @@ def _gradescope(folder: Path) -> dict[str, float]:
         ),
     )
     put(folder, "submission_111/starter.py", SOLUTION)
-    put(folder, "submission_222/src/starter.py", WRONG / "mlp_without_relu.py")
+    put(folder, "submission_222/src/starter.py", wrong_file("mlp_without_relu"))
     return {"Ada_Lovelace": FULL, "Grace_Hopper_+_Alan_Turing": FULL - 1 - 1 - 1.5 - 1}
 
 
 def _canvas(folder: Path) -> dict[str, float]:
     put(folder, "lovelace_ada_12345_67890_starter.py", SOLUTION)
-    put(folder, "hopper_grace_late_111_222_starter-1.py", WRONG / "smallest_logits.py")
-    return {"lovelace_ada": FULL, "hopper_grace": FULL - 2 - 1 - 1.5}
+    put(folder, "hopper_grace_late_111_222_starter-1.py", wrong_file("smallest_logits"))
+    return {"lovelace_ada": FULL, "hopper_grace": FULL - 2 - 1 - 1.5 - 1}
 
 
 @pytest.mark.parametrize("layout", [_folders, _gradescope, _canvas], ids=["folders", "gradescope", "canvas"])
@@ -203,7 +203,7 @@ def test_accepted_layouts(lab, run_cli, tmp_path: Path, layout) -> None:
 def test_rerun_skips_graded_and_force_redoes_them(lab, run_cli, tmp_path: Path) -> None:
     folder, out = tmp_path / "subs", tmp_path / "out"
     put(folder, "ada.py", SOLUTION)
-    ben = put(folder, "ben.py", WRONG / "smallest_logits.py")
+    ben = put(folder, "ben.py", wrong_file("smallest_logits"))
     assert batch(run_cli, folder, out)[0] == 0
     stamp = {s: (out / s / "result.json").stat().st_mtime_ns for s in ("ada", "ben")}
 
@@ -359,7 +359,7 @@ def _gone(pids: list[int], wait_s: float = 5.0) -> bool:
 
 def test_sigkill_mid_batch_then_rerun_loses_nothing(lab, tmp_path: Path) -> None:
     folder = tmp_path / "subs"
-    sources = [SOLUTION, *sorted(WRONG.glob("*.py"))[:5], SOLUTION, SOLUTION]
+    sources = [SOLUTION, *(wrong_file(p.stem) for p in sorted(WRONG.glob("*.patch"))[:5]), SOLUTION, SOLUTION]
     for i, source in enumerate(sources):
         put(folder, f"student{i:02d}.py", source)
     students = [f"student{i:02d}" for i in range(len(sources))]

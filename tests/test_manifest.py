@@ -62,7 +62,7 @@ def test_all_errors_reported_at_once_with_key_expected_received(make_lab) -> Non
         line.startswith(f"{manifest}: tolerances.default.rtol: expected a number, received 'tight'") for line in found
     ), found
     assert any(
-        "checks.route-weights-are-a-distribution.kind: expected kind to be one of" in line
+        "checks.permute-bookkeeping.kind: expected kind to be one of" in line
         and line.endswith("received 'conservatoin'")
         for line in found
     ), found

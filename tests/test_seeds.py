@@ -40,17 +40,16 @@ def test_secret_seed_defeats_hard_coded_public_answers(tmp_path: Path, monkeypat
     lab = Lab(manifest)
     public = Seeds(123)
     table = {}
-    for check_id in ("route-matches-reference", "route-weights-are-a-distribution"):
-        for case in lab.cases("route", public, check_id):
-            out = lab.call_solution("route", case.inputs)
-            key = hashlib.sha256(np.ascontiguousarray(case.inputs["x"]).tobytes()).hexdigest()
-            table[key] = [out["topk_ids"].tolist(), out["topk_weights"].tolist()]
+    for case in lab.cases("route", public, "route-matches-reference"):
+        out = lab.call_solution("route", case.inputs)
+        key = hashlib.sha256(np.ascontiguousarray(case.inputs["x"]).tobytes()).hexdigest()
+        table[key] = [out["topk_ids"].tolist(), out["topk_weights"].tolist()]
     cheat = tmp_path / "cheat.py"
     cheat.write_text(CHEAT.format(table=json.dumps(table)))
 
     def route_statuses(seeds: Seeds) -> set[str]:
         result = Grader(manifest, GradingOptions(seed=seeds.public)).grade(cheat)
-        return {c.status.value for c in result.checks if c.function == "route"}
+        return {c.status.value for c in result.checks if c.id == "route-matches-reference"}
 
     assert route_statuses(Seeds.from_env(123)) == {"passed"}  # the cheat works against the public seed...
     monkeypatch.setenv("GRADER_SECRET_SEED", "only-the-course-staff-know")

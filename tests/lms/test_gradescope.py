@@ -19,7 +19,7 @@ import pytest
 from grader.lms.gradescope import GradescopeFormat
 from grader.results import GradeResult
 from grader.sandbox.launchers import probe
-from support import LAB01, tight_limits
+from support import LAB01, tight_limits, wrong_file
 
 VISIBILITY = {"hidden", "after_due_date", "after_published", "visible"}
 FORMATS = {"text", "html", "simple_format", "md", "ansi"}
@@ -200,7 +200,7 @@ def test_correct_submission_full_marks(autograder: Path) -> None:
 
 def test_wrong_submission_partial_credit_with_explanations(autograder: Path) -> None:
     needs_bwrap()
-    shutil.copy(LAB01 / "wrong" / "smallest_logits.py", autograder / "submission" / "starter.py")
+    (autograder / "submission" / "starter.py").write_text(wrong_file("smallest_logits"))
     payload, _, _ = run_autograder(autograder)
     assert 0 < payload["score"] < 10
     failed = next(t for t in payload["tests"] if t["name"].startswith("route-matches-reference"))

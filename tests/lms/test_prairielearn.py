@@ -14,7 +14,7 @@ import pytest
 from grader.lms.prairielearn import SIZE_LIMIT, PrairieLearnFormat
 from grader.results import GradeResult
 from grader.sandbox.launchers import probe
-from support import LAB01, tight_limits
+from support import LAB01, tight_limits, wrong_file
 
 TOP_FIELDS = {"gradable", "score", "message", "output", "format_errors", "tests", "images"}
 TEST_FIELDS = {"name", "description", "points", "max_points", "message", "output", "images"}
@@ -72,7 +72,7 @@ def test_correct_submission_scores_one(run_cli, grade_root: Path) -> None:
 
 def test_wrong_submission_scores_a_fraction(run_cli, grade_root: Path) -> None:
     needs_bwrap()
-    shutil.copy(LAB01 / "wrong" / "smallest_logits.py", grade_root / "student" / "moe.py")
+    (grade_root / "student" / "moe.py").write_text(wrong_file("smallest_logits"))
     code, payload, _ = run(run_cli, grade_root)
     assert code == 0 and payload["gradable"] is True and 0 < payload["score"] < 1
     route = next(t for t in payload["tests"] if t["name"] == "route-matches-reference")
