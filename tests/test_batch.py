@@ -496,7 +496,7 @@ def _shard_process(folder: Path, out: Path, *extra: str, env: dict[str, str] | N
 
 def test_shards_grade_side_by_side_into_one_folder_and_the_merge_equals_one_batch(lab, run_cli, tmp_path: Path) -> None:
     folder, out, whole = tmp_path / "subs", tmp_path / "out", tmp_path / "whole"
-    sources = [SOLUTION, *sorted(WRONG.glob("*.py"))[:4], LAB01 / "starter.py"]
+    sources = [SOLUTION, *(wrong_file(p.stem) for p in sorted(WRONG.glob("*.patch"))[:4]), LAB01 / "starter.py"]
     students = [f"st{i}" for i in range(len(sources))]
     for student, source in zip(students, sources):
         put(folder, f"{student}.py", source)

@@ -29,7 +29,7 @@ import pytest
 from grader.batch.shard import shard_of
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
-from support import LAB01, ROOT
+from support import LAB01, ROOT, wrong_file
 
 pytestmark = pytest.mark.slurm
 
@@ -132,15 +132,16 @@ def cancel_leftovers():
 
 
 def _class(folder: Path) -> list[str]:
-    """20 lab-01 submissions: solutions, accepted alternatives, starters and every wrong file."""
-    sources = [LAB01 / "solution.py"] * 6 + sorted((LAB01 / "accepted").glob("*.py")) + [LAB01 / "starter.py"] * 3
-    sources += sorted((LAB01 / "wrong").glob("*.py"))
+    """20 lab-01 submissions: solutions, accepted alternatives, starters and wrong files."""
+    files = [LAB01 / "solution.py"] * 6 + sorted((LAB01 / "accepted").glob("*.py")) + [LAB01 / "starter.py"] * 3
+    sources = [(path.stem, path.read_text()) for path in files]
+    sources += [(p.stem, wrong_file(p.stem)) for p in sorted((LAB01 / "wrong").glob("*.patch"))][: 20 - len(sources)]
     assert len(sources) == 20
     folder.mkdir(parents=True)
     names = []
-    for i, source in enumerate(sources):
-        name = f"s{i:02d}_{source.stem}"
-        (folder / f"{name}.py").write_text(source.read_text())
+    for i, (stem, text) in enumerate(sources):
+        name = f"s{i:02d}_{stem}"
+        (folder / f"{name}.py").write_text(text)
         names.append(name)
     return names
 
