@@ -16,61 +16,42 @@ from pathlib import Path
 
 import pytest
 
+from lms_rules import assert_gradescope_results
+
 from grader.lms.gradescope import GradescopeFormat
 from grader.results import GradeResult
 from grader.sandbox.launchers import probe
 from support import LAB01, tight_limits, wrong_file
 
-VISIBILITY = {"hidden", "after_due_date", "after_published", "visible"}
-FORMATS = {"text", "html", "simple_format", "md", "ansi"}
-TOP_FIELDS = {
-    "score", "execution_time", "output", "output_format", "test_output_format", "test_name_format", "visibility",
-    "stdout_visibility", "extra_data", "tests", "leaderboard",
-}  # fmt: skip
-TEST_FIELDS = {"score", "max_score", "status", "name", "name_format", "number", "output", "output_format", "tags", "visibility", "extra_data"}
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def assert_gradescope_results(payload: dict) -> None:
-    """``results.json`` as Gradescope's spec describes it (types, allowed values, bounds)."""
-    assert set(payload) <= TOP_FIELDS, set(payload) - TOP_FIELDS
-    assert _number(payload["score"]) and payload["score"] >= 0
-    assert isinstance(payload.get("output", ""), str)
-    for key in ("output_format", "test_output_format", "test_name_format"):
-        assert payload.get(key, "text") in FORMATS
-    for key in ("visibility", "stdout_visibility"):
-        assert payload.get(key, "visible") in VISIBILITY
-    if "execution_time" in payload:
-        assert _number(payload["execution_time"])
-    assert isinstance(payload.get("extra_data", {}), dict)
-    assert isinstance(payload["tests"], list)
-    for test in payload["tests"]:
-        assert set(test) <= TEST_FIELDS, set(test) - TEST_FIELDS
-        assert _number(test["score"]) and _number(test["max_score"])
-        assert 0 <= test["score"] <= test["max_score"]
-        assert test["status"] in ("passed", "failed")
-        assert isinstance(test["name"], str) and isinstance(test["number"], str) and isinstance(test["output"], str)
-        assert test["visibility"] in VISIBILITY
-        assert all(isinstance(tag, str) for tag in test["tags"])
-    if payload["tests"] and payload["score"] > 0:
-        assert abs(payload["score"] - sum(t["score"] for t in payload["tests"])) < 1e-9
-
-
-def test_payload_maps_status_and_visibility(synthetic: GradeResult) -> None:
+def test_payload_maps_status_visibility_pending_and_leaderboard(synthetic: GradeResult) -> None:
     payload = GradescopeFormat().payload(synthetic)
     assert_gradescope_results(payload)
     tests = {t["extra_data"]["check"]: t for t in payload["tests"]}
     assert payload["score"] == 7.5 and payload["extra_data"]["max_score"] == 10
-    assert [tests[c]["status"] for c in tests] == ["passed", "failed", "failed", "failed", "passed"]
+    assert [tests[c].get("status") for c in tests] == ["passed", "failed", "failed", None, "passed"]
     assert [tests[c]["visibility"] for c in tests] == ["visible", "visible", "after_due_date", "visible", "hidden"]
-    assert "topk_ids[0, 1]: expected 3, got 5" in tests["b-fails"]["output"]
-    assert tests["d-skipped"]["output"].startswith("SKIPPED: needs a CUDA GPU")
-    assert tests["a-passes"]["extra_data"]["duration_s"] == 0.25
-    # A hidden check's inputs could leak through what the code printed, so it is not shown.
-    assert "printed by the student" not in payload["output"]
+    assert "| `topk_ids[0, 1]` | 3 | 5 |" in tests["b-fails"]["output"]  # Markdown renders the table
+    assert payload["output_format"] == "md" and payload["test_output_format"] == "md"
+    pending = tests["d-pending"]
+    assert "score" not in pending and "PENDING" in pending["output"] and pending["name"].endswith("(pending)")
+    assert "need a GPU and are graded later" in payload["output"]
+    assert payload["leaderboard"] == [{"name": "a-passes: speedup", "value": 7.25, "order": "desc"}]
+    # With hidden checks the student must not read the total (or a hidden check's result) off the text,
+    # nor the printed output (a hidden check's inputs could leak through it).
+    assert "7.5" not in payload["output"] and "printed by the student" not in payload["output"]
+
+
+def test_text_from_the_submission_cannot_become_markdown(synthetic: GradeResult) -> None:
+    synthetic.checks[1].message = "![x](http://evil/track.png) [click](http://evil) <script>alert(1)</script>"
+    output = GradescopeFormat().payload(synthetic)["tests"][1]["output"]
+    assert "```text\n![x](http://evil/track.png)" in output  # inside a code block: shown, never rendered
+
+
+def test_an_infrastructure_failure_tells_the_student_nothing_they_cannot_act_on(synthetic: GradeResult) -> None:
+    synthetic.gradable, synthetic.error = False, "official grading needs an isolation tier; install bubblewrap"
+    payload = GradescopeFormat().payload(synthetic)
+    assert "bubblewrap" not in payload["output"] and "course's side" in payload["output"]
+    assert payload["extra_data"]["error"] == synthetic.error  # for the instructors
 
 
 # --- the zip ---------------------------------------------------------------------------------------
@@ -118,10 +99,6 @@ def test_zip_holds_setup_run_package_and_lab_but_no_known_answers(autograder: Pa
     for script in ("setup.sh", "run_autograder"):
         assert (source / script).stat().st_mode & stat.S_IXUSR, f"{script} is not executable"
         assert subprocess.run(["bash", "-n", str(source / script)]).returncode == 0
-    setup = (source / "setup.sh").read_text()
-    assert "apt-get install -y bubblewrap python3 python3-venv" in setup
-    assert "python3 -m venv" in setup and "CPU_INDEX=https://download.pytorch.org/whl/cpu" in setup
-    assert 'pip" install "$SOURCE/package"' in setup
     assert (source / "package" / "pyproject.toml").is_file()
     assert (source / "package" / "grader" / "lms" / "templates" / "gradescope_run_autograder").is_file()
     lab = source / "exercises" / LAB01.parent.name / LAB01.name
@@ -130,51 +107,79 @@ def test_zip_holds_setup_run_package_and_lab_but_no_known_answers(autograder: Pa
     assert not [n for n in names if "/wrong" in n or "/accepted" in n or "__pycache__" in n]
     settings = (source / "grader.env").read_text()
     assert "EXERCISE=lab-01-moe-routing" in settings and "GRADER_SECRET_SEED=s3cret" in settings
+    assert "GRADER_EXTRAS=''" in settings  # lab-01 is numpy only: no triton in its image
 
 
-FAKE_PYTHON3 = """#!/bin/sh
-# Records its calls; `python3 -m venv DIR` (DIR inside $FAKE_ROOT only) makes a venv whose pip
-# and grader only record how they were called.
-echo "python3 $*" >> "$CALLS"
+def test_hidden_files_are_root_only_in_the_zip(tmp_path: Path, run_cli) -> None:
+    archive = tmp_path / "gs.zip"
+    assert run_cli("lms", "gradescope", "build", "-e", "lab-01", "--out", archive)[0] == 0
+    with zipfile.ZipFile(archive) as zf:
+        modes = {info.filename: (info.external_attr >> 16) & 0o777 for info in zf.infolist()}
+    lab = [name for name in modes if name.startswith("exercises/")]
+    assert lab and all(modes[name] == 0o600 for name in lab), {n: oct(modes[n]) for n in lab}
+    assert modes["grader.env"] == 0o600  # the secret seed
+
+
+def test_every_installed_distribution_is_pinned(tmp_path: Path, run_cli) -> None:
+    from importlib import metadata
+
+    for lab, triton in (("lab-01", False), ("lab-05", True)):
+        archive = tmp_path / f"{lab}.zip"
+        assert run_cli("lms", "gradescope", "build", "-e", lab, "--out", archive)[0] == 0
+        with zipfile.ZipFile(archive) as zf:
+            pins = dict(line.split("==") for line in zf.read("constraints.txt").decode().split())
+            settings = zf.read("grader.env").decode()
+        assert pins["numpy"] == metadata.version("numpy") and pins["pydantic"] == metadata.version("pydantic")
+        assert ("triton" in pins) is triton and ("GRADER_EXTRAS=triton" in settings) is triton
+        assert "torch" not in pins  # from the CPU index, pinned in grader.env
+
+
+FAKE_TOOL = """#!/bin/sh
+# Records its calls. `pythonX.Y -m venv DIR` (DIR inside $FAKE_ROOT only) makes a venv whose pip
+# and grader only record how they were called; $FAIL (a word) makes the call containing it fail.
+line="$(basename "$0") $*"
+echo "$line" >> "$CALLS"
+case "$line" in *"$FAIL"*) [ -n "$FAIL" ] && { echo "ERROR: simulated failure of $line" >&2; exit 1; };; esac
 [ "$1" = "-m" ] && [ "$2" = "venv" ] || exit 0
 case "$3" in "$FAKE_ROOT"/*) ;; *) echo "refusing to write outside $FAKE_ROOT: $3" >&2; exit 1;; esac
 mkdir -p "$3/bin"
-printf '#!/bin/sh\\necho "pip $*" >> "$CALLS"\\ncase "$*" in *"torch=="*) [ -n "$FAIL_PIN" ] && exit 1;; esac\\nexit 0\\n' > "$3/bin/pip"
-printf '#!/bin/sh\\necho "grader $* GRADER_EXERCISES=$GRADER_EXERCISES" >> "$CALLS"\\n' > "$3/bin/grader"
-chmod +x "$3/bin/pip" "$3/bin/grader"
+cp "$0" "$3/bin/pip"
+cp "$0" "$3/bin/grader"
 """
 
 
-@pytest.mark.parametrize("pin_available", [True, False])
-def test_setup_sh_installs_bubblewrap_cpu_torch_and_the_bundled_package(autograder: Path, tmp_path: Path, pin_available: bool) -> None:
+@pytest.mark.parametrize("fail", ["", "torch==", "constraints.txt", "apt-get"])
+def test_setup_sh_pins_everything_and_fails_loudly(autograder: Path, tmp_path: Path, fail: str) -> None:
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "apt-get").write_text('#!/bin/sh\necho "apt-get $*" >> "$CALLS"\n')
-    (bin_dir / "python3").write_text(FAKE_PYTHON3)
-    for tool in bin_dir.iterdir():
-        tool.chmod(0o755)
+    for name in ("apt-get", f"python{version}"):
+        (bin_dir / name).write_text(FAKE_TOOL)
+        (bin_dir / name).chmod(0o755)
     calls = tmp_path / "calls"
     env = {
         **os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls),
-        "AUTOGRADER_ROOT": str(autograder), "FAKE_ROOT": str(autograder),
+        "AUTOGRADER_ROOT": str(autograder), "FAKE_ROOT": str(autograder), "FAIL": fail,
     }  # fmt: skip
-    if not pin_available:
-        env["FAIL_PIN"] = "1"
     done = subprocess.run(["bash", str(autograder / "source" / "setup.sh")], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
     torch = f"torch=={metadata_version('torch')}"
-    cpu = "--index-url https://download.pytorch.org/whl/cpu"
+    pip = "pip --disable-pip-version-check install"
     expected = [
-        "apt-get install -y bubblewrap python3 python3-venv",
-        f"python3 -m venv {autograder}/grader-venv",
-        "pip install --upgrade pip",
-        f"pip install {cpu} {torch}",
-        *([] if pin_available else [f"pip install {cpu} torch"]),
-        f"pip install {autograder}/source/package",
-        f"grader validate GRADER_EXERCISES={autograder}/source/exercises",
+        f"apt-get install -y bubblewrap python{version} python{version}-venv",
+        f"python{version} -m venv {autograder}/grader-venv",
+        f"{pip} --index-url https://download.pytorch.org/whl/cpu {torch}",
+        f"{pip} --constraint {autograder}/source/constraints.txt {autograder}/source/package",
+        f"grader validate",
     ]
-    assert [c for c in calls.read_text().splitlines() if c != "python3 --version"] == expected
-    assert pin_available or "no CPU wheel of" in done.stderr
+    recorded = calls.read_text().splitlines()
+    if not fail:
+        assert done.returncode == 0, done.stderr
+        assert recorded == expected
+        return
+    assert done.returncode != 0, "a failed install must fail the image build"
+    assert "setup.sh: FAILED:" in done.stderr and "simulated failure" in done.stderr
+    assert not any(line.endswith(" torch") for line in recorded)  # never an unpinned torch
+    assert len(recorded) == next(i for i, line in enumerate(expected) if fail in line) + 1  # stopped right there
 
 
 def metadata_version(dist: str) -> str:
@@ -231,7 +236,7 @@ def test_upload_without_python_file_scores_zero_with_a_reason(autograder: Path) 
     (autograder / "submission" / "notes.txt").write_text("I forgot the code")
     payload, _, _ = run_autograder(autograder)
     assert payload["score"] == 0
-    assert "your upload: no Python (.py) file to grade" in payload["output"]
+    assert "your upload: no Python file (.py) or notebook (.ipynb) to grade" in payload["output"]
 
 
 @pytest.mark.parametrize("breakage", ["missing-python", "broken-package", "crashing-python", "hung-grader"])
