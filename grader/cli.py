@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, NoReturn
 
 from grader import __version__, discovery
 from grader.errors import GraderError, ManifestError, UsageError
+from grader.lms.container import describe_plan, points_plan
 from grader.manifest import LabManifest, json_schema, load_manifest
 from grader.plugins import default as default_plugins
 from grader.reporters.terminal import TerminalReporter
-from grader.lms.container import describe_plan, points_plan
 from grader.session import DEBUG_ENV, GradingOptions, grade_file, internal_error
 
 if TYPE_CHECKING:

@@ -18,6 +18,11 @@ class UsageError(GraderError):
     exit_code = 2
 
 
+class OutputError(UsageError):
+    """The output folder cannot be written (full, read-only, not a folder): bad input, exit 2.
+    Everything already written is kept; the same command resumes once it is fixed."""
+
+
 class InfrastructureError(GraderError):
     """The grader itself could not grade (exit 3); the result is written as not gradable."""
 

@@ -28,7 +28,7 @@ from grader import hardware
 from grader.checkers.base import CheckContext, Verdict
 from grader.discovery import SubmissionFile, read_submission
 from grader.environment import environment
-from grader.errors import InfrastructureError, UsageError
+from grader.errors import InfrastructureError, OutputError, UsageError
 from grader.lab import Lab
 from grader.manifest import CheckSpec, Hardware, LabManifest
 from grader.plugins import Plugins
@@ -330,7 +330,7 @@ def prepare_out(out: Path) -> Path:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
-        raise UsageError(f"{out}: cannot write reports there ({exc.strerror or exc})") from None
+        raise OutputError(f"{out}: cannot write reports there ({exc.strerror or exc})") from None
     return out
 
 
@@ -339,13 +339,18 @@ def write_reports(result: GradeResult, out: Path, plugins: Plugins | None = None
     half-written), then the finished hook. A reporter that fails does not stop the others; the
     failure is raised afterwards as InfrastructureError."""
     plugins = plugins or default_plugins()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write reports there ({exc.strerror or exc})") from None
     failures = []
     for name, cls in plugins.reporter_classes.items():
         if cls.filename is None:
             continue
         try:
             cls().write(result, out)
+        except OSError as exc:  # the folder, not the reporter: full, read-only, gone
+            raise OutputError(f"{out}: cannot write reports there ({exc.strerror or exc})") from None
         except Exception as exc:
             failures.append(f"the {name} reporter failed: {internal_error(exc)}")
     plugins.grading_finished(result, out)

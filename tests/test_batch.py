@@ -58,6 +58,12 @@ def put(folder: Path, name: str, source: Path | str) -> Path:
     return path
 
 
+def skipped_entries(out: Path) -> dict[str, str]:
+    """skipped.csv: every entry that was not graded, and why."""
+    with open(out / "skipped.csv", newline="", encoding="utf-8") as fh:
+        return {row["entry"]: row["reason"] for row in csv.DictReader(fh)}
+
+
 def batch(run_cli, folder: Path, out: Path, *extra: str) -> tuple[int, str, str]:
     return run_cli("batch", folder, "--exercise", "lab-01", "--out", out, "--jobs", "2", "--allow-unsandboxed", *extra)
 
@@ -123,9 +129,10 @@ def test_plain_files_reports_summary_gradebook_and_histogram(lab, run_cli, tmp_p
     assert "2 submissions · 2 graded · 3 entries skipped" in summary
     assert "| `route-matches-reference` | 2 | 1 | 50% | 1 | 0 | 0 |" in summary
     assert "### `route-matches-reference`: 1 of 2 did not pass" in summary
-    assert "`sneaky.py` | is a symbolic link" in summary
-    assert "`pipe.py` | is not a regular file" in summary
-    assert "`notes.txt` | is not a Python (.py) file" in summary
+    listed = skipped_entries(out)
+    assert listed["sneaky.py"].startswith("is a symbolic link") and listed["pipe.py"] == "is not a regular file"
+    assert listed["notes.txt"] == "is not a Python (.py) file"
+    assert "| is not a regular file | 1 | `pipe.py` |" in summary  # grouped by reason in summary.md
     assert png_size((out / "histogram.png").read_bytes()) == (640, 360)
 
 
@@ -190,11 +197,14 @@ def test_accepted_layouts(lab, run_cli, tmp_path: Path, layout) -> None:
     summary = (out / "summary.md").read_text()
     if layout is _folders:
         assert gradebook(out)["ada"]["file"] == "ada/lab01/mine.py"
-        assert "`cleo` | 2 Python files and none is clearly the lab-01-moe-routing submission" in summary
-        assert "`dan` | no Python file (.py) or notebook (.ipynb) to grade (solution.py is a symbolic link (skipped))" in summary
+        listed = skipped_entries(out)
+        assert listed["cleo"].startswith("2 Python files and none is clearly the lab-01-moe-routing submission")
+        assert listed["dan"] == "no Python file (.py) or notebook (.ipynb) to grade (solution.py is a symbolic link (skipped))"
+        assert "`cleo`" in summary and "`dan`" in summary
     if layout is _gradescope:
         assert gradebook(out)["Ada_Lovelace"]["file"] == "submission_111/starter.py"
-        assert "`submission_333` | named in submission_metadata.yml (No Folder) but has no folder" in summary
+        assert skipped_entries(out)["submission_333"] == "named in submission_metadata.yml (No Folder) but has no folder"
+        assert "`submission_333`" in summary
 
 
 # --- resume -------------------------------------------------------------------------------------

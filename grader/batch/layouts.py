@@ -29,7 +29,7 @@ from grader.text import printable
 
 GRADESCOPE_METADATA = "submission_metadata.yml"
 CANVAS_NAME = re.compile(r"^(?P<student>.+?)(?:_late)?_(?P<user>\d+)_(?P<attachment>\d+)_(?P<file>.+\.py)$", re.I)
-RESERVED = {"summary.md", "gradebook.csv", "histogram.png", "batch.log"}
+RESERVED = {"summary.md", "gradebook.csv", "histogram.png", "skipped.csv", "batch.log"}
 
 
 @dataclass

@@ -30,7 +30,7 @@ from grader.batch.progress import Progress
 from grader.batch.shard import Shard
 from grader.batch.store import STATE, Store
 from grader.batch.summary import write_class_outputs
-from grader.errors import InfrastructureError, UsageError
+from grader.errors import InfrastructureError, OutputError, UsageError
 from grader.manifest import LabManifest
 from grader.plugins import Plugins
 from grader.results import GradeResult, SandboxInfo
@@ -416,6 +416,9 @@ class _Scheduler:
                 self._failed(worker, job, f"its result.json could not be read back ({exc})")
                 return
             self._finish(worker, job, result)
+        elif op == "write_failed":
+            raise OutputError(f"{message.get('error')}; free space (or fix the folder) and run the same command again: "
+                              "every student finished so far is kept")  # fmt: skip
         elif op == "refused":  # the file changed into something unreadable since it was found
             reason = str(message.get("error", "")).split(": ", 1)[-1]
             self.outcome.skipped.append(Skipped(job.entry.file, reason))
@@ -424,7 +427,11 @@ class _Scheduler:
             self._failed(worker, job, f"grader error: {message.get('error')}")
 
     def _finish(self, worker: _Worker, job: _Job, result: GradeResult) -> None:
-        self.store.record(job.entry.student, job.entry.file, result)
+        try:
+            self.store.record(job.entry.student, job.entry.file, result)
+        except OSError as exc:
+            raise OutputError(f"{self.store.out}: cannot write there ({exc.strerror or exc}); free space (or fix the "
+                              "folder) and run the same command again: every student finished so far is kept") from None
         self.outcome.results[job.entry.student] = result
         self.outcome.graded += 1
         self.progress.finished_one(worker.slot, job.entry.student, _outcome(result), problem=not result.gradable)

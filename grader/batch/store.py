@@ -138,9 +138,14 @@ class Store:
         if record.get("sha256") != digest or any(record.get(k) != v for k, v in self.key.items()):
             return None
         try:
-            return GradeResult.model_validate_json((self.student_dir(student) / "result.json").read_text(encoding="utf-8"))
+            result = GradeResult.model_validate_json((self.student_dir(student) / "result.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        # The record is written last, so a grading killed between its reports and its record leaves
+        # the new result.json beside the old record: reuse it only if it is the same grading's.
+        if result.submission_sha256 != digest or result.exercise != self.key["exercise"]:
+            return None
+        return result
 
     def why_not(self, student: str, digest: str) -> str:
         """Why :meth:`stored` has no result for ``student``, in a TA's words."""
@@ -158,7 +163,7 @@ class Store:
             return f"graded by grader {record.get('grader')}, this is {self.key['grader']}"
         if record.get("exercise") != self.key["exercise"] or record.get("lab") != self.key["lab"]:
             return "graded against another version of the lab's files"
-        return "its result.json is missing or unreadable: grade it again"
+        return "its result.json is missing, unreadable or from another grading: grade it again"
 
     def done(self, student: str, digest: str) -> GradeResult | None:
         """Like :meth:`stored`, but infrastructure failures do not count: they are retried on every run."""

@@ -18,11 +18,16 @@ from grader import __version__
 from grader.atomic import write_atomic
 from grader.batch.histogram import BINS, bins, write_histogram
 from grader.batch.layouts import Entry, Skipped
+from grader.errors import OutputError
 from grader.manifest import LabManifest
 from grader.reporters.markdown import cell
 from grader.results import GradeResult, Status
 
 TOP_MESSAGES = 3
+
+
+LISTED = 50
+"""At most this many rows per list in summary.md: a class folder can hold thousands of stray files."""
 
 
 def _g(value: float) -> str:
@@ -195,9 +200,24 @@ def summary_md(
         files = {e.student: e.file for e in entries}
         lines += [f"| {cell(s)} | `{cell(files.get(s, ''))}` | {cell(why, 300)} |" for s, why in missing.items()]
         lines.append("")
+    warned = [e for e in entries if e.warning]
+    if warned:
+        lines += ["## Warnings", "", "Graded anyway; look at these.", "", "| student | warning |", "| --- | --- |"]
+        lines += [f"| {cell(e.student)} | {cell(e.warning or '', 300)} |" for e in warned[:LISTED]]
+        if len(warned) > LISTED:
+            lines.append(f"| … | and {len(warned) - LISTED} more |")
+        lines.append("")
     if skipped:
-        lines += ["## Skipped entries", "", "Not graded; nothing was run.", "", "| entry | reason |", "| --- | --- |"]
-        lines += [f"| `{cell(s.name)}` | {cell(s.reason, 300)} |" for s in skipped]
+        lines += ["## Skipped entries", "", f"{len(skipped)} entries, not graded; nothing was run. "
+                  "By reason (every entry is in `skipped.csv`):", "", "| reason | entries | e.g. |", "| --- | ---: | --- |"]  # fmt: skip
+        by_reason: dict[str, list[str]] = {}
+        for entry in skipped:
+            by_reason.setdefault(entry.reason, []).append(entry.name)
+        ordered = sorted(by_reason.items(), key=lambda item: -len(item[1]))
+        for reason, names in ordered[:LISTED]:
+            lines.append(f"| {cell(reason, 300)} | {len(names)} | {', '.join(f'`{cell(n, 60)}`' for n in names[:3])} |")
+        if len(ordered) > LISTED:
+            lines.append(f"| and {len(ordered) - LISTED} more reasons | {sum(len(n) for _, n in ordered[LISTED:])} | |")
         lines.append("")
     lines += ["Per-student reports: `<student>/result.json`, `scorecard.md`, `junit.xml` · gradebook: `gradebook.csv`", ""]
     return "\n".join(lines)
@@ -212,7 +232,33 @@ def write_class_outputs(
     elapsed_s: float | None = None,
     missing: dict[str, str] | None = None,
 ) -> None:
+    try:
+        _write_class_outputs(out, manifest, entries, skipped, results, elapsed_s, missing)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write the class summary there ({exc.strerror or exc}); free space and run "
+                          "`grader batch ... --merge-only` to write it from the stored results") from None
+
+
+def _write_class_outputs(
+    out: Path,
+    manifest: LabManifest,
+    entries: list[Entry],
+    skipped: list[Skipped],
+    results: dict[str, GradeResult],
+    elapsed_s: float | None,
+    missing: dict[str, str] | None,
+) -> None:
     percents = [results[e.student].percent for e in entries if e.student in results and results[e.student].gradable]
     write_histogram(out / "histogram.png", percents)
     write_atomic(out / "gradebook.csv", gradebook_csv(manifest, entries, results))
     write_atomic(out / "summary.md", summary_md(manifest, entries, skipped, results, elapsed_s, missing=missing))
+    write_atomic(out / "skipped.csv", skipped_csv(skipped))
+
+
+def skipped_csv(skipped: list[Skipped]) -> str:
+    """Every entry that was not graded, and why (summary.md shows them grouped by reason)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["entry", "reason"])
+    writer.writerows([s.name, s.reason] for s in skipped)
+    return buffer.getvalue()

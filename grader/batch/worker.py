@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from grader.discovery import read_submission
-from grader.errors import UsageError
+from grader.errors import OutputError, UsageError
 from grader.hookspecs import hookimpl
 from grader.manifest import LabManifest, load_manifest
 from grader.plugins import build as build_plugins
@@ -104,6 +104,9 @@ def serve(lines: TextIO, channel: TextIO) -> int:
             root = Path(job["root"]) if job.get("root") else None
             result = grader.grade(read_submission(Path(job["path"]), root))
             write_reports(result, Path(job["out"]), plugins)
+        except OutputError as exc:  # the --out folder is full or gone: the batch stops, cleanly
+            send(channel, {"op": "write_failed", "id": job["id"], "error": str(exc)})
+            continue
         except UsageError as exc:
             send(channel, {"op": "refused", "id": job["id"], "error": str(exc)})
             continue
