@@ -120,12 +120,14 @@ def parse_ceilings(text: str, measured: Callable[[], Ceilings]) -> Ceilings:
 
 
 def datasheet_ceilings(
-    name: str, measured: Callable[[], Ceilings], override: str | None = None, table: Mapping[str, Ceilings] = DATASHEET
+    name: str, measured: Callable[[], Ceilings], override: str | None = None, table: Mapping[str, Ceilings] | None = None
 ) -> Ceilings:
     """The ceilings the floor uses on the GPU ``name``: ``override`` (GRADER_GPU_CEILINGS) when
-    set, else the datasheet entry; an unknown device is refused with what to do about it."""
+    set, else the entry of ``table`` (DATASHEET); an unknown device is refused with what to do."""
     if override is None:
         override = os.environ.get(CEILINGS_ENV)
+    if table is None:
+        table = DATASHEET
     if override:
         return parse_ceilings(override, measured)
     by_key = {_key(k): v for k, v in table.items()}
