@@ -231,32 +231,34 @@ def _median_ms(torch: Any, fn: Callable[[], Any], reps: int) -> float:
     return statistics.median(times)
 
 
+def _copy_bandwidth(torch: Any, dev: Any) -> float:
+    src = torch.empty(COPY_BYTES // 4, dtype=torch.float32, device=dev).normal_()
+    dst = torch.empty_like(src)
+    return 2.0 * COPY_BYTES / (_median_ms(torch, lambda: dst.copy_(src), 20) * 1e-3)
+
+
+def _matmul_rate(torch: Any, dev: Any, name: str) -> float:
+    dtype = torch.float32 if name in ("tfloat32", "float32") else getattr(torch, name)
+    a = torch.randn(MATMUL_N, MATMUL_N, device=dev, dtype=dtype)  # random data: zeros run faster
+    b = torch.randn(MATMUL_N, MATMUL_N, device=dev, dtype=dtype)
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = name == "tfloat32"
+    try:
+        return 2.0 * MATMUL_N**3 / (_median_ms(torch, lambda: torch.mm(a, b), 10) * 1e-3)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @functools.lru_cache(maxsize=8)
 def _measure(device: int, dtypes: tuple[str, ...]) -> Ceilings:
     import torch
 
     dev = torch.device("cuda", device)
-    src = torch.empty(COPY_BYTES // 4, dtype=torch.float32, device=dev).normal_()
-    dst = torch.empty_like(src)
-    copy_ms = _median_ms(torch, lambda: dst.copy_(src), 20)
-    del src, dst
-    rates = {}
-    for name in dtypes:
-        tf32 = name == "tfloat32"
-        dtype = torch.float32 if name in ("tfloat32", "float32") else getattr(torch, name)
-        a = torch.randn(MATMUL_N, MATMUL_N, device=dev, dtype=dtype)  # random data: zeros run faster
-        b = torch.randn(MATMUL_N, MATMUL_N, device=dev, dtype=dtype)
-        saved = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        try:
-            mm_ms = _median_ms(torch, lambda: torch.mm(a, b), 10)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = saved
-        rates[name] = 2.0 * MATMUL_N**3 / (mm_ms * 1e-3)
-        del a, b
+    bandwidth = _copy_bandwidth(torch, dev)
+    rates = {name: _matmul_rate(torch, dev, name) for name in dtypes}
     torch.cuda.empty_cache()
     return Ceilings(
-        2.0 * COPY_BYTES / (copy_ms * 1e-3),
+        bandwidth,
         rates,
         f"measured here: a {COPY_BYTES >> 30} GiB device copy (bytes read + written) and {MATMUL_N}^3 torch.mm, "
         "medians of CUDA-event-timed calls",

@@ -99,10 +99,13 @@ class CheckContext:
 
     def call(self, function: str, case: Case, time_limit_s: float | None = None, **kw: Any) -> Outputs:
         """The submission's outputs on this case, validated; raises SubmissionFault naming the case
-        (a wrong answer and an error alike: a student must learn which case raised)."""
+        (a wrong answer and an error alike: a student must learn which case raised), unless no
+        case could have answered (the function is missing, the import failed)."""
         try:
             return self.submission.call(function, case.inputs, case.dims, time_limit_s, **kw)
         except SubmissionFault as fault:
+            if not self.submission.defines(function):
+                raise
             raise SubmissionFault(fault.status, f"{case.label}: {fault.message}") from None
 
     def claim_probe(self, check_id: str, time_limit_s: float | None) -> Probe:

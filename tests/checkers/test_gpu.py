@@ -221,9 +221,21 @@ def test_a_call_that_raises_names_its_case(status: Status) -> None:
     def call(*args: Any, **kw: Any) -> Any:
         raise SubmissionFault(status, "moe_align_block_size raised KeyError: 256 (line 140, in moe_align_block_size)")
 
-    ctx = CheckContext(types.SimpleNamespace(manifest=None), types.SimpleNamespace(call=call), None)  # type: ignore[arg-type]
+    submission = types.SimpleNamespace(call=call, defines=lambda function: True)
+    ctx = CheckContext(types.SimpleNamespace(manifest=None), submission, None)  # type: ignore[arg-type]
     case = Case("align", 4, 10, {"T": 3, "block_m": 256}, {})
     with pytest.raises(SubmissionFault) as err:
         ctx.call("moe_align_block_size", case)
     assert err.value.status is status
     assert err.value.message.startswith("case 5 of 10 (T=3, block_m=256): moe_align_block_size raised KeyError: 256")
+
+
+def test_a_missing_function_is_not_blamed_on_a_case() -> None:
+    def call(*args: Any, **kw: Any) -> Any:
+        raise SubmissionFault(Status.error, "the submission defines no function moe_align_block_size(...)")
+
+    submission = types.SimpleNamespace(call=call, defines=lambda function: False)
+    ctx = CheckContext(types.SimpleNamespace(manifest=None), submission, None)  # type: ignore[arg-type]
+    with pytest.raises(SubmissionFault) as err:
+        ctx.call("moe_align_block_size", Case("align", 0, 1, {}, {}))
+    assert err.value.message.startswith("the submission defines no function")

@@ -89,7 +89,7 @@ def work(inputs: dict) -> tuple[float, float, str]:
 
     ids = inputs["topk_ids"].materialize("cuda")
     T, k = ids.shape
-    E, two_i, H = inputs["w1"].spec["shape"]
+    _, two_i, H = inputs["w1"].spec["shape"]
     inter = two_i // 2
     dtype = inputs["x"].dtype
     size = torch.empty((), dtype=getattr(torch, dtype)).element_size()
