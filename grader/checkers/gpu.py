@@ -223,7 +223,8 @@ class GpuProfileChecker(Checker):
                     }
                 )
         summary = (
-            f"{case.label}: {shares['submission'] * 100:.0f}% of GPU time in the submission's Triton kernels "
+            f"{case.label}, on the {hardware.cuda_device() or 'GPU'}: {shares['submission'] * 100:.0f}% of GPU time "
+            "in the submission's Triton kernels "
             f"({', '.join(own) or 'none defined'}; at least {check.min_share:.0%} needed), "
             f"{shares['library GEMM'] * 100:.0f}% in library GEMMs"
         )

@@ -239,3 +239,31 @@ def test_a_missing_function_is_not_blamed_on_a_case() -> None:
     with pytest.raises(SubmissionFault) as err:
         ctx.call("moe_align_block_size", Case("align", 0, 1, {}, {}))
     assert err.value.message.startswith("the submission defines no function")
+
+
+# --- the profile -------------------------------------------------------------------------------
+
+
+def profile_verdict(monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]]) -> Any:
+    monkeypatch.setattr(hardware, "cuda_device", lambda: "Fake GPU Fast")
+    submission = types.SimpleNamespace(profile=lambda function, inputs, limit: (rows, ["_gemm1_kernel", "_gemm2_kernel"]))
+    case = Case("timed", 0, 1, {"T": 8}, {})
+    ctx = types.SimpleNamespace(submission=submission, cases=lambda *a: [case])
+    check = gpu_checks.GpuProfileOptions(kind="gpu-profile", title="t", function="fused_moe", points=2, cases="timed")
+    return gpu_checks.GpuProfileChecker().run("triton-kernels-on-the-profile", check, ctx)
+
+
+def row(name: str, us: float) -> dict[str, Any]:
+    return {"name": name, "device_time_us": us, "calls": 1}
+
+
+def test_the_profile_passes_own_kernels_and_rejects_any_library_gemm(monkeypatch: pytest.MonkeyPatch) -> None:
+    own = [row("_gemm1_kernel", 600.0), row("_gemm2_kernel", 300.0), row("void at::native::vectorized_elementwise_kernel<4>", 5.0)]
+    ok = profile_verdict(monkeypatch, own)
+    assert ok.status is Status.passed and "Fake GPU Fast" in ok.message
+    for library in ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", "ampere_sgemm_128x64_tn", "internal::gemvx<float>",
+                    "cutlass::Kernel2<cutlass_80_tensorop_s1688gemm>", "triton_tem_fused_mm_0"):  # fmt: skip
+        verdict = profile_verdict(monkeypatch, [*own, row(library, 1.0)])
+        assert verdict.status is Status.failed and "library GEMM kernels ran" in verdict.message, library
+    empty = profile_verdict(monkeypatch, [])
+    assert empty.status is Status.error and "no GPU kernels" in empty.message
