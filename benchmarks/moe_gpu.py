@@ -1,29 +1,34 @@
 """lab-05 on the GPU, in one call: check, (optionally) tune, and time the reference fused MoE.
 
 For Mixtral-like (E=8, k=2, H=4096, I=14336) and DeepSeek-V3-like (E=256, k=8, H=7168, I=2048)
-experts at 1, 8, 64, 512 and 4096 tokens, bf16:
+experts at 1, 8, 64, 512 and 4096 tokens, bf16, on whatever GPU it runs on:
 
+* measures that GPU's copy bandwidth and bf16 matrix rate (grader/hardware.py, the same
+  calibration the grader runs) and reads its datasheet ceilings;
 * checks the reference solution, a naive per-expert torch loop and torch._grouped_mm against a
   float32 oracle (relative Frobenius error);
-* with --tune, sweeps tile configurations per cell (GEMM 1, then GEMM 2) and prints the
-  CONFIGS table for solution.py;
+* with --tune, sweeps tile configurations per cell (GEMM 1, then GEMM 2) and writes the CONFIGS
+  table of this GPU to OUT/moe_configs.json (--apply FILE, on any machine, puts it in solution.py);
 * times every method as the median of triton.testing.do_bench (L2 flushed before each run),
   as CUDA-graph replays where the method allows, and prints us, TFLOP/s, GB/s and % of the
-  roofline floor per cell.
+  roofline per cell.
 
-Floor per cell: max(FLOPs / 798 TFLOP/s, bytes / 3.0 TB/s), the dense bf16 rate and copy
-bandwidth measured on the H100s of this project; bytes = the weights of the experts the
-routing actually touches + x read + out written.
+Roofline per cell: max(FLOPs / bf16 rate, bytes / bandwidth) with the rates measured at the start
+of the run; bytes = the weights of the experts the routing actually touches + x read + out
+written. The datasheet roofline is printed beside it (the grader's floor is 90% of that).
 
     python benchmarks/moe_gpu.py [--tune] [--models mixtral,deepseek_v3] [--tokens 1,8,64,512,4096] [--out DIR]
+    python benchmarks/moe_gpu.py --apply OUT/moe_configs.json   # no GPU needed
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -35,9 +40,11 @@ import triton
 import triton.testing
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from grader import hardware  # noqa: E402
+from grader.errors import InfrastructureError  # noqa: E402
+
 SOLUTION = ROOT / "exercises" / "phase-07-gemm-and-moe-kernels" / "lab-05-fused-moe-kernel" / "solution.py"
-PEAK_FLOPS = 798e12
-PEAK_BYTES = 3.0e12
 MODELS = {"mixtral": (8, 2, 4096, 14336), "deepseek_v3": (256, 8, 7168, 2048)}
 
 
@@ -111,11 +118,12 @@ def grouped_mm(x, w1, w2, weights, ids):
     return out.to(x.dtype)
 
 
-def floor_us(E, k, H, I, T, ids):
+def work(E, k, H, I, T, ids):
+    """FLOPs and least bytes of one call (as lab.py's work()), and the experts the routing touches."""
     touched = torch.unique(ids).numel()
     flops = 6.0 * T * k * H * I
     nbytes = touched * 3.0 * H * I * 2 + 2.0 * T * H * 2
-    return max(flops / PEAK_FLOPS, nbytes / PEAK_BYTES) * 1e6, flops, nbytes, touched
+    return flops, nbytes, touched
 
 
 def bench(fn, graph: bool, rep_ms: int) -> tuple[float, float, bool]:
@@ -188,7 +196,7 @@ def tune_cell(S, x, w1, w2, weights, ids, rep_ms, budget_s):
     E, H, I = w1.shape[0], w1.shape[2], w2.shape[2]
     T = x.shape[0]
     start = time.time()
-    base1, base2 = S.pick_config(T, E, H, I)
+    base1, base2 = S.pick_config(T, E, H, I, S.device_name(x.device))
     results = []
     for c1 in gemm1_candidates(T, E, ids.shape[1]):
         if time.time() - start > budget_s / 2:
@@ -218,9 +226,59 @@ def tune_cell(S, x, w1, w2, weights, ids, rep_ms, budget_s):
     return best1, best2, rel_err(out, oracle(x, w1, w2, weights, ids)), len(results) + len(results2)
 
 
+def table_entry(tuned: dict[str, list]) -> dict[tuple[int, int, int], list]:
+    """--tune's cells as a CONFIGS table: each cell's config serves up to its token count, the
+    largest cell's serves every count above."""
+    out = {}
+    for key, cells in tuned.items():
+        E, H, I = (int(v) for v in key.split(","))
+        cells = sorted(cells)
+        out[(E, H, I)] = [
+            (1 << 30 if i == len(cells) - 1 else T, tuple(c1), tuple(c2)) for i, (T, c1, c2) in enumerate(cells)
+        ]
+    return out
+
+
+def format_configs(tuned_on: dict[str, str], configs: dict) -> str:
+    """The BEGIN/END CONFIGS block of solution.py, written the way a person would."""
+    lines = ["# BEGIN CONFIGS", "TUNED_ON = {"]
+    lines += [f"    {json.dumps(device)}: {json.dumps(text)}," for device, text in tuned_on.items()]
+    lines += ["}", "CONFIGS: dict[str, dict[tuple[int, int, int], list[tuple[int, tuple[int, ...], tuple[int, ...]]]]] = {"]
+    for device, table in configs.items():
+        if not table:
+            lines.append(f"    {json.dumps(device)}: {{}},")
+            continue
+        lines.append(f"    {json.dumps(device)}: {{")
+        for shape, rows in table.items():
+            lines.append(f"        {tuple(shape)}: [")
+            for limit, c1, c2 in rows:
+                lines.append(f"            ({'1 << 30' if limit >= 1 << 30 else limit}, {tuple(c1)}, {tuple(c2)}),")
+            lines.append("        ],")
+        lines.append("    },")
+    return "\n".join(lines + ["}", "# END CONFIGS", ""])
+
+
+def apply(path: Path) -> None:
+    """Put the table --tune wrote (path) into solution.py, for the GPU it was tuned on."""
+    data = json.loads(path.read_text())
+    S = load_solution()
+    configs = dict(S.CONFIGS)
+    tuned_on = dict(S.TUNED_ON)
+    configs[data["device"]] = table_entry(data["configs"])
+    tuned_on[data["device"]] = data["tuned_on"]
+    block = format_configs(tuned_on, configs)
+    text = SOLUTION.read_text()
+    new, count = re.subn(r"# BEGIN CONFIGS\n.*?# END CONFIGS\n", lambda _: block, text, flags=re.S)
+    if count != 1:
+        sys.exit(f"{SOLUTION}: no single '# BEGIN CONFIGS' ... '# END CONFIGS' block to replace")
+    SOLUTION.write_text(new)
+    print(f"{SOLUTION}: CONFIGS for {data['device']} ({data['tuned_on']})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tune", action="store_true")
+    parser.add_argument("--apply", type=Path, help="put the table a --tune run wrote into solution.py, and stop")
     parser.add_argument("--models", default="mixtral,deepseek_v3")
     parser.add_argument("--tokens", default="1,8,64,512,4096")
     parser.add_argument("--rep-ms", type=int, default=200)
@@ -228,28 +286,50 @@ def main() -> None:
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
+    if args.apply:
+        apply(args.apply)
+        return
     S = load_solution()
-    props = torch.cuda.get_device_properties(0)
+    device = torch.cuda.get_device_name(0)
+    measured = hardware.measured_ceilings(("bfloat16",))
+    try:
+        sheet = hardware.datasheet_ceilings(device, lambda: measured)
+    except InfrastructureError as exc:
+        print(f"(no datasheet roofline: {exc})", flush=True)
+        sheet = None
     header = {
-        "device": torch.cuda.get_device_name(0),
-        "sms": props.multi_processor_count,
+        "date": datetime.date.today().isoformat(),
+        **hardware.gpu_facts(),
         "torch": torch.__version__,
         "triton": triton.__version__,
+        "measured_bandwidth_tbps": round(measured.bandwidth / 1e12, 3),
+        "measured_bf16_tflops": round(measured.rates["bfloat16"] / 1e12, 1),
+        "datasheet": sheet.source if sheet else None,
+        "reference_configs": S.TUNED_ON.get(device, "no table for this GPU: GENERIC"),
     }
     print(json.dumps(header), flush=True)
     rows, tuned = [], {}
     out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    peak_flops, peak_bytes = measured.rates["bfloat16"], measured.bandwidth
     for model in args.models.split(","):
         E, k, H, I = MODELS[model]
         w1, w2 = make_weights(E, H, I)
         for T in [int(t) for t in args.tokens.split(",")]:
             x, weights, ids = make_inputs(E, k, H, I, T, seed=T)
-            floor, flops, nbytes, touched = floor_us(E, k, H, I, T, ids)
+            flops, nbytes, touched = work(E, k, H, I, T, ids)
+            roofline = measured.roofline_us(flops, nbytes, "bfloat16")
+            sheet_us = sheet.roofline_us(flops, nbytes, "bfloat16") if sheet else None
             ref = oracle(x, w1, w2, weights, ids)
             if args.tune:
                 c1, c2, err, n = tune_cell(S, x, w1, w2, weights, ids, max(args.rep_ms // 8, 10), args.tune_budget_s)
                 tuned.setdefault(f"{E},{H},{I}", []).append([T, list(c1), list(c2)])
                 print(f"  tuned {model} T={T}: {c1} {c2} err {err:.1e} ({n} configs)", flush=True)
+                (out_dir / "moe_configs.json").write_text(json.dumps({
+                    "device": device,
+                    "tuned_on": f"{header['date']}, one {device}, torch {torch.__version__}, triton {triton.__version__}",
+                    "configs": tuned,
+                }, indent=1))  # fmt: skip
                 config = (c1, c2)
             else:
                 config = None
@@ -266,28 +346,38 @@ def main() -> None:
                     continue
                 row = {
                     "model": model, "tokens": T, "method": name, "us": round(us, 1), "iqr_us": round(iqr, 1),
-                    "graph": used_graph, "rel_err": err, "floor_us": round(floor, 1), "touched": touched,
+                    "graph": used_graph, "rel_err": err, "roofline_us": round(roofline, 1),
+                    "datasheet_us": round(sheet_us, 1) if sheet_us else None, "touched": touched,
                     "tflops": round(flops / us / 1e6, 1), "gbps": round(nbytes / us / 1e3, 1),
-                    "pct_floor": round(100 * floor / us, 1),
-                    "bound": "compute" if flops / PEAK_FLOPS > nbytes / PEAK_BYTES else "memory",
+                    "pct_roofline": round(100 * roofline / us, 1),
+                    "bound": "compute" if flops / peak_flops > nbytes / peak_bytes else "memory",
                 }
                 rows.append(row)
                 print(
                     f"  {model:12s} T={T:5d} {name:11s} {us:9.1f} us (iqr {iqr:6.1f}) {row['tflops']:6.1f} TFLOP/s "
-                    f"{row['gbps']:7.1f} GB/s {row['pct_floor']:5.1f}% of floor  err {err:.1e}",
+                    f"{row['gbps']:7.1f} GB/s {row['pct_roofline']:5.1f}% of roofline  err {err:.1e}",
                     flush=True,
                 )
             (out_dir / "moe_gpu.json").write_text(json.dumps({"header": header, "rows": rows, "tuned": tuned}, indent=1))
         w1 = w2 = None  # free the weights before the next model
         torch.cuda.empty_cache()
+    end = hardware.measured_ceilings(("bfloat16",), again=True)
+    header["measured_end_bandwidth_tbps"] = round(end.bandwidth / 1e12, 3)
+    header["measured_end_bf16_tflops"] = round(end.rates["bfloat16"] / 1e12, 1)
+    (out_dir / "moe_gpu.json").write_text(json.dumps({"header": header, "rows": rows, "tuned": tuned}, indent=1))
     if tuned:
-        print("CONFIGS =", json.dumps(tuned), flush=True)
-    print("\n| model | tokens | floor us | bound | method | us | TFLOP/s | GB/s | % of floor | rel err |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("CONFIGS for", device, "=", json.dumps(tuned), flush=True)
+    print(
+        f"\n{header['gpu']}, driver {header.get('gpu_driver')}, {header['date']}: measured {header['measured_bandwidth_tbps']} TB/s "
+        f"and {header['measured_bf16_tflops']} TFLOP/s bf16 at the start, {header['measured_end_bandwidth_tbps']} TB/s and "
+        f"{header['measured_end_bf16_tflops']} TFLOP/s at the end; reference configs: {header['reference_configs']}"
+    )
+    print("| model | tokens | roofline us | datasheet us | bound | method | us | TFLOP/s | GB/s | % of roofline | rel err |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(
-            f"| {r['model']} | {r['tokens']} | {r['floor_us']} | {r['bound']} | {r['method']} | {r['us']} | "
-            f"{r['tflops']} | {r['gbps']} | {r['pct_floor']} | {r['rel_err']:.1e} |"
+            f"| {r['model']} | {r['tokens']} | {r['roofline_us']} | {r['datasheet_us']} | {r['bound']} | {r['method']} | "
+            f"{r['us']} | {r['tflops']} | {r['gbps']} | {r['pct_roofline']} | {r['rel_err']:.1e} |"
         )
 
 

@@ -1,14 +1,145 @@
-"""What hardware the grader can use; torch is imported only when a lab needs a GPU."""
+"""What hardware the grader can use, and the limits of the GPU in use.
+
+torch is imported only when a lab needs a GPU. A GPU check uses two kinds of ceiling:
+
+* **datasheet ceilings** (the vendor's peak memory bandwidth and dense matrix rates, by device
+  name): the floor under which a time is physically impossible. A time under that floor, less
+  a margin, is rejected. An unknown device is refused unless ``GRADER_GPU_CEILINGS`` says what
+  to use, so no check ever compares against another card's limits.
+* **measured ceilings** (a large device copy and a large matrix product, timed here once per
+  device per process): what "% of roofline" on a student's scorecard is relative to.
+
+Both are recorded in the result with the device's name, driver and clocks.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
 import shutil
+import statistics
 import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from grader.errors import InfrastructureError
+
 NO_GPU_ENV = "GRADER_NO_GPU"
+CEILINGS_ENV = "GRADER_GPU_CEILINGS"
+
+SAFETY = 0.9
+"""A timed call faster than this fraction of the datasheet floor is rejected: the margin covers
+event-timer jitter and the floor's own byte count, never a kernel beating the hardware."""
+
+MEASURED_WIDENING = 1.5
+"""With GRADER_GPU_CEILINGS=measured the floor uses rates measured here, times this: kernels
+were seen reading weights 5% faster than a device copy moves data (moe-peers-h200.md), and a
+library matrix product reaches 70-80% of the datasheet rate."""
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """Memory bandwidth (bytes read plus written per second) and dense matrix rates (FLOP/s) by dtype."""
+
+    bandwidth: float
+    rates: Mapping[str, float] = field(hash=False)
+    source: str = ""
+
+    def roofline_us(self, flops: float, nbytes: float, dtype: str) -> float:
+        """max(FLOPs / rate, bytes / bandwidth), in microseconds."""
+        rate = self.rates.get(dtype)
+        if rate is None:
+            raise InfrastructureError(f"no {dtype} matrix rate for this GPU ({self.source}); known: {', '.join(self.rates)}")
+        return max(flops / rate, nbytes / self.bandwidth) * 1e6
+
+    def floor_us(self, flops: float, nbytes: float, dtype: str) -> float:
+        """The time under which no correct call can finish: the roofline less the safety margin."""
+        return SAFETY * self.roofline_us(flops, nbytes, dtype)
+
+    def describe(self, prefix: str) -> dict[str, float | str]:
+        """Flat numbers for a result's details: bandwidth in GB/s, rates in TFLOP/s."""
+        out: dict[str, float | str] = {f"{prefix}_source": self.source, f"{prefix}_bandwidth_gbps": round(self.bandwidth / 1e9, 1)}
+        out.update({f"{prefix}_{dtype}_tflops": round(rate / 1e12, 1) for dtype, rate in self.rates.items()})
+        return out
+
+
+def _sheet(bandwidth_tbps: float, bf16_tflops: float, tf32_tflops: float, fp32_tflops: float, source: str) -> Ceilings:
+    rates = {"bfloat16": bf16_tflops, "float16": bf16_tflops, "tfloat32": tf32_tflops, "float32": fp32_tflops}
+    return Ceilings(bandwidth_tbps * 1e12, {k: v * 1e12 for k, v in rates.items()}, source)
+
+
+# Vendor datasheet peaks, dense (no 2:4 sparsity), by the name torch.cuda.get_device_name gives.
+# Leads, not measurements: they bound what any kernel can reach, which is all the floor needs.
+_A100_40 = _sheet(1.555, 312, 156, 19.5, "NVIDIA A100 datasheet (40GB: 1555 GB/s)")
+_H100_SXM = _sheet(3.35, 989.4, 494.7, 66.9, "NVIDIA H100 datasheet (SXM5)")
+_H200_SXM = _sheet(4.8, 989.4, 494.7, 66.9, "NVIDIA H200 datasheet (SXM)")
+DATASHEET: dict[str, Ceilings] = {
+    "NVIDIA A100-SXM4-40GB": _A100_40,
+    "NVIDIA A100-PCIE-40GB": _A100_40,
+    "NVIDIA A100-SXM4-80GB": _sheet(2.039, 312, 156, 19.5, "NVIDIA A100 datasheet (80GB SXM: 2039 GB/s)"),
+    "NVIDIA A100 80GB PCIe": _sheet(1.935, 312, 156, 19.5, "NVIDIA A100 datasheet (80GB PCIe: 1935 GB/s)"),
+    "NVIDIA L40S": _sheet(0.864, 362.05, 183, 91.6, "NVIDIA L40S datasheet"),
+    "NVIDIA H100 80GB HBM3": _H100_SXM,
+    "NVIDIA H100 PCIe": _sheet(2.0, 756.5, 378, 51.2, "NVIDIA H100 datasheet (PCIe)"),
+    "NVIDIA H100 NVL": _sheet(3.9, 835.5, 417.5, 60, "NVIDIA H100 datasheet (NVL)"),
+    "NVIDIA H200": _H200_SXM,
+    "NVIDIA H200 NVL": _sheet(4.8, 835.5, 417.5, 60, "NVIDIA H200 datasheet (NVL)"),
+    "NVIDIA B200": _sheet(8.0, 2250, 1100, 80, "NVIDIA HGX B200 datasheet (1000 W)"),
+}
+
+
+def _key(name: str) -> str:
+    return " ".join(name.lower().split())
+
+
+def parse_ceilings(text: str, measured: Callable[[], Ceilings]) -> Ceilings:
+    """The ceilings ``GRADER_GPU_CEILINGS`` names: ``measured`` (rates measured here, widened by
+    MEASURED_WIDENING), or ``bandwidth=<bytes/s>,<dtype>=<FLOP/s>,...``."""
+    text = text.strip()
+    if text.lower() == "measured":
+        m = measured()
+        return Ceilings(
+            m.bandwidth * MEASURED_WIDENING,
+            {k: v * MEASURED_WIDENING for k, v in m.rates.items()},
+            f"measured on this GPU, widened {MEASURED_WIDENING:g}x ({CEILINGS_ENV}=measured)",
+        )
+    values: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, number = part.partition("=")
+        try:
+            values[name.strip()] = float(number)
+        except ValueError:
+            raise InfrastructureError(
+                f"{CEILINGS_ENV}={text!r}: expected 'measured' or 'bandwidth=<bytes/s>,bfloat16=<FLOP/s>', "
+                f"got {part.strip()!r}"
+            ) from None
+    bandwidth = values.pop("bandwidth", None)
+    if bandwidth is None or bandwidth <= 0 or not values or min(values.values()) <= 0:
+        raise InfrastructureError(f"{CEILINGS_ENV}={text!r}: needs a positive bandwidth and at least one positive <dtype>=<FLOP/s>")
+    return Ceilings(bandwidth, values, f"given by {CEILINGS_ENV}")
+
+
+def datasheet_ceilings(
+    name: str, measured: Callable[[], Ceilings], override: str | None = None, table: Mapping[str, Ceilings] | None = None
+) -> Ceilings:
+    """The ceilings the floor uses on the GPU ``name``: ``override`` (GRADER_GPU_CEILINGS) when
+    set, else the entry of ``table`` (DATASHEET); an unknown device is refused with what to do."""
+    if override is None:
+        override = os.environ.get(CEILINGS_ENV)
+    if table is None:
+        table = DATASHEET
+    if override:
+        return parse_ceilings(override, measured)
+    by_key = {_key(k): v for k, v in table.items()}
+    found = by_key.get(_key(name))
+    if found is None:
+        raise InfrastructureError(
+            f"the grader has no datasheet ceilings for the GPU {name!r}, so it cannot tell an impossible time from a "
+            f"fast one; set {CEILINGS_ENV}='bandwidth=<bytes/s>,bfloat16=<FLOP/s>' from its datasheet, or "
+            f"{CEILINGS_ENV}=measured to trust rates measured on it (known: {', '.join(sorted(table))})"
+        )
+    return found
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,7 +159,9 @@ def cuda_device() -> str | None:
     return None
 
 
-SMI_FIELDS = ("uuid", "name", "driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem")
+# --- where a result was graded (its environment) ----------------------------------------------
+
+ENV_SMI_FIELDS = ("uuid", "name", "driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem")
 CLOCKS = {"clocks.sm": "sm", "clocks.mem": "memory", "clocks.max.sm": "sm_max", "clocks.max.mem": "memory_max"}
 
 
@@ -65,11 +198,11 @@ def gpu_details(uuid: str | None = None) -> dict[str, Any]:
     if smi:
         try:
             proc = subprocess.run(
-                [smi, f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader,nounits"],
+                [smi, f"--query-gpu={','.join(ENV_SMI_FIELDS)}", "--format=csv,noheader,nounits"],
                 capture_output=True, text=True, timeout=20,
             )  # fmt: skip
             if proc.returncode == 0:
-                rows = [dict(zip(SMI_FIELDS, (v.strip() for v in line.split(",")))) for line in proc.stdout.splitlines() if line.strip()]
+                rows = [dict(zip(ENV_SMI_FIELDS, (v.strip() for v in line.split(",")))) for line in proc.stdout.splitlines() if line.strip()]
         except (OSError, subprocess.TimeoutExpired):
             rows = []
     row = next((r for r in rows if details["gpu_uuid"] and r.get("uuid") == details["gpu_uuid"]), None)
@@ -83,3 +216,117 @@ def gpu_details(uuid: str | None = None) -> dict[str, Any]:
     if details["gpu_driver"] is None:
         details["gpu_driver"] = _driver_from_proc()
     return details
+
+
+# --- what the device is, and how it is clocked ------------------------------------------------
+
+SMI_FIELDS = "uuid,name,driver_version,clocks.sm,clocks.max.sm,clocks.mem"
+
+
+def parse_smi(text: str, uuid: str | None = None, name: str | None = None) -> dict[str, Any]:
+    """Driver and clocks of one GPU from ``nvidia-smi --query-gpu=SMI_FIELDS --format=csv,noheader,nounits``
+    output: the row of ``uuid`` if given, else of ``name``, else the first."""
+    rows = [[c.strip() for c in line.split(",")] for line in text.splitlines() if line.count(",") >= 5]
+    want = (uuid or "").lower().removeprefix("gpu-")
+    row = next((r for r in rows if want and r[0].lower().removeprefix("gpu-") == want), None)
+    row = row or next((r for r in rows if name and r[1] == name), None) or (rows[0] if rows else None)
+    if row is None:
+        return {}
+
+    def number(v: str) -> int | None:
+        try:
+            return int(float(v))
+        except ValueError:  # "[N/A]"
+            return None
+
+    return {
+        "gpu_driver": row[2],
+        "gpu_sm_clock_mhz": number(row[3]),
+        "gpu_max_sm_clock_mhz": number(row[4]),
+        "gpu_mem_clock_mhz": number(row[5]),
+    }
+
+
+def gpu_facts(device: int = 0) -> dict[str, Any]:
+    """Name, multiprocessors, L2, driver and current clocks of a CUDA device (flat, for a result's
+    details). Clocks are read now: call it right after the work they should describe."""
+    import torch
+
+    props = torch.cuda.get_device_properties(device)
+    facts: dict[str, Any] = {
+        "gpu": props.name,
+        "gpu_sms": props.multi_processor_count,
+        "gpu_l2_mb": round(getattr(props, "L2_cache_size", 0) / 2**20, 1),
+        "gpu_memory_gb": round(props.total_memory / 1e9, 1),
+    }
+    try:
+        smi = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=15, check=False,
+        )  # fmt: skip
+        facts.update(parse_smi(smi.stdout, str(getattr(props, "uuid", "")) or None, props.name))
+    except (OSError, subprocess.SubprocessError):
+        facts["gpu_driver"] = None  # no nvidia-smi: the result says so rather than guessing
+    return facts
+
+
+# --- ceilings measured on the device at hand ---------------------------------------------------
+
+COPY_BYTES = 1 << 30
+MATMUL_N = 8192
+
+
+def _median_ms(torch: Any, fn: Callable[[], Any], reps: int) -> float:
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def _copy_bandwidth(torch: Any, dev: Any) -> float:
+    src = torch.empty(COPY_BYTES // 4, dtype=torch.float32, device=dev).normal_()
+    dst = torch.empty_like(src)
+    return 2.0 * COPY_BYTES / (_median_ms(torch, lambda: dst.copy_(src), 20) * 1e-3)
+
+
+def _matmul_rate(torch: Any, dev: Any, name: str) -> float:
+    dtype = torch.float32 if name in ("tfloat32", "float32") else getattr(torch, name)
+    a = torch.randn(MATMUL_N, MATMUL_N, device=dev, dtype=dtype)  # random data: zeros run faster
+    b = torch.randn(MATMUL_N, MATMUL_N, device=dev, dtype=dtype)
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = name == "tfloat32"
+    try:
+        return 2.0 * MATMUL_N**3 / (_median_ms(torch, lambda: torch.mm(a, b), 10) * 1e-3)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@functools.lru_cache(maxsize=8)
+def _measure(device: int, dtypes: tuple[str, ...]) -> Ceilings:
+    import torch
+
+    dev = torch.device("cuda", device)
+    bandwidth = _copy_bandwidth(torch, dev)
+    rates = {name: _matmul_rate(torch, dev, name) for name in dtypes}
+    torch.cuda.empty_cache()
+    return Ceilings(
+        bandwidth,
+        rates,
+        f"measured here: a {COPY_BYTES >> 30} GiB device copy (bytes read + written) and {MATMUL_N}^3 torch.mm, "
+        "medians of CUDA-event-timed calls",
+    )
+
+
+def measured_ceilings(dtypes: tuple[str, ...] = ("bfloat16",), device: int = 0, again: bool = False) -> Ceilings:
+    """Copy bandwidth and matrix rates measured on ``device`` (about a second, once per device
+    and dtype set per process; ``again`` measures anew, e.g. at the end of a long run)."""
+    key = tuple(sorted(dtypes))
+    return _measure.__wrapped__(device, key) if again else _measure(device, key)

@@ -122,13 +122,15 @@ class CheckContext:
         return self.lab.reference(function, case, key=(check_id, self.seeds.key), device=self.torch_device, reference=reference)
 
     def call(self, function: str, case: Case, time_limit_s: float | None = None, **kw: Any) -> Outputs:
-        """The submission's outputs on this case, validated; raises SubmissionFault naming the case."""
+        """The submission's outputs on this case, validated; raises SubmissionFault naming the case
+        (a wrong answer and an error alike: a student must learn which case raised), unless no
+        case could have answered (the function is missing, the import failed)."""
         try:
             return self.submission.call(function, case.inputs, case.dims, time_limit_s, **kw)
         except SubmissionFault as fault:
-            if fault.status is Status.failed:
-                raise SubmissionFault(fault.status, f"{case.label}: {fault.message}") from None
-            raise
+            if not self.submission.defines(function):
+                raise
+            raise SubmissionFault(fault.status, f"{case.label}: {fault.message}") from None
 
     def claim_probe(self, check_id: str, time_limit_s: float | None) -> Probe:
         return Probe(self, check_id, time_limit_s)

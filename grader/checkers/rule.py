@@ -7,18 +7,24 @@ The submission is parsed, never imported. Two kinds of rule:
   tiling rule of lab-03. Aliases (``A = np.asarray(a)``, ``a.copy()``, ``a[:, :]``) count as
   whole; slices do not.
 * ``forbid_calls``: callables the function may not use, by qualified name (``numpy.matmul``,
-  ``torch.matmul``) after resolving import aliases; a name starting with ``.`` is a method
-  (``.matmul``); ``@`` forbids the matrix-multiplication operator.
+  ``torch.matmul``); a name starting with ``.`` is a method (``.matmul``); ``@`` forbids the
+  matrix-multiplication operator (and ``operator.matmul``). Names are resolved through imports
+  and assignments (``mm = torch.matmul``), whole attribute chains are read
+  (``torch.ops.aten.mm.default``, ``np.ndarray.dot``, ``torch.Tensor.__matmul__``: any chain
+  under torch or numpy with a forbidden name in it), and a forbidden callable is found where it
+  is only referred to (``map(torch.mm, ...)``), not only where it is called. ``eval``, ``exec``
+  and attribute names computed at run time are reported too: they hide calls from this rule.
 
-Both follow calls into the module's own functions (so a helper does not hide a violation), and
-skip functions compiled by Triton (``@triton.jit``), whose ``tl.dot`` is the point. Static
-inspection cannot see everything (``eval``, ``getattr`` with computed names); it is one layer,
-and the oracle and performance checks are others.
+Both rules follow the module's own code from the function: helpers it calls, functions and
+classes it refers to (``map(helper, ...)``, a module's ``__call__``), module-level values it
+reads; they skip functions compiled by Triton (``@triton.jit``), whose ``tl.dot`` is the point.
+Static inspection is one layer; the ghost replay and the GPU profile are others.
 """
 
 from __future__ import annotations
 
 import ast
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,6 +40,12 @@ MATMUL_METHODS = {"dot", "matmul", "__matmul__", "mm"}
 WHOLE_WRAPPERS = {"numpy.asarray", "numpy.array", "numpy.ascontiguousarray", "numpy.asfortranarray", "numpy.copy"}
 WHOLE_METHODS = {"copy", "astype", "view", "reshape", "contiguous", "clone", "float", "double"}
 JIT_DECORATORS = {"triton.jit", "triton.autotune", "triton.heuristics"}
+LIBRARY_ROOTS = {"torch", "numpy"}
+"""Chains under these roots are read whole: a forbidden name anywhere in the chain counts."""
+NOT_COMPUTE = ("torch.backends.",)
+"""Settings, not products (``torch.backends.cuda.matmul.allow_tf32``)."""
+MATMUL_OPERATORS = {"operator.matmul", "operator.imatmul", "operator.__matmul__", "operator.__imatmul__"}
+HIDDEN_CODE = {"eval", "exec", "compile", "__import__", "importlib.import_module"}
 
 
 class RuleOptions(CheckSpec):
@@ -67,11 +79,14 @@ class Analysis:
 
     tree: ast.Module
     aliases: dict[str, str] = field(default_factory=dict)
+    """Local names bound to something imported: ``np`` -> ``numpy``, ``mm`` -> ``torch.matmul``."""
     functions: dict[str, ast.FunctionDef] = field(default_factory=dict)
+    definitions: dict[str, ast.AST] = field(default_factory=dict)
+    """Module-level functions, classes and assigned values, by name: what reachable code can refer to."""
     violations: list[str] = field(default_factory=list)
 
 
-def _aliases(tree: ast.Module) -> dict[str, str]:
+def _imports(tree: ast.Module) -> dict[str, str]:
     out: dict[str, str] = {"np": "numpy"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -80,6 +95,39 @@ def _aliases(tree: ast.Module) -> dict[str, str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             for name in node.names:
                 out[name.asname or name.name] = f"{node.module}.{name.name}"
+    return out
+
+
+def _pairs(target: ast.AST, value: ast.AST) -> list[tuple[str, ast.AST]]:
+    """(name, value) for ``a = v`` and ``a, b = v, w``."""
+    if isinstance(target, ast.Name):
+        return [(target.id, value)]
+    if isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (ast.Tuple, ast.List)) and len(target.elts) == len(value.elts):
+        return [p for t, v in zip(target.elts, value.elts) for p in _pairs(t, v)]
+    return []
+
+
+def _aliases(tree: ast.Module) -> dict[str, str]:
+    """Imports, then every assignment anywhere of an imported thing to a name (``mm = torch.matmul``,
+    ``F = torch.nn.functional``), followed to a fixed point. A name assigned both an imported thing
+    and something else keeps the imported thing: the rule errs towards reporting."""
+    out = _imports(tree)
+    roots = {v.split(".")[0] for v in out.values()}
+    assignments = [
+        pair
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        for pair in _pairs(target, node.value)
+    ]
+    changed = True
+    while changed:
+        changed = False
+        for name, value in assignments:
+            resolved = qualified(value, out)
+            if resolved and resolved.split(".")[0] in roots and out.get(name) != resolved and name not in roots:
+                out[name] = resolved
+                changed = True
     return out
 
 
@@ -103,20 +151,31 @@ def qualified(node: ast.AST, aliases: dict[str, str]) -> str | None:
     return None
 
 
-def _is_jit(fn: ast.FunctionDef, aliases: dict[str, str]) -> bool:
-    for dec in fn.decorator_list:
+def _is_jit(fn: ast.AST, aliases: dict[str, str]) -> bool:
+    for dec in getattr(fn, "decorator_list", []):
         target = dec.func if isinstance(dec, ast.Call) else dec
         if (qualified(target, aliases) or "") in JIT_DECORATORS:
             return True
     return False
 
 
+def _definitions(tree: ast.Module) -> dict[str, ast.AST]:
+    out: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names = [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+                out.update({name: node for name in names})
+    return out
+
+
 class _Walker:
-    def __init__(self, analysis: Analysis, rules: RuleOptions) -> None:
+    """The whole-operands rule: products of the named parameters, followed into called helpers."""
+
+    def __init__(self, analysis: Analysis) -> None:
         self.a = analysis
-        self.rules = rules
-        self.forbidden = {name for name in rules.forbid_calls if not name.startswith(".") and name != "@"}
-        self.methods = {name[1:] for name in rules.forbid_calls if name.startswith(".")}
         self.visited: set[tuple[str, frozenset[str]]] = set()
 
     def whole(self, node: ast.AST, tainted: set[str]) -> bool:
@@ -153,24 +212,17 @@ class _Walker:
         for node in ast.walk(fn):
             where = f"{path}, line {getattr(node, 'lineno', '?')}"
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
-                if "@" in self.rules.forbid_calls:
-                    self.a.violations.append(f"{where}: uses the @ operator")
                 if self.whole(node.left, tainted) and self.whole(node.right, tainted):
                     self.a.violations.append(f"{where}: multiplies the whole operands in one step ({ast.unparse(node)})")
             if not isinstance(node, ast.Call):
                 continue
             name = qualified(node.func, self.a.aliases)
-            if name in self.forbidden:
-                self.a.violations.append(f"{where}: calls {name}")
             method = node.func.attr if isinstance(node.func, ast.Attribute) else None
-            if method in self.methods and name not in self.forbidden:
-                self.a.violations.append(f"{where}: calls the method .{method}()")
-            if self.rules.whole_operands:
-                operands = list(node.args)
-                if method in MATMUL_METHODS and name not in MATMUL_CALLS:
-                    operands = [node.func.value, *operands]  # type: ignore[union-attr]
-                if (name in MATMUL_CALLS or method in MATMUL_METHODS) and sum(self.whole(o, tainted) for o in operands) >= 2:
-                    self.a.violations.append(f"{where}: multiplies the whole operands in one call ({ast.unparse(node)})")
+            operands = list(node.args)
+            if method in MATMUL_METHODS and name not in MATMUL_CALLS:
+                operands = [node.func.value, *operands]  # type: ignore[union-attr]
+            if (name in MATMUL_CALLS or method in MATMUL_METHODS) and sum(self.whole(o, tainted) for o in operands) >= 2:
+                self.a.violations.append(f"{where}: multiplies the whole operands in one call ({ast.unparse(node)})")
             callee = self.a.functions.get(node.func.id) if isinstance(node.func, ast.Name) else None
             if callee is not None:
                 params = [p.arg for p in callee.args.args]
@@ -179,17 +231,116 @@ class _Walker:
                 self.walk(callee, passed, f"{path} -> {callee.name}")
 
 
+class _Forbidden:
+    """The forbid_calls rule over all code reachable from the function."""
+
+    def __init__(self, analysis: Analysis, rules: RuleOptions) -> None:
+        self.a = analysis
+        self.names = {n for n in rules.forbid_calls if not n.startswith(".") and n != "@"}
+        self.methods = {n[1:] for n in rules.forbid_calls if n.startswith(".")}
+        self.operator = "@" in rules.forbid_calls
+        # A chain under torch or numpy with one of these names in it is a forbidden product
+        # wherever it sits: torch.ops.aten.mm.default, numpy.ndarray.dot, torch.Tensor.__matmul__.
+        self.leaves = {n.rsplit(".", 1)[-1] for n in self.names} | self.methods
+        self.modules = {v.split(".")[0] for v in analysis.aliases.values()}
+
+    def forbidden(self, name: str) -> bool:
+        if name in self.names or any(name.startswith(n + ".") for n in self.names):
+            return True
+        if self.operator and name in MATMUL_OPERATORS:
+            return True
+        parts = name.split(".")
+        return parts[0] in LIBRARY_ROOTS and not name.startswith(NOT_COMPUTE) and any(p in self.leaves for p in parts[1:])
+
+    def rooted(self, node: ast.AST) -> bool:
+        """Whether a chain starts at an imported module (torch.x, np.y) rather than at a value."""
+        while isinstance(node, ast.Attribute):
+            node = node.value
+        return isinstance(node, ast.Name) and node.id in self.a.aliases and self.a.aliases[node.id].split(".")[0] in self.modules
+
+    def run(self, target: ast.FunctionDef) -> None:
+        queue: deque[tuple[str, str]] = deque([(target.name, target.name)])
+        seen = {target.name}
+        while queue:
+            name, path = queue.popleft()
+            node = self.a.definitions.get(name)
+            if node is None or _is_jit(node, self.a.aliases):
+                continue
+            for ref in self.visit(node, path):
+                if ref not in seen:
+                    seen.add(ref)
+                    queue.append((ref, f"{path} -> {ref}"))
+
+    def visit(self, tree: ast.AST, path: str) -> list[str]:
+        """Report what ``tree`` uses that is forbidden; return the module-level names it refers to."""
+        nodes = list(self.nodes(tree))
+        parents = {child: node for node in nodes for child in ast.iter_child_nodes(node)}
+        refs: list[str] = []
+        report = self.a.violations.append
+        for node in nodes:
+            where = f"{path}, line {getattr(node, 'lineno', '?')}"
+            if self.operator and isinstance(node, (ast.BinOp, ast.AugAssign)) and isinstance(node.op, ast.MatMult):
+                report(f"{where}: uses the @ operator")
+            if isinstance(node, ast.Call):
+                self.hidden(node, where)
+            lookup = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+            if not lookup and (not isinstance(node, (ast.Name, ast.Attribute)) or not isinstance(node.ctx, ast.Load)):
+                continue
+            parent = parents.get(node)
+            if isinstance(parent, ast.Attribute) and parent.value is node:
+                continue  # not the whole chain: its parent is read instead
+            called = isinstance(parent, ast.Call) and parent.func is node
+            if isinstance(node, ast.Name) and node.id in self.a.definitions and node.id not in self.a.aliases:
+                refs.append(node.id)
+            name = qualified(node, self.a.aliases)
+            if name and self.forbidden(name):
+                report(f"{where}: {'calls' if called else 'refers to'} {name}")
+            elif (isinstance(node, ast.Attribute) and not self.rooted(node)) or (lookup and not self.rooted(node.args[0])):
+                # the chain's attributes after its root (a local variable, a call's result)
+                parts = name.split(".")[1:] if name else [getattr(node, "attr", "")]
+                method = next((p for p in reversed(parts) if p in self.methods), None)
+                if method is not None:
+                    report(f"{where}: {'calls the method' if called else 'refers to the method'} .{method}{'()' if called else ''}")
+        return refs
+
+    def nodes(self, tree: ast.AST) -> list[ast.AST]:
+        """Every node of ``tree`` except inside Triton kernels nested in it (Triton compiles those)."""
+        out, stack = [], [tree]
+        while stack:
+            node = stack.pop()
+            out.append(node)
+            for child in ast.iter_child_nodes(node):
+                if not (isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_jit(child, self.a.aliases)):
+                    stack.append(child)
+        return sorted(out, key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)))
+
+    def hidden(self, call: ast.Call, where: str) -> None:
+        """Calls that hide what runs from a reader: eval and friends, getattr with a computed name."""
+        name = qualified(call.func, self.a.aliases)
+        if name in HIDDEN_CODE:
+            self.a.violations.append(f"{where}: calls {name}, which runs code this rule cannot read")
+        elif name == "getattr" and len(call.args) >= 2 and not isinstance(call.args[1], ast.Constant):
+            base = qualified(call.args[0], self.a.aliases) or ""
+            if base.split(".")[0] in LIBRARY_ROOTS:
+                self.a.violations.append(
+                    f"{where}: looks up an attribute of {base} by a name computed at run time, which this rule cannot check"
+                )
+
+
 def analyse(source: str, rules: RuleOptions) -> list[str]:
     """Violations of ``rules`` in ``source`` (empty when it complies); raises SyntaxError."""
     tree = ast.parse(source)
     analysis = Analysis(tree, _aliases(tree))
     analysis.functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    analysis.definitions = _definitions(tree)
     target = analysis.functions.get(rules.function)
     if target is None:
         return []
-    walker = _Walker(analysis, rules)
-    params = [p.arg for p in target.args.args]
-    walker.walk(target, {p for p in params if p in rules.whole_operands}, rules.function)
+    if rules.whole_operands:
+        params = [p.arg for p in target.args.args]
+        _Walker(analysis).walk(target, {p for p in params if p in rules.whole_operands}, rules.function)
+    if rules.forbid_calls:
+        _Forbidden(analysis, rules).run(target)
     return list(dict.fromkeys(analysis.violations))
 
 

@@ -1,4 +1,4 @@
-"""Grader-side code of lab-05: inputs for the CPU interpreter and the GPU, the oracle, the floor.
+"""Grader-side code of lab-05: inputs for the CPU interpreter and the GPU, the oracle, the work of a call.
 
 Runs in the grader's process, never in the student's. CPU cases are small numpy inputs (float32
 or float16) that the worker hands to the submission as CPU torch tensors, run by Triton's
@@ -14,15 +14,17 @@ import numpy as np
 
 from grader import recipes
 
-PEAK_FLOPS = 798e12  # dense bf16 GEMM measured on the project's H100s
-PEAK_BYTES = 3.0e12  # device-to-device copy, bytes read plus written, same machines
-
-# model index -> (name, E, k, H, I); 2 is a small awkward shape whose sizes are not multiples of any tile
+# model index -> (name, E, k, H, I); 2 is a small awkward shape: H = 200 and I = 104 leave a
+# ragged last tile at every tile width from 16 to 256 (8 past a multiple of 16, 32 and 64).
 MODELS = {
     0: ("mixtral", 8, 2, 4096, 14336),
     1: ("deepseek_v3", 256, 8, 7168, 2048),
-    2: ("awkward", 6, 3, 200, 96),
+    2: ("awkward", 6, 3, 200, 104),
 }
+
+ALIGN_BLOCKS = (16, 32, 64, 128, 256)
+"""The block sizes moe_align_block_size must support (the handout says so): the tile heights a
+tl.dot GEMM can use. The align checks draw exactly these."""
 
 
 def _routing(rng: np.random.Generator, T: int, E: int, k: int, skew: float) -> tuple[np.ndarray, np.ndarray]:
@@ -45,9 +47,13 @@ def cpu_inputs(rng: np.random.Generator, T: int, H: int, I: int, E: int, k: int,
     }
 
 
-def align_inputs(rng: np.random.Generator, T: int, E: int, k: int, block_m: int, ids64: int = 0) -> dict:
+def align_inputs(rng: np.random.Generator, T: int, E: int, k: int, block_log2: int, ids64: int = 0) -> tuple[dict, dict]:
+    """Routing for the align check, with block_m = 2**block_log2 (one of ALIGN_BLOCKS; the case names it)."""
+    block = 2**block_log2
+    if block not in ALIGN_BLOCKS:
+        raise ValueError(f"block_m {block} is not one the handout promises ({ALIGN_BLOCKS})")
     _, ids = _routing(rng, T, E, k, skew=float(rng.uniform(0, 3)))
-    return {"topk_ids": ids.astype(np.int64 if ids64 else np.int32), "num_experts": E, "block_m": block_m}
+    return {"topk_ids": ids.astype(np.int64 if ids64 else np.int32), "num_experts": E, "block_m": block}, {"block_m": block}
 
 
 def gpu_inputs(rng: np.random.Generator, model: int, T: int) -> tuple[dict, dict]:
@@ -75,19 +81,22 @@ def fresh_activations(rng: np.random.Generator, inputs: dict) -> dict:
     return dict(inputs, x=recipes.randn(tuple(x["shape"]), x["dtype"], seed), topk_weights=weights, topk_ids=new_ids)
 
 
-def floor_us(inputs: dict) -> tuple[float, float, float]:
-    """Roofline floor of one call: max(FLOPs / peak, bytes / bandwidth), with bytes = the weights of
-    the experts the routing touches + x read + out written. Returns (us, FLOPs, bytes)."""
+def work(inputs: dict) -> tuple[float, float, str]:
+    """The least work of one call, for the roofline: (FLOPs, bytes, dtype of the matrix math).
+    FLOPs = 6 T k H I (two GEMMs, gate and up counted apart); bytes = the weights of every expert
+    the routing touches (3 H I elements each, read once) + x read + out written."""
     import torch
 
     ids = inputs["topk_ids"].materialize("cuda")
     T, k = ids.shape
-    E, two_i, H = inputs["w1"].spec["shape"]
+    _, two_i, H = inputs["w1"].spec["shape"]
     inter = two_i // 2
+    dtype = inputs["x"].dtype
+    size = torch.empty((), dtype=getattr(torch, dtype)).element_size()
     touched = int(torch.unique(ids).numel())
     flops = 6.0 * T * k * H * inter
-    nbytes = touched * 3.0 * H * inter * 2 + 2.0 * T * H * 2
-    return max(flops / PEAK_FLOPS, nbytes / PEAK_BYTES) * 1e6, flops, nbytes
+    nbytes = touched * 3.0 * H * inter * size + 2.0 * T * H * size
+    return flops, nbytes, dtype
 
 
 def moe_reference(x, w1, w2, topk_weights, topk_ids):

@@ -16,12 +16,14 @@ Three phases, as a production fused_moe runs them:
    the k experts is the combine). For small batches GEMM 2 splits K across programs, which the
    atomic accumulation makes free.
 
-Tile shapes, warps and pipeline depth come from CONFIGS, tuned on an H100 by
-``benchmarks/tune_moe.py``; the Triton CPU interpreter gets small tiles.
+Tile shapes, warps and pipeline depth come from CONFIGS, a table per GPU model written by
+``benchmarks/moe_gpu.py --tune`` on that GPU; a GPU with no table (or a shape with none) runs
+GENERIC, and the Triton CPU interpreter gets small tiles.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -294,26 +296,36 @@ def _gemm2_combine_kernel(
 # A GEMM 1 config is (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages, INTERLEAVE,
 # PERSISTENT); a GEMM 2 config is (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages,
 # SPLIT_K, PERSISTENT). PERSISTENT is programs per SM (0: one program per tile).
-# CONFIGS maps (E, H, I) to [(up to this many tokens, gemm1, gemm2), ...], tuned on an H100
-# 80GB HBM3 (torch 2.11, triton 3.6) by `benchmarks/moe_gpu.py --tune`; see docs/lab-05-gpu.md.
-CONFIGS: dict[tuple[int, int, int], list[tuple[int, tuple[int, ...], tuple[int, ...]]]] = {
-    (8, 4096, 14336): [
-        (1, (16, 32, 256, 1, 4, 4, 0, 0), (16, 128, 128, 1, 8, 4, 4, 0)),
-        (8, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 256, 1, 4, 4, 2, 0)),
-        (64, (32, 64, 128, 1, 4, 4, 0, 0), (32, 128, 128, 1, 4, 4, 2, 0)),
-        (512, (64, 256, 64, 8, 8, 3, 0, 0), (64, 128, 64, 8, 8, 3, 1, 0)),
-        (1 << 30, (128, 128, 64, 32, 8, 4, 1, 0), (128, 256, 64, 8, 8, 4, 1, 0)),
-    ],
-    (256, 7168, 2048): [
-        (1, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 2, 0)),
-        (8, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 1, 0)),
-        (64, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 1, 0)),
-        (512, (32, 64, 128, 1, 4, 4, 0, 0), (32, 64, 128, 1, 4, 4, 1, 0)),
-        (1 << 30, (128, 128, 64, 8, 8, 3, 0, 0), (128, 128, 64, 8, 8, 3, 1, 0)),
-    ],
+# CONFIGS[GPU name][(E, H, I)] = [(up to this many tokens, gemm1, gemm2), ...]. Each table is
+# tuned on that GPU by `benchmarks/moe_gpu.py --tune`, which writes the block between the BEGIN
+# and END lines (`--apply`); see docs/lab-05-gpu.md. A GPU or shape without a table runs GENERIC.
+# BEGIN CONFIGS
+TUNED_ON = {
+    "NVIDIA H100 80GB HBM3": "2026-11-22, one H100 80GB HBM3, torch 2.11.0+cu130, triton 3.6.0",
+    "NVIDIA H200": "untuned: GENERIC for every shape until `benchmarks/moe_gpu.py --tune` runs on one",
 }
+CONFIGS: dict[str, dict[tuple[int, int, int], list[tuple[int, tuple[int, ...], tuple[int, ...]]]]] = {
+    "NVIDIA H100 80GB HBM3": {
+        (8, 4096, 14336): [
+            (1, (16, 32, 256, 1, 4, 4, 0, 0), (16, 128, 128, 1, 8, 4, 4, 0)),
+            (8, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 256, 1, 4, 4, 2, 0)),
+            (64, (32, 64, 128, 1, 4, 4, 0, 0), (32, 128, 128, 1, 4, 4, 2, 0)),
+            (512, (64, 256, 64, 8, 8, 3, 0, 0), (64, 128, 64, 8, 8, 3, 1, 0)),
+            (1 << 30, (128, 128, 64, 32, 8, 4, 1, 0), (128, 256, 64, 8, 8, 4, 1, 0)),
+        ],
+        (256, 7168, 2048): [
+            (1, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 2, 0)),
+            (8, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 1, 0)),
+            (64, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 1, 0)),
+            (512, (32, 64, 128, 1, 4, 4, 0, 0), (32, 64, 128, 1, 4, 4, 1, 0)),
+            (1 << 30, (128, 128, 64, 8, 8, 3, 0, 0), (128, 128, 64, 8, 8, 3, 1, 0)),
+        ],
+    },
+    "NVIDIA H200": {},
+}
+# END CONFIGS
 
-DEFAULT = [
+GENERIC = [
     (8, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 2, 0)),
     (64, (16, 32, 256, 1, 4, 4, 0, 0), (16, 64, 128, 1, 4, 4, 1, 0)),
     (512, (64, 128, 64, 8, 4, 3, 0, 0), (64, 128, 64, 8, 4, 3, 1, 0)),
@@ -322,10 +334,17 @@ DEFAULT = [
 INTERPRETER = ((16, 32, 32, 1, 4, 1, 0, 0), (16, 32, 32, 1, 4, 1, 2, 0))
 
 
-def pick_config(num_tokens: int, num_experts: int, hidden: int, inter: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+@functools.lru_cache(maxsize=8)
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def pick_config(
+    num_tokens: int, num_experts: int, hidden: int, inter: int, device: str = ""
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if INTERPRET:
         return INTERPRETER
-    for limit, c1, c2 in CONFIGS.get((num_experts, hidden, inter), DEFAULT):
+    for limit, c1, c2 in CONFIGS.get(device, {}).get((num_experts, hidden, inter), GENERIC):
         if num_tokens <= limit:
             return c1, c2
     raise AssertionError("unreachable: the last config has no limit")
@@ -348,7 +367,7 @@ def fused_moe(x, w1, w2, topk_weights, topk_ids, config=None):
     inter = two_i // 2
     top_k = topk_ids.shape[1]
     numel = T * top_k
-    c1, c2 = config or pick_config(T, E, H, inter)
+    c1, c2 = config or pick_config(T, E, H, inter, device_name(x.device))
     bm = c1[0]
     assert c2[0] == bm, "both GEMMs walk the same aligned blocks"
     x = x.contiguous()

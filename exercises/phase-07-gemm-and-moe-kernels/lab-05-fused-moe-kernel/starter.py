@@ -3,8 +3,9 @@
 Implement the two functions below with your own Triton kernels (@triton.jit); read README.md
 first. torch may allocate buffers and launch kernels; the expert matrix products must be
 tl.dot calls inside your kernels. On a laptop the grader runs your kernels in Triton's CPU
-interpreter (TRITON_INTERPRET=1) at small float32/float16 shapes; on an H100 it grades bf16 at
-Mixtral- and DeepSeek-V3-like shapes, times you against the reference, and profiles you.
+interpreter (TRITON_INTERPRET=1) at small float32/float16 shapes; on the course's GPU it grades
+bf16 at Mixtral- and DeepSeek-V3-like shapes, times you against the reference on that GPU, and
+profiles you.
 """
 
 import torch  # noqa: F401
@@ -17,7 +18,8 @@ EXERCISE = "lab-05-fused-moe-kernel"
 def moe_align_block_size(topk_ids, num_experts, block_m):
     """Group the T*k assignments by expert, each group padded to a multiple of block_m.
 
-    topk_ids: (T, k) int32 or int64 tensor; returns
+    topk_ids: (T, k) int32 or int64 tensor (T may be 1 with k > 1; some experts may get no
+    token); block_m is one of 16, 32, 64, 128, 256. Returns
       sorted_ids (int32): flat assignment indices (t*k + j) grouped by expert in ascending expert
         order, each expert's group padded with the sentinel T*k up to a multiple of block_m;
       expert_ids (int32): expert_ids[b] is the expert of block b (block_m entries of sorted_ids);

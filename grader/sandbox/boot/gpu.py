@@ -4,9 +4,9 @@ Large GPU inputs (gigabytes of expert weights) do not travel through the pipe: b
 and the worker *materialise* them from the same recipe (kind, shape, dtype, seed) with torch's
 device generator, which gives bit-identical tensors on the same device and torch version.
 
-The timing harness follows gpu-eval.md section 7: warm-up calls, an L2 flush before every
-timed call, fresh inputs for every timed call, a device-wide synchronise before the end event,
-and the median with its spread. The profiler helper returns the per-kernel table of the active
+The timing harness follows gpu-eval.md section 7: warm-up calls on their own inputs, an L2
+flush before every timed call, fresh inputs for every timed call (one of them in a warm-up
+call's buffers, refilled), a device-wide synchronise before the end event. The profiler helper returns the per-kernel table of the active
 calls only. Imports nothing at module level beyond the standard library; torch on first use.
 """
 
@@ -74,22 +74,49 @@ def fingerprint(t: Any) -> list[float]:
     return [float(f.sum()), float(f.abs().sum()), float((f * f).sum())]
 
 
+def flush_buffer(torch: Any) -> Any:
+    """A buffer at least twice the L2 (and 256 MiB), zeroed before every timed call to empty the cache."""
+    l2 = int(getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "L2_cache_size", 0) or 0)
+    return torch.empty(max(FLUSH_BYTES, 2 * l2) // 4, dtype=torch.int32, device="cuda")
+
+
+def refill(target: Sequence[Any], source: Sequence[Any]) -> list[Any]:
+    """``target``'s tensors with ``source``'s values copied in (same buffers, new values); shared
+    tensors (the weights) and plain values are left as they are."""
+    torch = _torch()
+    out = []
+    for old, new in zip(target, source):
+        if isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor) and old.data_ptr() != new.data_ptr():
+            old.copy_(new)
+        out.append(old if isinstance(old, torch.Tensor) else new)
+    return out
+
+
 def time_calls(
     fn: Callable[..., Any], input_sets: Sequence[Sequence[Any]], warmup: int = 3, budget_s: float = 3.0
 ) -> tuple[list[float], list[list[float]]]:
     """Per-call device times in microseconds and the fingerprint of each timed output.
 
-    Each timed call gets its own input set (made beforehand, kept alive so no pointer is
-    reused), an L2 flush before it, and a device-wide synchronise before its end event.
+    The first ``warmup`` input sets are for warm-up calls only and are never timed; each later
+    set is timed once, so a timed call never sees an input a warm-up call saw. Every set is
+    made beforehand and kept alive, so no buffer address is reused by another set. The first
+    timed call is the exception that proves the rule: it runs on the first warm-up set's
+    buffers refilled with its own values, as a CUDA-graph server reuses buffers, so an answer
+    cached by buffer address or tensor identity is stale there and fails its fingerprint.
+    Each timed call gets an L2 flush before it and a device-wide synchronise before its end event.
     """
     torch = _torch()
-    flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
-    for i in range(warmup):
-        fn(*input_sets[i % len(input_sets)])
+    if not 0 < warmup < len(input_sets):
+        raise ValueError(f"need warm-up sets and timed sets: {warmup} warm-up of {len(input_sets)} sets")
+    flush = flush_buffer(torch)
+    warm, timed = input_sets[:warmup], list(input_sets[warmup:])
+    for inputs in warm:
+        fn(*inputs)
     torch.cuda.synchronize()
+    timed[0] = refill(warm[0], timed[0])
     times, prints = [], []
     started = time.monotonic()
-    for inputs in input_sets:
+    for inputs in timed:
         flush.zero_()
         torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
