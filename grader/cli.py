@@ -118,10 +118,14 @@ def build_parser() -> Parser:
     p.add_argument("--allow-unsandboxed", action="store_true", help="grade even where bubblewrap cannot start (degraded)")
     p = actions.add_parser("run", help="grade the upload inside Gradescope's container (run_autograder calls this)")
     _container_flags(p, "AUTOGRADER_ROOT", "/autograder")
+    _scores_parser(actions)
     prairielearn = platforms.add_parser("prairielearn", help="PrairieLearn external grading")
     actions = prairielearn.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     p = actions.add_parser("run", help="grade /grade/student/ and write /grade/results/results.json")
     _container_flags(p, "GRADE_ROOT", "/grade")
+    p = _scores_parser(actions)
+    p.add_argument("--qid", help="the question's id in PrairieLearn (required)")
+    p.add_argument("--instance", type=_positive, default=1, help="the assessment instance (default 1)")
     p = actions.add_parser("config", help="print the question's externalGradingOptions and points for a lab")
     p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
     p.add_argument("--timeout", type=_positive, default=30, help="the job's timeout in seconds (PrairieLearn's default: 30)")
@@ -157,6 +161,14 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
+
+
+def _scores_parser(actions: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = actions.add_parser("scores", help="the points graded later (GPU, hidden) from a batch folder, as the LMS's upload CSV")
+    p.add_argument("folder", type=Path, help="the --out folder of grader batch (or grader slurm) on a GPU machine")
+    p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
+    p.add_argument("--out", type=Path, help="write the CSV here (default: standard output)")
+    return p
 
 
 def _container_flags(p: argparse.ArgumentParser, env: str, default: str) -> None:
@@ -403,6 +415,8 @@ def cmd_lms(args: argparse.Namespace) -> int:
         return _gradescope_build(args)
     if args.action == "config":
         return _prairielearn_config(args)
+    if args.action == "scores":
+        return _scores(args)
     from grader.lms.container import run_container
 
     return run_container(args.platform, args.root, args.exercise, _options(args, official=True))
@@ -428,6 +442,27 @@ def _gradescope_build(args: argparse.Namespace) -> int:
         print("note: the zip holds a random secret seed; build with --secret-seed (or $GRADER_SECRET_SEED) to grade "
               "deferred checks later on the same inputs students were graded on")  # fmt: skip
     return 0
+
+
+def _scores(args: argparse.Namespace) -> int:
+    from grader.atomic import write_atomic
+    from grader.batch.scores import score_rows, to_csv
+
+    plugins = default_plugins()
+    labs = _labs()
+    manifest = load_manifest(labs[discovery.resolve(args.exercise, labs)], plugins.checkers())
+    if args.platform == "prairielearn" and not args.qid:
+        raise UsageError("name the question: --qid (its id in PrairieLearn)")
+    rows = score_rows(args.folder, manifest, args.platform, getattr(args, "qid", "") or "", getattr(args, "instance", 1))
+    text = to_csv(rows)
+    if args.out:
+        write_atomic(args.out, text)
+        print(f"{args.out}: {len(rows.rows) - 1} row(s) of deferred points for {manifest.id}")
+    else:
+        sys.stdout.write(text)
+    for student, why in rows.left_out.items():
+        print(f"grader: left out {student}: {why}", file=sys.stderr)
+    return 3 if rows.left_out else 0
 
 
 def _prairielearn_config(args: argparse.Namespace) -> int:

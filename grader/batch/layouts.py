@@ -19,8 +19,10 @@ import re
 import stat
 import unicodedata
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from grader.discovery import declared_exercise, pick_submission, python_files, read_submission
 from grader.errors import UsageError
@@ -45,6 +47,8 @@ class Entry:
     layout: str
     warning: str | None = None
     """Something the TA must know (the file names another lab), said loudly; it is graded anyway."""
+    people: list[dict[str, str]] = field(default_factory=list)
+    """Who submitted it, where the export says (Gradescope: name, email, sid): for score uploads."""
 
 
 @dataclass
@@ -81,17 +85,17 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
     if not root.is_dir():
         raise UsageError(f"{root}: no such folder")
     excluded = exclude.resolve() if exclude is not None else None
-    entries: list[tuple[str, Path, str]] = []  # (student, file, layout)
+    entries: list[tuple[str, Path, str, list[dict[str, str]]]] = []  # (student, file, layout, people)
     skipped: list[Skipped] = []
 
-    def add_folder(folder: Path, student: str, layout: str) -> None:
+    def add_folder(folder: Path, student: str, layout: str, people: list[dict[str, str]] | None = None) -> None:
         files, notes = python_files(folder)
         try:
             path = pick_submission(files, manifest, folder.name)
         except UsageError as exc:
             skipped.append(Skipped(folder.name, str(exc).split(": ", 1)[-1] + (f" ({'; '.join(notes)})" if notes else "")))
             return
-        entries.append((student, path, layout))
+        entries.append((student, path, layout, people or []))
 
     children = sorted(root.iterdir(), key=lambda p: p.name)
     metadata = root / GRADESCOPE_METADATA
@@ -115,7 +119,7 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
             continue  # the output folder itself, inside the batch folder
         elif path.is_dir():
             if gradescope is not None and name in gradescope:
-                add_folder(path, " + ".join(gradescope[name]) or name, "gradescope")
+                add_folder(path, display_name(gradescope[name]) or name, "gradescope", gradescope[name])
             else:
                 add_folder(path, name, "gradescope" if gradescope is not None else "folder")
         elif path.suffix != ".py":
@@ -125,34 +129,34 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
             assert match is not None
             canvas_groups[match.group("student")].append(path)
         else:
-            entries.append((path.stem, path, "file"))
+            entries.append((path.stem, path, "file", []))
     for student, files in canvas_groups.items():
         try:
             path = pick_submission(sorted(files), manifest, student)
         except UsageError as exc:
             skipped.append(Skipped(student, str(exc).split(": ", 1)[-1]))
             continue
-        entries.append((student, path, "canvas"))
+        entries.append((student, path, "canvas", []))
     if gradescope is not None:
         present = {p.name for p in children}
         for folder, names in gradescope.items():
             if folder not in present:
-                skipped.append(Skipped(folder, f"named in {GRADESCOPE_METADATA} ({' + '.join(names)}) but has no folder"))
+                skipped.append(Skipped(folder, f"named in {GRADESCOPE_METADATA} ({display_name(names)}) but has no folder"))
     return _finish(root, manifest, entries, skipped)
 
 
 def _finish(
-    root: Path, manifest: LabManifest, raw: list[tuple[str, Path, str]], skipped: list[Skipped]
+    root: Path, manifest: LabManifest, raw: list[tuple[str, Path, str, list[dict[str, str]]]], skipped: list[Skipped]
 ) -> tuple[list[Entry], list[Skipped]]:
     """Read each chosen file once (hash, EXERCISE line) and give each student a unique folder name.
     Two students whose names clean to the same folder are told apart by a hash of their own
     original name, so nobody's folder depends on who else is in the class."""
     out: list[Entry] = []
-    keys: dict[str, list[tuple[str, Path, str]]] = defaultdict(list)
-    for student, path, layout in raw:
-        keys[safe_name(student).lower()].append((student, path, layout))
+    keys: dict[str, list[tuple[str, Path, str, list[dict[str, str]]]]] = defaultdict(list)
+    for item in raw:
+        keys[safe_name(item[0]).lower()].append(item)
     for group in keys.values():
-        for student, path, layout in group:
+        for student, path, layout, people in group:
             rel = printable(str(path.relative_to(root)), keep_newlines=False)
             try:
                 file = read_submission(path, root)
@@ -169,55 +173,41 @@ def _finish(
             warning = None
             if declared and not manifest.id.startswith(declared):
                 warning = f"{rel} declares EXERCISE = {printable(declared, 60, False)!r} but is graded as {manifest.id}"
-            out.append(Entry(key, path, rel, file.sha256, layout, warning))
+            out.append(Entry(key, path, rel, file.sha256, layout, warning, people))
     out.sort(key=lambda e: (e.student.lower(), e.file))
     skipped.sort(key=lambda s: s.name)
     return out, skipped
 
 
-_TOP_KEY = re.compile(r"^([^\s#:-][^:]*):\s*$")
-_ITEM = re.compile(r"^(\s*)(-\s+)?:?(name|sid|email):\s*(.*?)\s*$")
+class _MetadataLoader(yaml.SafeLoader):
+    """YAML's safe loader that reads Ruby-tagged values (``!ruby/object:...``) as plain data."""
 
 
-def read_gradescope_metadata(path: Path) -> dict[str, list[str]]:
-    """Submission folder -> the names of its submitters, from Gradescope's ``submission_metadata.yml``.
+_MetadataLoader.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_object(
+    yaml.SequenceNode("tag:yaml.org,2002:seq", node.value) if isinstance(node, yaml.SequenceNode)
+    else yaml.MappingNode("tag:yaml.org,2002:map", node.value) if isinstance(node, yaml.MappingNode)
+    else yaml.ScalarNode("tag:yaml.org,2002:str", node.value), deep=True))  # fmt: skip
 
-    The file is YAML with Ruby-symbol keys (``:submitters:``, ``- :name: Jane Doe``). Only the
-    submitters are needed, so this reads those lines rather than depend on a YAML library;
-    the name falls back to the email, then the student id.
-    """
-    out: dict[str, list[str]] = {}
-    current: str | None = None
-    people: list[dict[str, str]] = []
-    in_submitters = False
-    submitters_indent = 0
 
-    def flush() -> None:
-        if current is not None:
-            out[current] = [p.get("name") or p.get("email") or p.get("sid") or "?" for p in people]
-
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        top = _TOP_KEY.match(line)
-        if top:
-            flush()
-            current, people, in_submitters = top.group(1).strip().strip("'\""), [], False
-            continue
-        indent = len(line) - len(line.lstrip())
-        stripped = line.strip()
-        if stripped.startswith(":submitters:") or stripped.startswith("submitters:"):
-            in_submitters, submitters_indent = True, indent
-            continue
-        if not in_submitters:
-            continue
-        if indent < submitters_indent or (indent == submitters_indent and not stripped.startswith("-")):
-            in_submitters = False
-            continue
-        item = _ITEM.match(line)
-        if item:
-            if item.group(2) or not people:
-                people.append({})
-            people[-1][item.group(3)] = item.group(4).strip("'\"")
-    flush()
+def read_gradescope_metadata(path: Path) -> dict[str, list[dict[str, str]]]:
+    """Submission folder -> its submitters (``name``, ``email``, ``sid``, each only when given),
+    from Gradescope's ``submission_metadata.yml`` (YAML with Ruby-symbol keys: ``:submitters:``).
+    UsageError (one line) if the file is not YAML."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=_MetadataLoader)  # noqa: S506
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: is not valid YAML ({type(exc).__name__}); re-download the export") from None
+    out: dict[str, list[dict[str, str]]] = {}
+    for folder, info in (data or {}).items() if isinstance(data, dict) else ():
+        people = info.get(":submitters") or info.get("submitters") or [] if isinstance(info, dict) else []
+        out[str(folder)] = [
+            {key: str(person[f":{key}"] if f":{key}" in person else person[key]).strip()
+             for key in ("name", "email", "sid") if f":{key}" in person or key in person}
+            for person in people if isinstance(person, dict)
+        ]  # fmt: skip
     return out
+
+
+def display_name(people: list[dict[str, str]]) -> str:
+    """Submitters as one readable student key: names, else emails, else ids, joined by +."""
+    return " + ".join(p.get("name") or p.get("email") or p.get("sid") or "?" for p in people)

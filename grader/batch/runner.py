@@ -428,7 +428,7 @@ class _Scheduler:
 
     def _finish(self, worker: _Worker, job: _Job, result: GradeResult) -> None:
         try:
-            self.store.record(job.entry.student, job.entry.file, result)
+            self.store.record(job.entry.student, job.entry.file, result, job.entry.people)
         except OSError as exc:
             raise OutputError(f"{self.store.out}: cannot write there ({exc.strerror or exc}); free space (or fix the "
                               "folder) and run the same command again: every student finished so far is kept") from None

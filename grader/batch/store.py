@@ -170,11 +170,13 @@ class Store:
         result = self.stored(student, digest)
         return result if result is not None and result.gradable else None
 
-    def record(self, student: str, file: str, result: GradeResult) -> None:
-        """Mark ``student`` graded; called after every report of theirs is in place."""
+    def record(self, student: str, file: str, result: GradeResult, people: list[dict[str, str]] | None = None) -> None:
+        """Mark ``student`` graded; called after every report of theirs is in place. ``people``
+        (from an LMS export) is kept for uploading scores back."""
         data: dict[str, Any] = {
             "student": student,
             "file": file,
+            "people": people or [],
             "sha256": result.submission_sha256,
             "gradable": result.gradable,
             "score": result.score,
@@ -182,6 +184,18 @@ class Store:
             **self.key,
         }
         write_atomic(self._record_path(student), json.dumps(data, indent=1) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every student's record, current or not (readers check them against result.json)."""
+        out = []
+        for path in sorted(self.state.glob("*.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("student"), str):
+                out.append(record)
+        return out
 
     def log_path(self, slot: int) -> Path:
         prefix = "" if self.shard is None else f"{self.shard.name}-"

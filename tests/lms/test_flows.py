@@ -196,3 +196,64 @@ def test_the_zip_of_a_gpu_lab_says_which_points_are_deferred(run_cli, tmp_path: 
     assert "DEFERRED: 12 points need a GPU (fused-moe-matches-oracle-gpu, fused-moe-speed, triton-kernels-on-the-profile)" in out
     code, out, _ = run_cli("lms", "prairielearn", "config", "-e", "lab-05", "--timeout", "60")
     assert code == 0 and '"autoPoints": 8.0, "manualPoints": 12.0' in out and '"timeout": 60' in out
+
+
+def test_points_graded_later_go_back_as_each_platforms_upload_csv(make_lab, run_cli, tmp_path: Path) -> None:
+    """The class is graded in a batch (as on the GPU machine); the points the upload could not
+    give (here a hidden check, on PrairieLearn) come back as PrairieLearn's manual-points CSV, and
+    Gradescope's rows name each submitter from the export's metadata."""
+    import csv
+    import io
+    import textwrap
+
+    def hide(text: str) -> str:
+        return tight_limits(text).replace("[checks.route-matches-reference]\n", '[checks.route-matches-reference]\nvisibility = "hidden"\n')
+
+    make_lab(edit=hide)
+    folder, out = tmp_path / "export", tmp_path / "graded"
+    (folder / "submission_1").mkdir(parents=True)
+    (folder / "submission_1" / "moe.py").write_text(SOLUTION)
+    (folder / "submission_2").mkdir()
+    (folder / "submission_2" / "moe.py").write_text(wrong_file("smallest_logits"))
+    (folder / "submission_metadata.yml").write_text(textwrap.dedent("""\
+        submission_1:
+          :submitters:
+          - :name: Ada Lovelace
+            :sid: '100'
+            :email: ada@example.edu
+        submission_2:
+          :submitters:
+          - :name: Grace Hopper
+            :email: grace@example.edu
+          - :name: Alan Turing
+            :sid: '300'
+        """))
+    code, _, err = run_cli("batch", folder, "-e", "lab-01", "--out", out, "--allow-unsandboxed")
+    assert code == 0, err
+    code, text, err = run_cli("lms", "prairielearn", "scores", out, "-e", "lab-01", "--qid", "moeRouting")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert {r["uid"]: r["manual_points"] for r in rows} == {
+        "ada@example.edu": "2", "grace@example.edu": "0", "Grace_Hopper_+_Alan_Turing": "0",  # no email: the folder
+    }  # fmt: skip
+    assert all(r["qid"] == "moeRouting" and r["instance"] == "1" for r in rows)
+    assert "route-matches-reference: 2/2 (passed)" in rows[0]["feedback"]
+    code, text, err = run_cli("lms", "gradescope", "scores", out, "-e", "lab-01")
+    assert code == 0, err
+    people = list(csv.DictReader(io.StringIO(text)))
+    assert [(p["Name"], p["SID"], p["Email"], p["Score"]) for p in people] == [
+        ("Ada Lovelace", "100", "ada@example.edu", "0"),  # Gradescope grades hidden checks on upload: nothing deferred
+        ("Grace Hopper", "", "grace@example.edu", "0"),
+        ("Alan Turing", "300", "", "0"),
+    ]
+
+
+def test_a_gpu_check_still_pending_is_never_uploaded_as_a_zero(run_cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GRADER_NO_GPU", "1")
+    folder, out = tmp_path / "class", tmp_path / "graded"
+    folder.mkdir()
+    shutil.copy(LAB05 / "solution.py", folder / "ada.py")
+    assert run_cli("batch", folder, "-e", "lab-05", "--out", out, "--allow-unsandboxed")[0] == 0
+    code, text, err = run_cli("lms", "gradescope", "scores", out, "-e", "lab-05")
+    assert code == 3 and text.strip() == "Name,SID,Email,Score"
+    assert "left out ada: graded without a GPU: fused-moe-matches-oracle-gpu, fused-moe-speed" in err
