@@ -118,3 +118,15 @@ def test_built_in_checkers_use_the_public_api() -> None:
                 if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("grader"):
                     private = [a.name for a in node.names if a.name.startswith("_")]
                     assert not private, f"{name} imports private names {private} from {node.module}"
+
+
+def test_labs_import_only_the_public_api() -> None:
+    """A lab's own files (lab.py, solution.py) use what a course can rely on: grader.api."""
+    exercises = PACKAGE.parent / "exercises"
+    for path in sorted(exercises.glob("*/lab-*/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "grader":
+                if path.name != "test_lab.py":
+                    assert node.module == "grader.api", f"{path.relative_to(exercises)} imports {node.module}"
+            elif isinstance(node, ast.Import):
+                assert not [a.name for a in node.names if a.name.split(".")[0] == "grader"], path

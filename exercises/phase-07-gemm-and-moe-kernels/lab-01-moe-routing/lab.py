@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.checkers.compare import compare
-from grader.manifest import Tolerance
+from grader.api import Tolerance, compare
 
 # Top-k must not hinge on rounding: the k-th and (k+1)-th largest logits of every row are kept
 # at least this far apart, so float32 and float64 arithmetic select the same experts.

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.checkers.compare import compare
-from grader.manifest import Tolerance
+from grader.api import Tolerance, compare
 
 # Values compared with the model's: generous for reordered float arithmetic, far below any bug.
 MODEL_TOLERANCE = Tolerance(rtol=1e-7, atol=0.0)

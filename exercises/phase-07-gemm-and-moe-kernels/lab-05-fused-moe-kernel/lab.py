@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from grader import recipes
+from grader.api import recipes
 
 # model index -> (name, E, k, H, I); 2 is a small awkward shape: H = 200 and I = 104 leave a
 # ragged last tile at every tile width from 16 to 256 (8 past a multiple of 16, 32 and 64).
