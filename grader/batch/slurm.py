@@ -20,7 +20,6 @@ must see exactly the task's GPUs, or the task stops at once with a message sayin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
@@ -28,11 +27,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from grader import __version__
+from grader.atomic import write_atomic
 from grader.errors import InfrastructureError, UsageError
 from grader.seeds import SECRET_ENV, SECRET_FILE_ENV
 
@@ -156,17 +155,7 @@ def write_secret(out: Path, secret: str) -> Path:
     """``OUT/.slurm/secret-seed``, mode 0600 from its creation, replaced atomically."""
     folder = out.resolve() / SLURM_DIR
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / SECRET_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{SECRET_FILE}.", suffix=".tmp", dir=folder)  # mkstemp creates 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(secret + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(folder / SECRET_FILE, secret + "\n", mode=0o600)  # its temporary file is 0600 too
 
 
 def write_scripts(plan: SlurmPlan) -> tuple[Path, Path]:
