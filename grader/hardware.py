@@ -161,7 +161,7 @@ def cuda_device() -> str | None:
 
 # --- where a result was graded (its environment) ----------------------------------------------
 
-ENV_SMI_FIELDS = ("uuid", "name", "driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem")
+SMI_FIELDS = ("uuid", "name", "driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem")
 CLOCKS = {"clocks.sm": "sm", "clocks.mem": "memory", "clocks.max.sm": "sm_max", "clocks.max.mem": "memory_max"}
 
 
@@ -198,11 +198,11 @@ def gpu_details(uuid: str | None = None) -> dict[str, Any]:
     if smi:
         try:
             proc = subprocess.run(
-                [smi, f"--query-gpu={','.join(ENV_SMI_FIELDS)}", "--format=csv,noheader,nounits"],
+                [smi, f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader,nounits"],
                 capture_output=True, text=True, timeout=20,
             )  # fmt: skip
             if proc.returncode == 0:
-                rows = [dict(zip(ENV_SMI_FIELDS, (v.strip() for v in line.split(",")))) for line in proc.stdout.splitlines() if line.strip()]
+                rows = [dict(zip(SMI_FIELDS, (v.strip() for v in line.split(",")))) for line in proc.stdout.splitlines() if line.strip()]
         except (OSError, subprocess.TimeoutExpired):
             rows = []
     row = next((r for r in rows if details["gpu_uuid"] and r.get("uuid") == details["gpu_uuid"]), None)
@@ -220,54 +220,26 @@ def gpu_details(uuid: str | None = None) -> dict[str, Any]:
 
 # --- what the device is, and how it is clocked ------------------------------------------------
 
-SMI_FIELDS = "uuid,name,driver_version,clocks.sm,clocks.max.sm,clocks.mem"
-
-
-def parse_smi(text: str, uuid: str | None = None, name: str | None = None) -> dict[str, Any]:
-    """Driver and clocks of one GPU from ``nvidia-smi --query-gpu=SMI_FIELDS --format=csv,noheader,nounits``
-    output: the row of ``uuid`` if given, else of ``name``, else the first."""
-    rows = [[c.strip() for c in line.split(",")] for line in text.splitlines() if line.count(",") >= 5]
-    want = (uuid or "").lower().removeprefix("gpu-")
-    row = next((r for r in rows if want and r[0].lower().removeprefix("gpu-") == want), None)
-    row = row or next((r for r in rows if name and r[1] == name), None) or (rows[0] if rows else None)
-    if row is None:
-        return {}
-
-    def number(v: str) -> int | None:
-        try:
-            return int(float(v))
-        except ValueError:  # "[N/A]"
-            return None
-
-    return {
-        "gpu_driver": row[2],
-        "gpu_sm_clock_mhz": number(row[3]),
-        "gpu_max_sm_clock_mhz": number(row[4]),
-        "gpu_mem_clock_mhz": number(row[5]),
-    }
-
 
 def gpu_facts(device: int = 0) -> dict[str, Any]:
-    """Name, multiprocessors, L2, driver and current clocks of a CUDA device (flat, for a result's
+    """Name, multiprocessors, L2, driver and current clocks of a CUDA device (flat, for a check's
     details). Clocks are read now: call it right after the work they should describe."""
     import torch
 
     props = torch.cuda.get_device_properties(device)
-    facts: dict[str, Any] = {
+    uuid = str(getattr(props, "uuid", "") or "")
+    details = gpu_details((uuid if uuid.startswith("GPU-") else f"GPU-{uuid}") if uuid else None)
+    clocks = details["gpu_clocks_mhz"] or {}
+    return {
         "gpu": props.name,
         "gpu_sms": props.multi_processor_count,
         "gpu_l2_mb": round(getattr(props, "L2_cache_size", 0) / 2**20, 1),
         "gpu_memory_gb": round(props.total_memory / 1e9, 1),
+        "gpu_driver": details["gpu_driver"],
+        "gpu_sm_clock_mhz": clocks.get("sm"),
+        "gpu_max_sm_clock_mhz": clocks.get("sm_max"),
+        "gpu_mem_clock_mhz": clocks.get("memory"),
     }
-    try:
-        smi = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=15, check=False,
-        )  # fmt: skip
-        facts.update(parse_smi(smi.stdout, str(getattr(props, "uuid", "")) or None, props.name))
-    except (OSError, subprocess.SubprocessError):
-        facts["gpu_driver"] = None  # no nvidia-smi: the result says so rather than guessing
-    return facts
 
 
 # --- ceilings measured on the device at hand ---------------------------------------------------

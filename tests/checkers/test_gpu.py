@@ -142,13 +142,27 @@ def test_the_table_covers_the_course_gpus_with_dense_rates() -> None:
         hardware.DATASHEET["NVIDIA H200"].roofline_us(1, 1, "float8")
 
 
-def test_nvidia_smi_rows_give_driver_and_clocks() -> None:
-    text = "GPU-aaaa, NVIDIA H200, 580.159.04, 1980, 1980, 3201\nGPU-bbbb, NVIDIA H200, 580.159.04, 345, 1980, [N/A]\n"
-    assert hardware.parse_smi(text, uuid="bbbb") == {
-        "gpu_driver": "580.159.04", "gpu_sm_clock_mhz": 345, "gpu_max_sm_clock_mhz": 1980, "gpu_mem_clock_mhz": None,
+def test_a_speed_checks_device_facts_come_from_the_one_nvidia_smi_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    props = types.SimpleNamespace(name="NVIDIA H200", multi_processor_count=132, L2_cache_size=60 << 20,
+                                  total_memory=141 * 10**9, uuid="bbbb")  # fmt: skip
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(get_device_properties=lambda device: props))
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    seen = []
+
+    def details(uuid: str | None = None) -> dict:
+        seen.append(uuid)
+        return {"gpu_driver": "580.159.04", "gpu_uuid": uuid, "gpu_clocks_mhz": {"sm": 345, "sm_max": 1980}}
+
+    monkeypatch.setattr(hardware, "gpu_details", details)
+    facts = hardware.gpu_facts()
+    assert seen == ["GPU-bbbb"]  # the row of this very device
+    assert facts == {
+        "gpu": "NVIDIA H200", "gpu_sms": 132, "gpu_l2_mb": 60.0, "gpu_memory_gb": 141.0, "gpu_driver": "580.159.04",
+        "gpu_sm_clock_mhz": 345, "gpu_max_sm_clock_mhz": 1980, "gpu_mem_clock_mhz": None,  # unreadable: None
     }  # fmt: skip
-    assert hardware.parse_smi(text)["gpu_sm_clock_mhz"] == 1980
-    assert hardware.parse_smi("") == {}
 
 
 # --- the timing harness, with a stand-in for torch's CUDA API --------------------------------
