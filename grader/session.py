@@ -72,7 +72,13 @@ def _score(points: float, verdict: Verdict) -> float:
 
 
 def sandbox_info(launcher: Launcher) -> SandboxInfo:
-    return SandboxInfo(mode=launcher.mode, degraded=launcher.degraded, warnings=list(launcher.warnings))
+    return SandboxInfo(
+        mode=launcher.mode,
+        degraded=launcher.degraded,
+        warnings=list(launcher.warnings),
+        official_ok=launcher.official_ok,
+        guarantees=list(launcher.guarantees),
+    )
 
 
 def not_gradable(
@@ -146,7 +152,7 @@ class Grader:
         """The sandbox tier for this grader's submissions, chosen once; InfrastructureError if none fits."""
         if self._launcher is None:
             o = self.options
-            self._launcher = launchers.choose(o.sandbox, o.official, o.allow_unsandboxed)
+            self._launcher = launchers.choose(o.sandbox, o.official, o.allow_unsandboxed, self.manifest.directory)
         return self._launcher
 
     def grade(self, submission: SubmissionFile | Path) -> GradeResult:
