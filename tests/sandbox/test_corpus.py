@@ -48,7 +48,8 @@ def corpus_grader(tmp_path_factory: pytest.TempPathFactory) -> Grader:
     lab_dir = root / LAB01.name
     shutil.copytree(LAB01, lab_dir, ignore=shutil.ignore_patterns("__pycache__"))
     manifest_path = lab_dir / "manifest.toml"
-    manifest_path.write_text(tight_limits(manifest_path.read_text()))
+    # A 1 GiB budget: what a submission may hold across all its processes (memory_across_processes.py).
+    manifest_path.write_text(tight_limits(manifest_path.read_text()) + "\n[lab.worker]\nmemory_mb = 1024\n")
     manifest = load_manifest(lab_dir, default_plugins().checkers())
     old = os.environ.get("GRADER_SECRET_SEED")
     os.environ["GRADER_SECRET_SEED"] = SECRET
@@ -109,6 +110,18 @@ def _offline(result: GradeResult) -> None:
     assert "reached" not in message, message
 
 
+def _only_unix_sockets(result: GradeResult) -> None:
+    message = next(c.message for c in result.checks if c.id == "expert-mlp-matches-reference")
+    assert "unix=opened" in message, message
+    assert message.count("=opened") == 1, message
+
+
+def _no_shared_memory(result: GradeResult) -> None:
+    message = next(c.message for c in result.checks if c.id == "expert-mlp-matches-reference")
+    assert "=held" not in message and message.count("=E") == 4, message
+    assert not Path("/dev/shm/grader-corpus-hold").exists()
+
+
 POST: dict[str, Callable[[GradeResult], None]] = {
     "daemon_keeps_pipe.py": _no_slot_processes,
     "fork_bomb.py": _no_slot_processes,
@@ -119,6 +132,10 @@ POST: dict[str, Callable[[GradeResult], None]] = {
     "snoops_environment.py": _no_secret,
     "escape_attempts.py": _escapes_refused,
     "network_access.py": _offline,
+    "sockets_beyond_unix.py": _only_unix_sockets,
+    "shared_memory.py": _no_shared_memory,
+    "memory_across_processes.py": _no_slot_processes,
+    "starves_the_baseline.py": _no_slot_processes,
 }
 
 
