@@ -19,8 +19,8 @@ VERSION = re.compile(r"(\d+(?:\.\d+)+)")
 # Without these there is no sandbox to build (all are in 0.4.0, the oldest release supported).
 REQUIRED = (
     "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--new-session",
-    "--ro-bind", "--bind", "--dev", "--proc", "--tmpfs", "--symlink", "--dir", "--chdir", "--seccomp",
-    "--setenv", "--cap-drop", "--cap-add",
+    "--ro-bind", "--bind", "--dev", "--proc", "--tmpfs", "--remount-ro", "--symlink", "--dir", "--chdir",
+    "--seccomp", "--setenv", "--cap-drop", "--cap-add",
 )  # fmt: skip
 
 

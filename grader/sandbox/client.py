@@ -356,13 +356,11 @@ def launch(
     try:
         worker.send(init, arrays, deadline)
         hello = worker.receive(deadline).header
-    except (WorkerTimeout, WorkerDied, WorkerProtocolError):
+    except (WorkerTimeout, WorkerDied, WorkerProtocolError) as exc:
+        how = "did not start in time" if isinstance(exc, WorkerTimeout) else worker.exit_description()
         worker.kill()
         last = worker.output_tail().strip().splitlines()
-        raise WorkerSetupError(
-            f"the worker ({launcher.mode}) {worker.exit_description()} before it was ready"
-            + (f": {last[-1][:300]}" if last else "")
-        ) from None
+        raise WorkerSetupError(f"the worker ({launcher.mode}) {how} before it was ready" + (f": {last[-1][:300]}" if last else "")) from None
     problems = _unconfirmed(hello, launcher, cmd)
     if problems:
         worker.kill()

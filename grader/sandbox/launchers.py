@@ -44,6 +44,7 @@ KEEPER = Path(__file__).parent / "keeper.py"
 SANDBOX_BOOT = "/boot"
 SANDBOX_SUB = "/sub"
 SHM_MB = 64
+PROCESSES_WITHOUT_CGROUP = 4
 TIERS = ("bubblewrap", "process")
 OFFICIAL = ("solutions", "secret", "network")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -124,16 +125,19 @@ class Launcher:
             return Limits(address_space_mb=None, nproc=512 + self._base_tasks(), cpu_s=600)
         if self.cgroups.has("memory"):
             return Limits(address_space_mb=memory_mb, nproc=64 + self._base_tasks(), memory_mb=memory_mb)
-        per_process = 1024 if heavy else 512
-        count = max(2, memory_mb // per_process)
+        # At most 4 tasks (threads count too), each a quarter of the budget; fewer when a quarter
+        # is below what one process needs (torch: ~0.8 GiB of address space; numpy: 256 MiB).
+        floor = 1024 if heavy else 256
+        count = min(PROCESSES_WITHOUT_CGROUP, max(2, memory_mb // floor))
         return Limits(address_space_mb=memory_mb // count, nproc=count + self._base_tasks())
 
     def _base_tasks(self) -> int:
         """RLIMIT_NPROC counts every task of the uid: a worker under the grader's own uid adds to
-        what that uid already runs (a leased uid starts from nothing)."""
+        what that uid already runs, the keeper and bwrap's two processes among them (a leased
+        uid starts from nothing; root is not counted at all)."""
         if self.drop_uid or os.geteuid() == 0:
             return 0
-        return tasks_of(os.geteuid())
+        return tasks_of(os.geteuid()) + (3 if self.mode == "bubblewrap" else 1)
 
     def private_tmp(self, uid: int | None) -> Path | None:
         """A fresh folder for the worker's /tmp where the tier needs one from the host (the
@@ -254,9 +258,10 @@ class Launcher:
                 argv += ["--dev-bind", dev, dev]
         if info.has("--size") and perms:
             argv += ["--perms", "1777", "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm"]
-        else:  # no size cap for a tmpfs: no writable /dev/shm at all
-            argv += ["--remount-ro", "/dev/shm"] if info.has("--remount-ro") else []
-        argv += ["--chdir", "/tmp", "--seccomp", str(bpf_r)]
+        else:  # no size cap for a tmpfs: a read-only, empty /dev/shm
+            argv += ["--tmpfs", "/dev/shm", "--remount-ro", "/dev/shm"]
+        # bwrap changes folder before the uid drop, without capabilities: a private tmp of the worker's uid is closed to it.
+        argv += ["--chdir", "/tmp" if tmp is None else "/", "--seccomp", str(bpf_r)]
         if os.geteuid() == 0:
             argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         argv += self._setpriv(uid)
