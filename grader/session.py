@@ -152,7 +152,9 @@ class Grader:
         """The sandbox tier for this grader's submissions, chosen once; InfrastructureError if none fits."""
         if self._launcher is None:
             o = self.options
-            self._launcher = launchers.choose(o.sandbox, o.official, o.allow_unsandboxed, self.manifest.directory)
+            self._launcher = launchers.choose(
+                o.sandbox, o.official, o.allow_unsandboxed, self.manifest.directory, self.manifest.lab.worker.memory_mb
+            )
         return self._launcher
 
     def grade(self, submission: SubmissionFile | Path) -> GradeResult:

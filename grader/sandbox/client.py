@@ -331,7 +331,7 @@ def launch(
     try:
         if launcher.cgroups.places:
             cgroup = WorkerCgroup(limits.memory_mb << 20 if limits.memory_mb else None, limits.nproc, launcher.cgroups)
-        tmp = launcher.private_tmp(uid)
+        tmp = launcher.private_tmp(uid, limits.budget_mb)
 
         def build(fds: tuple[int, int]) -> WorkerCommand:
             return launcher.command(python, path, fds, env, limits, uid, cgroup.procs_files() if cgroup else None, tmp)

@@ -63,6 +63,8 @@ class Limits:
     tmp_mb: int = 256
     memory_mb: int | None = None
     """One budget for the whole process tree (a memory cgroup); None: none set."""
+    budget_mb: int | None = None
+    """The lab's memory budget, whatever enforces it (a cgroup, or address space times processes)."""
 
     def prlimit_args(self) -> list[str]:
         args = [
@@ -124,12 +126,12 @@ class Launcher:
         if gpu:  # CUDA needs ~20 GiB of address space: no rlimit, and host memory is not budgeted
             return Limits(address_space_mb=None, nproc=512 + self._base_tasks(), cpu_s=600)
         if self.cgroups.has("memory"):
-            return Limits(address_space_mb=memory_mb, nproc=64 + self._base_tasks(), memory_mb=memory_mb)
+            return Limits(address_space_mb=memory_mb, nproc=64 + self._base_tasks(), memory_mb=memory_mb, budget_mb=memory_mb)
         # At most 4 tasks (threads count too), each a quarter of the budget; fewer when a quarter
         # is below what one process needs (torch: ~0.8 GiB of address space; numpy: 256 MiB).
         floor = 1024 if heavy else 256
         count = min(PROCESSES_WITHOUT_CGROUP, max(2, memory_mb // floor))
-        return Limits(address_space_mb=memory_mb // count, nproc=count + self._base_tasks())
+        return Limits(address_space_mb=memory_mb // count, nproc=count + self._base_tasks(), budget_mb=memory_mb)
 
     def _base_tasks(self) -> int:
         """RLIMIT_NPROC counts every task of the uid: a worker under the grader's own uid adds to
@@ -139,18 +141,30 @@ class Launcher:
             return 0
         return tasks_of(os.geteuid()) + (3 if self.mode == "bubblewrap" else 1)
 
-    def private_tmp(self, uid: int | None) -> Path | None:
+    def private_tmp(self, uid: int | None, memory_mb: int | None = None) -> Path | None:
         """A fresh folder for the worker's /tmp where the tier needs one from the host (the
-        process tier; bwrap without ``--size``). On tmpfs (/dev/shm) when a memory cgroup
-        charges its pages to the worker's budget."""
+        process tier; bwrap without ``--size``), on a bounded tmpfs where there is one."""
         if self.mode == "bubblewrap" and self._bwrap_has("--size") and self._bwrap_has("--perms"):
             return None
-        base = Path("/dev/shm") if self.cgroups.has("memory") and _tmpfs_writable("/dev/shm") else Path(tempfile.gettempdir())
+        base, _ = self.tmp_place(memory_mb)
         path = Path(tempfile.mkdtemp(prefix="grader-tmp-", dir=base))
         if uid is not None:
             os.chown(path, uid, uid)
         os.chmod(path, 0o700)
         return path
+
+    def tmp_place(self, memory_mb: int | None) -> tuple[Path, str | None]:
+        """Where private tmp folders go, and what bounds them (None: only RLIMIT_FSIZE per file).
+        /dev/shm is a tmpfs: its pages count against a memory cgroup, and without one its own
+        size bounds it when that is within the budget (Docker's is 64 MiB)."""
+        shm = "/dev/shm"
+        if _tmpfs_writable(shm):
+            if self.cgroups.has("memory"):
+                return Path(shm), "private folder on tmpfs, charged to the memory budget"
+            size = os.statvfs(shm).f_blocks * os.statvfs(shm).f_frsize
+            if memory_mb and size <= memory_mb << 20:
+                return Path(shm), f"private folder on /dev/shm, a tmpfs of {size >> 20} MiB shared by the container"
+        return Path(tempfile.gettempdir()), None
 
     def _bwrap_has(self, option: str) -> bool:
         return self.bwrap is not None and self.bwrap.has(option)
@@ -293,9 +307,9 @@ class Launcher:
 # -- guarantees ---------------------------------------------------------------------------------
 
 
-def assess(launcher: Launcher, lab_dir: Path | None = None) -> Launcher:
-    """``launcher`` with its guarantees for grading the lab in ``lab_dir``: which hold, which are
-    missing and why, and whether official grading may use it."""
+def assess(launcher: Launcher, lab_dir: Path | None = None, memory_mb: int | None = None) -> Launcher:
+    """``launcher`` with its guarantees for grading the lab in ``lab_dir`` (with a memory budget of
+    ``memory_mb``): which hold, which are missing and why, and whether official grading may use it."""
     g: dict[str, tuple[bool, str]] = {}
     bw = launcher.mode == "bubblewrap"
     ll = launcher.landlock
@@ -367,10 +381,11 @@ def assess(launcher: Launcher, lab_dir: Path | None = None) -> Launcher:
     else:
         g["pids"] = (False, f"no pids cgroup ({cg.describe('pids')}); RLIMIT_NPROC counts the grader's uid too")
 
+    bound = launcher.tmp_place(memory_mb)[1]
     if bw and launcher._bwrap_has("--size") and launcher._bwrap_has("--perms"):
         g["tmp"] = (True, "size-capped tmpfs (bwrap --size)")
-    elif cg.has("memory") and _tmpfs_writable("/dev/shm"):
-        g["tmp"] = (True, "private folder on tmpfs, charged to the memory budget")
+    elif bound:
+        g["tmp"] = (True, bound)
     else:
         why = f"{launcher.bwrap.describe()} has no --size" if bw and launcher.bwrap else "no size-capped tmpfs"
         g["tmp"] = (False, f"{why} and no memory cgroup to charge it to: RLIMIT_FSIZE bounds each file, not their number")
@@ -622,14 +637,20 @@ def probe(python: str = sys.executable, gpu: bool = False, force: str | None = N
     return launcher
 
 
-def choose(sandbox: str = "auto", official: bool = False, allow_unsandboxed: bool = False, lab_dir: Path | None = None) -> Launcher:
-    """The launcher for grading the lab in ``lab_dir``: the tier ``sandbox`` names ('auto' for the
-    strongest here), with its guarantees. Official grading (LMS, batch, --official) refuses a
+def choose(
+    sandbox: str = "auto",
+    official: bool = False,
+    allow_unsandboxed: bool = False,
+    lab_dir: Path | None = None,
+    memory_mb: int | None = None,
+) -> Launcher:
+    """The launcher for grading the lab in ``lab_dir`` (memory budget ``memory_mb``): the tier
+    ``sandbox`` names ('auto' for the strongest here), with its guarantees. Official grading (LMS, batch, --official) refuses a
     tier that leaves the solutions, the secret seed or the network within reach, unless allowed."""
     from grader.errors import InfrastructureError
 
     try:
-        launcher = assess(probe(sys.executable, False, None if sandbox == "auto" else sandbox), lab_dir)
+        launcher = assess(probe(sys.executable, False, None if sandbox == "auto" else sandbox), lab_dir, memory_mb)
     except RuntimeError as exc:
         raise InfrastructureError(f"the {sandbox} sandbox cannot start here: {exc}") from None
     if official and not launcher.official_ok and not allow_unsandboxed:

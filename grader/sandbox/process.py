@@ -237,6 +237,8 @@ class WorkerProcess:
                 "SIGKILL": " (killed: out of memory or a limit)",
                 "SIGSEGV": " (segmentation fault)",
             }.get(name, "")
+            if name == "SIGKILL" and self.tree.cgroup is not None and self.tree.cgroup.oom_kills():
+                hint = " (its processes together ran out of the lab's memory budget)"
             return f"was killed by {name}{hint}"
         return f"exited with status {code}"
 

@@ -92,6 +92,13 @@ def _no_shared_memory(result: GradeResult) -> None:
     assert not Path("/dev/shm/grader-corpus-hold").exists()
 
 
+def _tmp_bounded(result: GradeResult) -> None:
+    """At most the corpus lab's 1 GiB budget in the private /tmp (or the worker was killed first)."""
+    message = next(c.message for c in result.checks if c.id == "expert-mlp-matches-reference")
+    match = re.search(r"tmp holds (\d+) MiB", message)
+    assert match is None or int(match.group(1)) <= 1024, message
+
+
 POST: dict[str, Callable[[GradeResult], None]] = {
     "daemon_keeps_pipe.py": _no_slot_processes,
     "fork_bomb.py": _no_slot_processes,
@@ -106,4 +113,5 @@ POST: dict[str, Callable[[GradeResult], None]] = {
     "shared_memory.py": _no_shared_memory,
     "memory_across_processes.py": _no_slot_processes,
     "starves_the_baseline.py": _no_slot_processes,
+    "fills_tmp_with_files.py": _tmp_bounded,
 }

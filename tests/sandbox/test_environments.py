@@ -33,24 +33,23 @@ from support import LAB01, ROOT, tight_limits
 from sandbox.corpus_checks import CORPUS, POST, SECRET, expectations
 
 EMULATE = Path(__file__).resolve().parent / "emulate"
-HOSTILE = [
-    "reads_the_solution.py",
-    "snoops_environment.py",
-    "sockets_beyond_unix.py",
-    "memory_across_processes.py",
-    "shared_memory.py",
-    "starves_the_baseline.py",
-    "fork_bomb.py",
-    "daemon_keeps_pipe.py",
-    "escape_attempts.py",
-]
+# The hostile files each environment grades besides the solution and the starter: what attacks
+# the parts of the sandbox that differ there.
+CONTAINMENT = ["memory_across_processes.py", "shared_memory.py", "starves_the_baseline.py", "fork_bomb.py", "daemon_keeps_pipe.py"]
 ENVIRONMENTS: dict[str, dict[str, Any]] = {
-    # mode, guarantees that must hold, guarantees that must be missing
-    "debian": {"mode": "bubblewrap", "held": ["filesystem", "uid", "memory", "tmp"], "missing": [], "hostile": False},
-    "bwrap-0.6": {"mode": "bubblewrap", "held": ["filesystem", "uid", "memory", "tmp"], "missing": [], "hostile": True},
-    "docker": {"mode": "process", "held": ["filesystem", "uid", "pids"], "missing": ["memory"], "hostile": True},
-    "nonroot": {"mode": "bubblewrap", "held": ["filesystem", "processes"], "missing": ["uid", "memory"], "hostile": True},
-}
+    # the tier, guarantees that must hold and must be missing there, the hostile files
+    "debian": {"mode": "bubblewrap", "held": ["filesystem", "uid", "memory", "tmp"], "missing": [], "hostile": []},
+    "bwrap-0.6": {
+        "mode": "bubblewrap", "held": ["filesystem", "uid", "memory", "tmp"], "missing": [],
+        "hostile": ["fills_tmp_with_files.py", "memory_across_processes.py", "shared_memory.py", "sockets_beyond_unix.py"],
+    },
+    "docker": {
+        "mode": "process", "held": ["filesystem", "uid", "pids", "tmp"], "missing": ["memory"],
+        "hostile": ["reads_the_solution.py", "snoops_environment.py", "sockets_beyond_unix.py", "escape_attempts.py",
+                    "kills_other_processes.py", "fills_tmp_with_files.py", *CONTAINMENT],
+    },
+    "nonroot": {"mode": "bubblewrap", "held": ["filesystem", "processes"], "missing": ["uid", "memory"], "hostile": CONTAINMENT},
+}  # fmt: skip
 
 
 def _needs(name: str) -> None:
@@ -67,9 +66,7 @@ def _grade_in(name: str, tmp: Path) -> dict[str, dict[str, Any]]:
     shutil.copytree(LAB01, lab, ignore=shutil.ignore_patterns("__pycache__"))
     manifest = lab / "manifest.toml"
     manifest.write_text(tight_limits(manifest.read_text()) + "\n[lab.worker]\nmemory_mb = 1024\n")
-    files = [LAB01 / "solution.py", LAB01 / "starter.py"]
-    if ENVIRONMENTS[name]["hostile"]:
-        files += [CORPUS / f for f in HOSTILE]
+    files = [LAB01 / "solution.py", LAB01 / "starter.py", *(CORPUS / f for f in ENVIRONMENTS[name]["hostile"])]
     env = dict(os.environ, GRADER_SECRET_SEED=SECRET, HOME=str(tmp))
     command = [sys.executable, str(EMULATE / "grade.py"), str(lab), *map(str, files)]
     reachable: list[str] = []
@@ -96,12 +93,19 @@ def _grade_in(name: str, tmp: Path) -> dict[str, dict[str, Any]]:
     return results
 
 
-@pytest.fixture(scope="module", params=list(ENVIRONMENTS))
+_GRADED: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+@pytest.fixture
 def graded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, dict[str, Any]]]:
+    """One environment's results, graded once (on the first test that needs them)."""
     _needs(request.param)
-    return request.param, _grade_in(request.param, tmp_path_factory.mktemp(request.param))
+    if request.param not in _GRADED:
+        _GRADED[request.param] = _grade_in(request.param, tmp_path_factory.mktemp(request.param))
+    return request.param, _GRADED[request.param]
 
 
+@pytest.mark.parametrize("graded", list(ENVIRONMENTS), indirect=True)
 def test_each_environment_names_its_tier_and_guarantees(graded: tuple[str, dict[str, dict[str, Any]]]) -> None:
     name, results = graded
     expected = ENVIRONMENTS[name]
@@ -116,6 +120,7 @@ def test_each_environment_names_its_tier_and_guarantees(graded: tuple[str, dict[
         assert any(w.startswith(f"{guarantee}: ") for w in sandbox["warnings"]), sandbox["warnings"]
 
 
+@pytest.mark.parametrize("graded", list(ENVIRONMENTS), indirect=True)
 def test_solution_full_marks_and_starter_zero(graded: tuple[str, dict[str, dict[str, Any]]]) -> None:
     _, results = graded
     solution, starter = results["solution.py"], results["starter.py"]
@@ -124,11 +129,13 @@ def test_solution_full_marks_and_starter_zero(graded: tuple[str, dict[str, dict[
     assert all("not implemented yet" in c["message"] for c in starter["checks"] if c["status"] == "error")
 
 
-@pytest.mark.parametrize("file", HOSTILE)
+@pytest.mark.parametrize(
+    ("graded", "file"),
+    [(name, file) for name, env in ENVIRONMENTS.items() for file in env["hostile"]],
+    indirect=["graded"],
+)
 def test_hostile_files_get_their_verdicts(graded: tuple[str, dict[str, dict[str, Any]]], file: str) -> None:
     name, results = graded
-    if file not in results:
-        pytest.skip(f"the {name} environment grades the solution and starter only (the full corpus is test_corpus.py)")
     result = GradeResult.model_validate(results[file])
     verdicts, max_score = expectations(CORPUS / file)
     assert result.gradable, result.error

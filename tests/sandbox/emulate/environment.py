@@ -9,7 +9,8 @@ default seccomp profile (moby/profiles ``seccomp/default.json``: without CAP_SYS
 ``setns``, ``mount`` and the new mount API answer EPERM, ``clone`` with any CLONE_NEW* flag
 EPERM, ``clone3`` ENOSYS; its AF_VSOCK and AF_ALG socket rule too), installed without
 no_new_privs as runc does; the cgroup file system mounted read-only, as Docker mounts it.
-Landlock stays allowed, as the profile has allowed it since 2022.
+Landlock stays allowed, as the profile has allowed it since 2022. /dev/shm is a 64 MiB tmpfs
+(Docker's ``--shm-size`` default).
 
 ``nonroot``: an ordinary user (uid 65534, no capabilities, no groups).
 
@@ -32,7 +33,8 @@ import tempfile
 from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
-MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 DOCKER_CAPS = {
     "cap_chown", "cap_dac_override", "cap_fsetid", "cap_fowner", "cap_mknod", "cap_net_raw", "cap_setgid",
     "cap_setuid", "cap_setfcap", "cap_setpcap", "cap_net_bind_service", "cap_sys_chroot", "cap_kill",
@@ -159,6 +161,7 @@ def main(argv: list[str]) -> int:
     private_namespace()
     make_reachable(reachable)
     if mode == "docker":
+        _mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")  # --shm-size 64m
         cgroups_read_only()
         install_seccomp(docker_seccomp())
         drop = ",".join(c for c in all_caps() if c not in DOCKER_CAPS)
