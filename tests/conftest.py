@@ -72,3 +72,14 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
     return run
 
 
+@pytest.fixture
+def weak_process_tier(monkeypatch: pytest.MonkeyPatch):
+    """Make ``--sandbox process`` degraded, as on a kernel without Landlock (before 5.13) or under a
+    seccomp policy that forbids it: the tier then leaves the lab's files within reach."""
+    from grader.sandbox import launchers
+    from grader.sandbox.boot import landlock
+
+    monkeypatch.setattr(landlock, "abi", lambda: 0)
+    launchers.probe.cache_clear()
+    yield
+    launchers.probe.cache_clear()

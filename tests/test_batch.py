@@ -392,11 +392,11 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing(lab, tmp_path: Path) -> None
 # --- input errors, isolation, progress --------------------------------------------------------------
 
 
-def test_batch_refuses_degraded_isolation(lab, run_cli, tmp_path: Path) -> None:
+def test_batch_refuses_degraded_isolation(lab, run_cli, tmp_path: Path, weak_process_tier) -> None:
     put(tmp_path / "subs", "ada.py", SOLUTION)
     code, _, err = run_cli("batch", tmp_path / "subs", "-e", "lab-01", "--out", tmp_path / "out", "--sandbox", "process")
     assert code == 3
-    assert "official grading needs bubblewrap isolation" in err and "--allow-unsandboxed" in err
+    assert "official grading needs the solutions, the secret seed and the network out of" in err and "--allow-unsandboxed" in err
 
 
 @pytest.mark.parametrize(

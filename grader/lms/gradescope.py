@@ -135,7 +135,7 @@ def default_torch() -> str:
         return "torch"
 
 
-def _add_tree(zf: zipfile.ZipFile, source: Path, prefix: str, exclude: set[str]) -> None:
+def _add_tree(zf: zipfile.ZipFile, source: Path, prefix: str, exclude: set[str], mode: int = 0o644) -> None:
     for path in sorted(source.rglob("*")):
         rel = path.relative_to(source)
         if any(part in exclude or part.startswith(".") for part in rel.parts) or path.suffix == ".pyc":
@@ -146,7 +146,7 @@ def _add_tree(zf: zipfile.ZipFile, source: Path, prefix: str, exclude: set[str])
             # test_lab.py stays: the manifest loader requires it, and it only calls grader.testing.
             if path.name.startswith("test_") and path.suffix == ".py" and path.name != "test_lab.py":
                 continue
-            _write(zf, f"{prefix}/{rel.as_posix()}", path.read_bytes(), 0o644)
+            _write(zf, f"{prefix}/{rel.as_posix()}", path.read_bytes(), mode)
 
 
 def _write(zf: zipfile.ZipFile, name: str, data: bytes, mode: int) -> None:
@@ -154,6 +154,12 @@ def _write(zf: zipfile.ZipFile, name: str, data: bytes, mode: int) -> None:
     info.external_attr = (stat.S_IFREG | mode) << 16
     info.compress_type = zipfile.ZIP_DEFLATED
     zf.writestr(info, data)
+
+
+def _write_dir(zf: zipfile.ZipFile, name: str, mode: int) -> None:
+    info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+    info.external_attr = ((stat.S_IFDIR | mode) << 16) | 0x10  # 0x10: the MS-DOS directory flag
+    zf.writestr(info, b"")
 
 
 def _project_root() -> Path:
@@ -191,7 +197,10 @@ def build_autograder(
         for name in ("pyproject.toml", "README.md"):
             _write(zf, f"package/{name}", (root / name).read_bytes(), 0o644)
         _add_tree(zf, PACKAGE_DIR, "package/grader", {"__pycache__"})
-        _add_tree(zf, lab_dir, lab_rel, LAB_EXCLUDE)
+        # The lab (solution, lab.py, manifest) is root-only: a worker that runs under a uid of its
+        # own cannot read it even where neither bubblewrap nor Landlock hides it.
+        _write_dir(zf, f"{lab_rel}/", 0o700)
+        _add_tree(zf, lab_dir, lab_rel, LAB_EXCLUDE, 0o600)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_bytes(buffer.getvalue())

@@ -32,7 +32,6 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from grader.results import Guarantee
 from grader.sandbox import bwrap as bwrap_detect
@@ -654,15 +653,22 @@ def choose(
     except RuntimeError as exc:
         raise InfrastructureError(f"the {sandbox} sandbox cannot start here: {exc}") from None
     if official and not launcher.official_ok and not allow_unsandboxed:
-        missing = {g.name: g.how for g in launcher.guarantees if not g.held and g.name in OFFICIAL}
-        raise InfrastructureError(
-            f"not graded: official grading needs the solutions, the secret seed and the network out of the "
-            f"submission's reach, and the strongest isolation here ({launcher.mode}) leaves "
-            + "; ".join(f"{name} open ({how})" for name, how in missing.items())
-            + ". For the course staff: " + remedies(launcher)
-            + "; or grade with --allow-unsandboxed (GRADER_ALLOW_UNSANDBOXED=1 in the Gradescope zip) to accept this, marked degraded"
-        )  # fmt: skip
+        raise InfrastructureError(refusal(launcher))
     return launcher
+
+
+def refusal(launcher: Launcher) -> str:
+    """Why official grading will not run in ``launcher``'s tier, and what the course staff can do."""
+    missing = {g.name: g.how for g in launcher.guarantees if not g.held and g.name in OFFICIAL}
+    return (
+        "official grading needs the solutions, the secret seed and the network out of the submission's reach, "
+        f"and the strongest isolation here ({launcher.mode}) leaves "
+        + "; ".join(f"{name} open ({how})" for name, how in missing.items())
+        + ". For the course staff: "
+        + remedies(launcher)
+        + "; or, to accept this isolation, grade with --allow-unsandboxed (GRADER_ALLOW_UNSANDBOXED=1 in the "
+        "Gradescope zip's grader.env) and every result says it was degraded"
+    )
 
 
 def remedies(launcher: Launcher) -> str:

@@ -113,6 +113,17 @@ def needs_bwrap() -> None:
         pytest.skip("the autograder grades officially, which needs bubblewrap")
 
 
+def test_hidden_files_are_root_only(autograder: Path) -> None:
+    """The lab and the secret are root's alone in the container: a worker under a uid of its own
+    cannot read them even where the sandbox has neither bubblewrap nor Landlock."""
+    source = autograder / "source"
+    lab = source / "exercises" / LAB01.parent.name / LAB01.name
+    assert stat.S_IMODE(lab.stat().st_mode) == 0o700
+    files = [p for p in lab.rglob("*") if p.is_file()]
+    assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), [p for p in files if p.stat().st_mode & 0o077]
+    assert stat.S_IMODE((source / "grader.env").stat().st_mode) == 0o600
+
+
 def test_zip_holds_setup_run_package_and_lab_but_no_known_answers(autograder: Path) -> None:
     source = autograder / "source"
     for script in ("setup.sh", "run_autograder"):

@@ -97,12 +97,12 @@ def test_no_upload_is_not_gradable_and_uses_no_attempt(run_cli, grade_root: Path
     assert "tests" not in payload
 
 
-def test_missing_isolation_is_an_infrastructure_error(run_cli, grade_root: Path) -> None:
+def test_missing_isolation_is_an_infrastructure_error(run_cli, grade_root: Path, weak_process_tier) -> None:
     shutil.copy(LAB01 / "solution.py", grade_root / "student" / "moe.py")
     code, payload, _ = run(run_cli, grade_root, "--sandbox", "process")
     assert code == 3
     assert payload["gradable"] is False
-    assert "official grading needs bubblewrap isolation" in payload["format_errors"][0]
+    assert "official grading needs the solutions, the secret seed and the network out of" in payload["format_errors"][0]
 
 
 def test_misconfigured_exercise_still_writes_a_valid_file(run_cli, grade_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

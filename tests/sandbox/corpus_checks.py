@@ -8,7 +8,6 @@ check must end with (``*`` for the checks not named) and, in ``# max-score:``, t
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
