@@ -296,9 +296,9 @@ class Launcher:
             read += [f"/etc/{name}" for name in (*ETC_FILES, "passwd", "group")]
             read += [str(BOOT_DIR), str(submission.parent), "/proc", "/sys/devices/system"]
             devices = list(DEVICES)
-            if self.gpu:
+            if self.gpu:  # the CUDA driver also reads /sys/bus/pci and its libraries' folders (untested here: no GPU)
                 devices += sorted(glob.glob("/dev/nvidia*"))
-                read += [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+                read += ["/sys", *(p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p)]
             rules = {"read": read, "write": [str(tmp)], "devices": devices}
         return WorkerCommand(argv, env, fds, str(submission), seccomp_program(), uid, rules, cwd=str(tmp))
 

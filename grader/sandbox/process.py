@@ -209,6 +209,7 @@ class WorkerProcess:
 
     def close(self, grace_s: float = 1.0) -> None:
         if self._w >= 0 and self.proc.poll() is None:
+            self.thaw()  # a frozen worker would not read its exit
             try:
                 self.send({"op": "exit"}, [], time.monotonic() + grace_s)
                 self.proc.wait(timeout=grace_s)
