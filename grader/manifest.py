@@ -172,6 +172,11 @@ class WorkerSettings(Strict):
     threads: int = Field(
         default=1, ge=1, description="BLAS/OpenMP threads in the worker (1 keeps timings steady on small machines)."
     )
+    children_outlive_calls: bool = Field(
+        default=False,
+        description="Let processes the submission starts live from one call to the next (e.g. a worker pool); "
+        "by default they are killed when the call that started them returns.",
+    )
 
 
 class LabInfo(Strict):

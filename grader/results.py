@@ -119,12 +119,28 @@ class Environment(BaseModel):
     )
 
 
+class Guarantee(BaseModel):
+    """One property of the isolation, held or missing, and the mechanism (or the reason)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="e.g. 'network', 'solutions', 'memory'.")
+    held: bool
+    how: str = Field(description="The mechanism that holds it, or why it is missing and what the operator can do.")
+
+
 class SandboxInfo(BaseModel):
     """How the submission was isolated, and what was missing."""
 
     mode: str
     degraded: bool = False
     warnings: list[str] = Field(default_factory=list)
+    official_ok: bool | None = Field(
+        default=None,
+        description="Whether this tier keeps the solutions, the secret seed and the network out of the submission's reach "
+        "(what official grading requires). None where no worker was started.",
+    )
+    guarantees: list[Guarantee] = Field(default_factory=list, description="Each guarantee of the tier, held or missing.")
 
 
 class GradeResult(BaseModel):

@@ -34,7 +34,7 @@ from grader.manifest import CheckSpec, Hardware, LabManifest
 from grader.plugins import Plugins
 from grader.plugins import default as default_plugins
 from grader.results import CheckResult, GradeResult, LeaderboardEntry, Problem, SandboxInfo, Status
-from grader.sandbox import launchers
+from grader.sandbox import tiers
 from grader.sandbox.client import Submission
 from grader.sandbox.launchers import Launcher
 from grader.sandbox.values import SubmissionFault
@@ -85,7 +85,13 @@ def _leaderboard(check: CheckSpec, verdict: Verdict) -> list[LeaderboardEntry]:
 
 
 def sandbox_info(launcher: Launcher) -> SandboxInfo:
-    return SandboxInfo(mode=launcher.mode, degraded=launcher.degraded, warnings=list(launcher.warnings))
+    return SandboxInfo(
+        mode=launcher.mode,
+        degraded=launcher.degraded,
+        warnings=list(launcher.warnings),
+        official_ok=launcher.official_ok,
+        guarantees=list(launcher.guarantees),
+    )
 
 
 def not_gradable(
@@ -187,7 +193,9 @@ class Grader:
         """The sandbox tier for this grader's submissions, chosen once; InfrastructureError if none fits."""
         if self._launcher is None:
             o = self.options
-            self._launcher = launchers.choose(o.sandbox, o.official, o.allow_unsandboxed)
+            self._launcher = tiers.choose(
+                o.sandbox, o.official, o.allow_unsandboxed, self.manifest.directory, self.manifest.lab.worker.memory_mb
+            )
         return self._launcher
 
     def grade(self, submission: SubmissionFile | Path) -> GradeResult:

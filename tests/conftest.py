@@ -7,13 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import LAB01
 
 from grader import cli
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import GradeResult
 from grader.session import Grader, GradingOptions
-from support import LAB01
+
 
 @pytest.fixture
 def lab01() -> Path:
@@ -72,3 +73,14 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
     return run
 
 
+@pytest.fixture
+def weak_process_tier(monkeypatch: pytest.MonkeyPatch):
+    """Make ``--sandbox process`` degraded, as on a kernel without Landlock (before 5.13) or under a
+    seccomp policy that forbids it: the tier then leaves the lab's files within reach."""
+    from grader.sandbox import tiers
+    from grader.sandbox.boot import landlock
+
+    monkeypatch.setattr(landlock, "abi", lambda: 0)
+    tiers.probe.cache_clear()
+    yield
+    tiers.probe.cache_clear()

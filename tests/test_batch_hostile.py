@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support import LAB01, tight_limits
 
-from grader.batch.layouts import find_submissions, safe_name
+from grader.batch.layouts import safe_name
 from grader.batch.store import Store
 from grader.discovery import read_submission
 from grader.errors import UsageError

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from support import LAB01, ROOT, run_grader_process
 
 RESULT_FIELDS = {
@@ -148,17 +147,17 @@ def test_infrastructure_failure_writes_ungradable_result_exit_3(run_cli, make_la
     assert result["gradable"] is False and "reference broke" in result["error"]
 
 
-def test_official_grading_refuses_degraded_isolation(run_cli, tmp_path: Path) -> None:
+def test_official_grading_refuses_degraded_isolation(run_cli, tmp_path: Path, weak_process_tier) -> None:
     code, out, err = run_cli(
         "submit", LAB01 / "solution.py", "--official", "--sandbox", "process", "--out", tmp_path
     )
     assert code == 3
-    assert "official grading needs bubblewrap isolation" in err
+    assert "official grading needs the solutions, the secret seed and the network out of" in err
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["gradable"] is False
 
 
-def test_degraded_local_grading_warns_loudly(run_cli, tmp_path: Path) -> None:
+def test_degraded_local_grading_warns_loudly(run_cli, tmp_path: Path, weak_process_tier) -> None:
     code, out, err = run_cli("submit", LAB01 / "solution.py", "--sandbox", "process", "--out", tmp_path)
     assert code == 0
     assert "DEGRADED ISOLATION" in out

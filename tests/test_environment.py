@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from support import LAB01
 
 from grader import hardware
 from grader.environment import environment
-from support import LAB01
 
 SMI = """#!/bin/sh
 # A stand-in for nvidia-smi: the CSV rows of --query-gpu=uuid,name,driver_version,clocks...

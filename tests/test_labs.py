@@ -7,13 +7,13 @@ from __future__ import annotations
 import io
 
 import pytest
+from support import LAB01
 
 from grader import discovery
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.selftest import ignoring, known_files, run_selftest
 from grader.session import GradingOptions
-from support import LAB01
 
 LABS = discovery.find_labs()
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support import LAB01, ROOT, run_grader_process
 
 from grader import hookimpl, hookspecs, plugins
 from grader.checkers.oracle import OracleChecker
 from grader.plugins import PluginError
-from support import LAB01, ROOT, run_grader_process
 
 HOOKS = [
     obj for name, obj in vars(hookspecs).items() if name.startswith("grader_") and inspect.isfunction(obj)

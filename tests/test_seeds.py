@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import LAB01
 
 from grader.lab import Lab
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.seeds import Seeds
 from grader.session import Grader, GradingOptions
-from support import LAB01
 
 CHEAT = '''
 import hashlib, json

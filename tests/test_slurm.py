@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support import LAB01, ROOT, wrong_file
 
 from grader.batch.shard import shard_of
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
-from support import LAB01, ROOT, wrong_file
 
 pytestmark = pytest.mark.slurm
 
@@ -246,16 +246,22 @@ def test_slurm_bad_input_is_one_line_and_exit_2(run_cli, tmp_path: Path, monkeyp
 
 def test_preflight_stops_a_node_that_cannot_grade(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from grader.batch import slurm as module
-    from grader.sandbox import launchers
+    from grader.sandbox import tiers
+    from grader.sandbox.launchers import Launcher
 
-    degraded = launchers.Launcher("process", degraded=True, warnings=["DEGRADED ISOLATION", "bubblewrap could not start a worker (bwrap: setting up uid map: Permission denied)"])
-    monkeypatch.setattr(launchers, "probe", lambda *a, **k: degraded)
+    why = "bwrap 0.8.0 cannot start a sandbox here (bwrap: setting up uid map: Permission denied)"
+    degraded = Launcher("process", notes={"bubblewrap": why})  # no Landlock, no uid: nothing kept out of reach
+    monkeypatch.setattr(tiers, "probe", lambda *a, **k: degraded)
     ok, line = module.preflight(0)
-    assert not ok and "bubblewrap cannot start here, so official grading cannot run" in line
+    assert not ok and "official grading cannot run here" in line
     assert "setting up uid map: Permission denied" in line and "--allow-unsandboxed" in line
     assert module.preflight(0, allow_unsandboxed=True) == (True, f"node {socket.gethostname()}: sandbox process (DEGRADED), no GPU asked for")
 
-    monkeypatch.setattr(launchers, "probe", lambda *a, **k: launchers.Launcher("process", degraded=False))
+    from grader.sandbox import launchers
+
+    strong = Launcher("process", official_ok=True)
+    monkeypatch.setattr(tiers, "probe", lambda *a, **k: strong)
+    monkeypatch.setattr(launchers, "assess", lambda launcher, *a, **k: launcher)  # its guarantees, as given
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     ok, line = module.preflight(1)
     assert not ok and "1 GPU(s) asked for but CUDA_VISIBLE_DEVICES is not set" in line

@@ -234,17 +234,17 @@ def _userns_diagnosis() -> str:
 
 def preflight(gpus: int, allow_unsandboxed: bool = False) -> tuple[bool, str]:
     """Can this node grade officially, seeing exactly its allocated GPUs? (ok, one line to print)."""
-    from grader.sandbox.launchers import NVIDIA_GPU_FILE, gpu_devices, probe, run_in_sandbox
+    from grader.sandbox.launchers import NVIDIA_GPU_FILE, assess, gpu_devices, refusal
+    from grader.sandbox.tiers import probe, run_in_sandbox
 
     node = socket.gethostname()
-    launcher = probe(sys.executable, gpus > 0)
+    launcher = assess(probe(sys.executable, gpus > 0))
     if launcher.degraded and not allow_unsandboxed:
-        why = "; ".join(launcher.warnings[1:]) or launcher.mode
         hint = _userns_diagnosis() if os.geteuid() != 0 else ""
         return False, (
-            f"node {node}: bubblewrap cannot start here, so official grading cannot run ({why})"
+            f"node {node}: official grading cannot run here: {refusal(launcher)}"
             + (f"; {hint}: ask the cluster's admins to allow them for bwrap" if hint else "")
-            + "; grade on other nodes (sbatch --exclude / --constraint), or accept degraded isolation with --allow-unsandboxed"
+            + "; or grade on other nodes (sbatch --exclude / --constraint)"
         )
     sandbox = launcher.mode + (" (DEGRADED)" if launcher.degraded else "")
     if gpus <= 0:

@@ -229,6 +229,12 @@ def _write(zf: zipfile.ZipFile, name: str, data: bytes, mode: int) -> None:
     zf.writestr(info, data)
 
 
+def _write_dir(zf: zipfile.ZipFile, name: str, mode: int) -> None:
+    info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+    info.external_attr = ((stat.S_IFDIR | mode) << 16) | 0x10  # 0x10: the MS-DOS directory flag
+    zf.writestr(info, b"")
+
+
 def _project_root() -> Path:
     root = PACKAGE_DIR.parent
     if not (root / "pyproject.toml").is_file():
@@ -268,8 +274,10 @@ def build_autograder(
         for name in ("pyproject.toml", "README.md"):
             _write(zf, f"package/{name}", (root / name).read_bytes(), 0o644)
         _add_tree(zf, PACKAGE_DIR, "package/grader", {"__pycache__"})
-        # The lab (solution, generators, manifest) is root's alone: the sandboxed worker never needs it.
-        _add_tree(zf, lab_dir, lab_rel, LAB_EXCLUDE, mode=0o600)
+        # The lab (solution, lab.py, manifest) is root-only: a worker that runs under a uid of its
+        # own cannot read it even where neither bubblewrap nor Landlock hides it.
+        _write_dir(zf, f"{lab_rel}/", 0o700)
+        _add_tree(zf, lab_dir, lab_rel, LAB_EXCLUDE, 0o600)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_bytes(buffer.getvalue())

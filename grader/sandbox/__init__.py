@@ -1,5 +1,1 @@
-"""Running untrusted submissions: isolation tiers, the worker, and the wire between them."""
-
-from grader.sandbox.launchers import Launcher, Limits, probe
-
-__all__ = ["Launcher", "Limits", "probe"]
+"""Running untrusted submissions: the isolation tiers (``launchers``, chosen by ``tiers``), the\nclient that talks to a worker (``client``, ``values``, ``process``), and the worker's own side\n(``boot/``)."""

@@ -24,6 +24,8 @@ import numpy as np
 from grader.errors import InfrastructureError
 from grader.manifest import LabManifest
 from grader.results import Status
+from grader.sandbox import seccomp
+from grader.sandbox.cgroups import WorkerCgroup
 from grader.sandbox.launchers import Launcher, Limits, WorkerCommand, worker_env
 from grader.sandbox.process import (
     WorkerDied,
@@ -43,6 +45,7 @@ from grader.sandbox.values import (
     format_error,
     read_reply,
 )
+from grader.text import printable
 
 MAX_RESTARTS = 8
 COPY_PREFIX = "grader-sub-"
@@ -98,11 +101,7 @@ class Submission:
         self._output: list[str] = []
         settings = manifest.lab.worker
         gpu = torch_device is not None and torch_device.startswith("cuda")
-        self._limits = Limits(
-            address_space_mb=None if gpu else settings.memory_mb,
-            nproc=512 if gpu else 64,
-            cpu_s=600 if gpu else 120,
-        )
+        self._limits = launcher.limits(settings.memory_mb, gpu, heavy="torch" in settings.imports)
         self._env = worker_env({**settings.env, **(settings.gpu_env if gpu else settings.cpu_env)}, settings.threads)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -116,41 +115,24 @@ class Submission:
             return
         self.restarts += 1
         lab = self.manifest.lab
-
-        try:
-            lease = UidLease(self.launcher.uid, self.slot * 8) if self.launcher.uid is not None else None
-        except RuntimeError as exc:
-            raise InfrastructureError(str(exc)) from None
-
-        def build(fds: tuple[int, int]) -> WorkerCommand:
-            uid = lease.uid if lease else None
-            return self.launcher.command(sys.executable, self._path, fds, self._env, self._limits, uid)
-
-        try:
-            worker = WorkerProcess(build, MAX_MESSAGE_BYTES, lease)
-        except OSError as exc:
-            if lease:
-                lease.release()
-            raise InfrastructureError(f"could not start a worker process: {exc}") from None
-        cmd = worker.command
         init: dict[str, Any] = {
             "op": "init",
-            "path": cmd.submission_path,
             "module": "submission",
             "functions": list(self.manifest.functions),
             "imports": ["numpy", *lab.worker.imports],
             "threads": lab.worker.threads,
         }
-        arrays: list[np.ndarray] = []
-        if cmd.seccomp:
-            arrays.append(np.frombuffer(cmd.seccomp, dtype=np.uint8))
-            init["seccomp_frame"] = 0
         # The limit covers the submission's import; starting Python (and torch, triton when the
         # lab imports them first) gets a fixed allowance on top, named in the message.
         allowance = 30.0 if lab.worker.imports else 5.0
         deadline, cut = self._deadline(lab.import_time_limit_s + allowance)
         try:
-            worker.send(init, arrays, deadline)
+            worker = launch(
+                self.launcher, sys.executable, self._path, self._env, self._limits, init, deadline, lab.worker.children_outlive_calls
+            )
+        except WorkerSetupError as exc:
+            raise InfrastructureError(str(exc)) from None
+        try:
             reply = worker.receive(deadline)
         except WorkerTimeout:
             self._fail_import(
@@ -172,6 +154,9 @@ class Submission:
             self._fail_import(worker, "the submission's process answered the import with an invalid message")
             return
         self._available = dict(answer.functions)
+        if not worker.settle():
+            self._fail_import(worker, "the submission's processes could not be paused after its import")
+            return
         self._worker = worker
 
     def _fail_import(self, worker: WorkerProcess, message: str) -> None:
@@ -245,6 +230,7 @@ class Submission:
         worker = self._ready(function)
         self._calls += 1
         header = dict(header, id=self._calls, function=function)
+        worker.thaw()
         started = time.monotonic()
         deadline, cut = self._deadline(limit)
         try:
@@ -264,6 +250,9 @@ class Submission:
             self._discard_worker()
             raise SubmissionFault(Status.error, f"{function} produced an invalid answer ({exc})") from None
         wall = time.monotonic() - started
+        if not worker.settle():
+            self._discard_worker()
+            raise SubmissionFault(Status.error, f"{function}: the submission's processes could not be paused after the call")
         answer = read_reply(reply.header)
         if answer is None:
             self._discard_worker()
@@ -345,6 +334,122 @@ def _sweep_stale_copies() -> None:
             shutil.rmtree(folder, ignore_errors=True)
         except OSError:
             pass  # alive, or another user's
+
+
+class WorkerSetupError(Exception):
+    """The worker did not come up, or could not confirm its isolation, before any code of the
+    student's ran: the grader's problem, never the submission's."""
+
+
+def launch(
+    launcher: Launcher,
+    python: str,
+    path: Path,
+    env: dict[str, str],
+    limits: Limits,
+    init: dict[str, Any],
+    deadline: float,
+    keep_children: bool = False,
+) -> WorkerProcess:
+    """Start a worker for the submission file at ``path`` in ``launcher``'s tier, send it
+    ``init`` and wait for its hello: the uid, seccomp filter, Landlock domain and capabilities it
+    runs under, reported before it imports the submission. The import's answer is the caller's
+    to read. WorkerSetupError if any of that fails or does not match the tier."""
+    try:
+        lease = UidLease() if launcher.drop_uid else None
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise WorkerSetupError(f"no worker uid: {exc}") from None
+    uid = lease.uid if lease else None
+    cgroup = tmp = None
+    try:
+        if launcher.cgroups.places:
+            cgroup = WorkerCgroup(limits.memory_mb << 20 if limits.memory_mb else None, limits.nproc, launcher.cgroups)
+        tmp = launcher.private_tmp(uid, limits.budget_mb)
+
+        def build(fds: tuple[int, int]) -> WorkerCommand:
+            return launcher.command(python, path, fds, env, limits, uid, cgroup.procs_files() if cgroup else None, tmp)
+
+        worker = WorkerProcess(build, MAX_MESSAGE_BYTES, lease, cgroup, tmp, keep_children)
+    except OSError as exc:
+        if lease is not None:
+            lease.release()
+        if cgroup is not None:
+            cgroup.remove()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise WorkerSetupError(f"could not start a worker process: {exc}") from None
+    cmd = worker.command
+    init = dict(init, path=cmd.submission_path)
+    arrays: list[np.ndarray] = []
+    if cmd.seccomp:
+        arrays.append(np.frombuffer(cmd.seccomp, dtype=np.uint8))
+        init["seccomp_frame"] = 0
+    if cmd.landlock:
+        init["landlock"] = cmd.landlock
+    try:
+        worker.send(init, arrays, deadline)
+        hello = worker.receive(deadline).header
+    except (WorkerTimeout, WorkerDied, WorkerProtocolError) as exc:
+        how = "did not start in time" if isinstance(exc, WorkerTimeout) else worker.exit_description()
+        worker.kill()
+        last = worker.output_tail().strip().splitlines()
+        raise WorkerSetupError(f"the worker ({launcher.mode}) {how} before it was ready" + (f": {last[-1][:300]}" if last else "")) from None
+    problems = _unconfirmed(hello, launcher, cmd)
+    if problems:
+        worker.kill()
+        raise WorkerSetupError(f"the worker ({launcher.mode}) could not set up its isolation: {'; '.join(problems)}")
+    worker.started()
+    return worker
+
+
+def _unconfirmed(hello: dict[str, Any], launcher: Launcher, cmd: WorkerCommand) -> list[str]:
+    """What the worker's hello says is not as the tier promised."""
+    if hello.get("op") == "setup_error":
+        return [printable(str(hello.get("error")), 300, False)]
+    if hello.get("op") != "hello":
+        return ["it did not say hello"]
+    problems = []
+    if hello.get("python") != sys.version:
+        # e.g. a worker uid that cannot read the interpreter's own libpython picks up the system's
+        problems.append(f"it runs Python {str(hello.get('python')).split()[0]}, not this grader's {sys.version.split()[0]}")
+    if cmd.uid is not None and hello.get("uid") != cmd.uid:
+        problems.append(f"it runs as uid {hello.get('uid')}, not {cmd.uid}")
+    if launcher.landlock and hello.get("landlock") != launcher.landlock:
+        problems.append("Landlock was not applied")
+    if seccomp.supported() and hello.get("seccomp") != 2:
+        problems.append("no seccomp filter is installed")
+    if hello.get("no_new_privs") != 1:
+        problems.append("no_new_privs is not set")
+    if hello.get("cap_eff") != 0:
+        problems.append("it holds capabilities")
+    return problems
+
+
+def probe_worker(launcher: Launcher, python: str) -> tuple[bool, str]:
+    """Whether a worker comes up in ``launcher``'s configuration, isolated as it promises (an
+    empty submission, numpy imported), and else the reason in one line."""
+    folder = Path(tempfile.mkdtemp(prefix="grader-probe-"))
+    os.chmod(folder, 0o755)
+    path = folder / "probe.py"
+    path.write_text("")
+    os.chmod(path, 0o644)
+    init = {"op": "init", "module": "probe", "functions": [], "imports": ["numpy"], "threads": 1}
+    worker = None
+    try:
+        deadline = time.monotonic() + 30
+        worker = launch(launcher, python, path, worker_env({}, 1), launcher.limits(4096, launcher.gpu), init, deadline)
+        reply = worker.receive(deadline)
+        if reply.header.get("op") != "ready":
+            return False, f"the probe's worker answered {reply.header.get('op')!r}"
+        return True, ""
+    except WorkerSetupError as exc:
+        return False, str(exc)
+    except (WorkerTimeout, WorkerDied, WorkerProtocolError):
+        return False, "the probe's worker did not finish starting"
+    finally:
+        if worker is not None:
+            worker.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _safe_name(filename: str) -> str:

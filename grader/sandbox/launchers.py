@@ -1,37 +1,55 @@
-"""How a worker process is started: the isolation tiers and the probe that picks one.
+"""How a worker process is started: the isolation tiers, what each guarantees, and the probe.
 
-* ``bubblewrap``: the full sandbox of sandbox.md section 4.3. Private mount, pid, network, IPC
-  and UTS namespaces; only the interpreter, its packages, the worker and the submission are
-  visible, read-only; a size-capped private /tmp; no capabilities; a non-root uid; seccomp;
-  resource limits; a cleared environment.
-* ``process`` (degraded): a plain child process with the same limits, uid drop (when root),
-  seccomp and cleared environment, in a private network and pid namespace where ``unshare``
-  allows; it can see the file system. Used only when bwrap cannot start, and always said so.
+* ``bubblewrap``: private mount, pid, network, IPC and UTS namespaces; only the interpreter,
+  its packages, the worker and the submission are visible, read-only; a private /tmp; no
+  capabilities; a leased uid of its own when the grader is root; seccomp; rlimits; a cleared
+  environment. Built from the options the installed bwrap has (:mod:`grader.sandbox.bwrap`).
+* ``process``: for the places namespaces cannot be made (a default Docker or PrairieLearn
+  container: no CAP_SYS_ADMIN, a seccomp profile that forbids new namespaces; a node without
+  unprivileged user namespaces). A plain process with the same uid drop, seccomp, rlimits and
+  cleared environment, confined by Landlock where the kernel has it.
 
-The probe runs the real command line of a tier with ``python -c pass``; the first tier that
-starts wins. Nothing falls back silently: the chosen tier's warnings go into every result.
+Both tiers run under the keeper (:mod:`grader.sandbox.keeper`) and, where a cgroup is writable,
+in a cgroup of their own (:mod:`grader.sandbox.cgroups`). Every tier lists its guarantees, held
+or missing, with the mechanism or the reason; official grading accepts a tier only when it keeps
+the solutions, the secret seed and the network out of the submission's reach.
+
+The probe starts a real worker in each candidate configuration, strongest first, and keeps the
+first that comes up and confirms (before importing anything of the student's) the uid, seccomp
+and Landlock it runs under. Nothing falls back silently: what a weaker configuration costs is in
+every result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.sandbox import seccomp
-from grader.sandbox.uids import UidLease
+from grader.results import Guarantee
+from grader.sandbox import bwrap as bwrap_detect
+from grader.sandbox import cgroups, seccomp
 
 BOOT_DIR = Path(__file__).parent / "boot"
+KEEPER = Path(__file__).parent / "keeper.py"
 SANDBOX_BOOT = "/boot"
 SANDBOX_SUB = "/sub"
-SLOT_UID_BASE = 61000
+SHM_MB = 64
+PROCESSES_WITHOUT_CGROUP = 4
+TIERS = ("bubblewrap", "process")
+OFFICIAL = ("solutions", "secret", "network")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+ETC_FILES = ("ld.so.cache", "nsswitch.conf", "localtime")
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,10 @@ class Limits:
     fsize_mb: int = 64
     nofile: int = 256
     tmp_mb: int = 256
+    memory_mb: int | None = None
+    """One budget for the whole process tree (a memory cgroup); None: none set."""
+    budget_mb: int | None = None
+    """The lab's memory budget, whatever enforces it (a cgroup, or address space times processes)."""
 
     def prlimit_args(self) -> list[str]:
         args = [
@@ -67,20 +89,86 @@ class WorkerCommand:
     pass_fds: tuple[int, ...]
     submission_path: str
     seccomp: bytes | None
-    """A filter the worker installs itself (the tiers where no bwrap installs one)."""
+    """A filter the worker installs itself (the tier where no bwrap installs one)."""
     uid: int | None = None
     """The uid the worker runs as, when it is its own: every process of it is killed afterwards."""
+    landlock: dict[str, list[str]] | None = None
+    """The allow-list the worker confines itself to with Landlock (read, write, devices)."""
+    cwd: str | None = None
+    cleanup: list[Path] = field(default_factory=list)
+    """Files and folders of this worker to remove once it is gone."""
 
 
 @dataclass
 class Launcher:
-    """One isolation tier."""
+    """One isolation tier, as configured on this machine."""
 
     mode: str
-    degraded: bool
+    degraded: bool = False
     warnings: list[str] = field(default_factory=list)
-    uid: int | None = None
+    drop_uid: bool = False
+    """Run each worker as a leased uid of its own (the grader is root and other users can run Python)."""
     gpu: bool = False
+    bwrap: bwrap_detect.Bwrap | None = None
+    landlock: int = 0
+    """The Landlock ABI the worker confines itself with (0: none)."""
+    cgroups: cgroups.Support = field(default_factory=cgroups.Support)
+    notes: dict[str, str] = field(default_factory=dict)
+    """Why a stronger configuration was not used, by guarantee name."""
+    guarantees: list[Guarantee] = field(default_factory=list)
+    official_ok: bool = False
+
+    # -- resources --------------------------------------------------------------------------------
+
+    def limits(self, memory_mb: int, gpu: bool = False, heavy: bool = False) -> Limits:
+        """The limits of one worker with a memory budget of ``memory_mb``. With a memory cgroup
+        the budget covers the whole tree; without one, the number of processes times the
+        address space of each is kept within it (``heavy``: torch is imported, ~0.8 GiB each)."""
+        if gpu:  # CUDA needs ~20 GiB of address space: no rlimit, and host memory is not budgeted
+            return Limits(address_space_mb=None, nproc=512 + self._base_tasks(), cpu_s=600)
+        if self.cgroups.has("memory"):
+            return Limits(address_space_mb=memory_mb, nproc=64 + self._base_tasks(), memory_mb=memory_mb, budget_mb=memory_mb)
+        # At most 4 tasks (threads count too), each a quarter of the budget; fewer when a quarter
+        # is below what one process needs (torch: ~0.8 GiB of address space; numpy: 256 MiB).
+        floor = 1024 if heavy else 256
+        count = min(PROCESSES_WITHOUT_CGROUP, max(2, memory_mb // floor))
+        return Limits(address_space_mb=memory_mb // count, nproc=count + self._base_tasks(), budget_mb=memory_mb)
+
+    def _base_tasks(self) -> int:
+        """RLIMIT_NPROC counts every task of the uid: a worker under the grader's own uid adds to
+        what that uid already runs, the keeper and bwrap's two processes among them (a leased
+        uid starts from nothing; root is not counted at all)."""
+        if self.drop_uid or os.geteuid() == 0:
+            return 0
+        return tasks_of(os.geteuid()) + (3 if self.mode == "bubblewrap" else 1)
+
+    def private_tmp(self, uid: int | None, memory_mb: int | None = None) -> Path | None:
+        """A fresh folder for the worker's /tmp where the tier needs one from the host (the
+        process tier; bwrap without ``--size``), on a bounded tmpfs where there is one."""
+        if self.mode == "bubblewrap" and self._bwrap_has("--size") and self._bwrap_has("--perms"):
+            return None
+        base, _ = self.tmp_place(memory_mb)
+        path = Path(tempfile.mkdtemp(prefix="grader-tmp-", dir=base))
+        if uid is not None:
+            os.chown(path, uid, uid)
+        os.chmod(path, 0o700)
+        return path
+
+    def tmp_place(self, memory_mb: int | None) -> tuple[Path, str | None]:
+        """Where private tmp folders go, and what bounds them (None: only RLIMIT_FSIZE per file).
+        /dev/shm is a tmpfs: its pages count against a memory cgroup, and without one its own
+        size bounds it when that is within the budget (Docker's is 64 MiB)."""
+        shm = "/dev/shm"
+        if _tmpfs_writable(shm):
+            if self.cgroups.has("memory"):
+                return Path(shm), "private folder on tmpfs, charged to the memory budget"
+            size = os.statvfs(shm).f_blocks * os.statvfs(shm).f_frsize
+            if memory_mb and size <= memory_mb << 20:
+                return Path(shm), f"private folder on /dev/shm, a tmpfs of {size >> 20} MiB shared by the container"
+        return Path(tempfile.gettempdir()), None
+
+    def _bwrap_has(self, option: str) -> bool:
+        return self.bwrap is not None and self.bwrap.has(option)
 
     # -- building the command ---------------------------------------------------------------
 
@@ -92,43 +180,66 @@ class Launcher:
         env: dict[str, str],
         limits: Limits,
         uid: int | None = None,
+        cgroup_procs: list[str] | None = None,
+        tmp: Path | None = None,
     ) -> WorkerCommand:
-        """The command line of one worker; ``uid`` (leased by the caller) replaces the tier's base uid."""
-        uid = None if self.uid is None else (uid if uid is not None else self.uid)
+        """The command line of one worker. ``uid``: the lease it runs as (when the tier drops
+        it); ``cgroup_procs``: the cgroups the keeper enters first; ``tmp``: its private tmp."""
+        uid = uid if self.drop_uid else None
+        keeper = [python, "-I", "-S", str(KEEPER)]
+        for procs in cgroup_procs or []:
+            keeper += ["--cgroup", procs]
+        keeper.append("--")
         if self.mode == "bubblewrap":
-            return self._bwrap(python, submission, fds, env, limits, uid)
-        return self._process(python, submission, fds, env, limits, uid)
+            cmd = self._bwrap(python, submission, fds, env, limits, uid, tmp)
+        else:
+            cmd = self._process(python, submission, fds, env, limits, uid, tmp)
+        cmd.argv = keeper + cmd.argv
+        return cmd
 
     def _worker_argv(self, python: str, boot: str, fds: tuple[int, int]) -> list[str]:
         return [python, "-I", "-B", f"{boot}/worker.py", str(fds[0]), str(fds[1])]
 
     def _setpriv(self, uid: int | None) -> list[str]:
-        if uid is None:
-            return []
-        return [
-            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-            "--inh-caps=-all", "--bounding-set=-all", "--",
-        ]  # fmt: skip
+        if uid is not None:
+            return [
+                "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                "--inh-caps=-all", "--bounding-set=-all", "--",
+            ]  # fmt: skip
+        if os.geteuid() == 0:
+            # Root that cannot hand the worker a uid of its own still takes every capability away.
+            return ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"]
+        return []
 
     def _bwrap(
-        self, python: str, submission: Path, fds: tuple[int, int], env: dict[str, str], limits: Limits, uid: int | None
-    ) -> WorkerCommand:
-        bpf_r = _seccomp_fd(deny_ip_sockets=False)
-        argv = [*limits.prlimit_args(), shutil.which("bwrap") or "bwrap"]
+        self, python: str, submission: Path, fds: tuple[int, int], env: dict[str, str], limits: Limits, uid: int | None,
+        tmp: Path | None,
+    ) -> WorkerCommand:  # fmt: skip
+        info = self.bwrap
+        assert info is not None
+        perms = info.has("--perms")
+        bpf_r = _data_fd(seccomp_program() or b"")
+        cleanup: list[Path] = []
+        argv = [*limits.prlimit_args(), info.path]
         argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         if os.geteuid() != 0:
             argv += ["--unshare-user"]
-        argv += ["--die-with-parent", "--new-session", "--clearenv"]
-        for key, value in env.items():
-            argv += ["--setenv", key, value]
+        argv += ["--die-with-parent", "--new-session"]
+        if info.has("--clearenv"):
+            argv.append("--clearenv")
+            for key, value in env.items():
+                argv += ["--setenv", key, value]
+            process_env = {"PATH": "/usr/bin:/bin"}
+        else:  # bwrap before 0.5 passes its own environment on: make that the worker's
+            process_env = dict(env)
         argv += ["--ro-bind", "/usr", "/usr"]
         for name in ("/lib", "/lib64", "/lib32", "/bin", "/sbin"):
             if os.path.islink(name):
                 argv += ["--symlink", os.readlink(name), name]
             elif os.path.isdir(name):
                 argv += ["--ro-bind", name, name]
-        argv += ["--perms", "0755", "--dir", "/etc"]
-        for name in ("ld.so.cache", "nsswitch.conf", "localtime"):
+        argv += (["--perms", "0755"] if perms else []) + ["--dir", "/etc"]
+        for name in ETC_FILES:
             if os.path.exists(f"/etc/{name}"):
                 argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
         # The worker's uid gets a passwd and group entry: libraries (torch's profiler among them)
@@ -136,14 +247,23 @@ class Launcher:
         data_fds = []
         for name, extra in (("passwd", f"grader:x:{uid}:{uid}:grader worker:/tmp:/usr/sbin/nologin\n"),
                             ("group", f"grader:x:{uid}:\n")):  # fmt: skip
-            fd = _data_fd(_etc_text(name) + (extra if uid is not None else ""))
-            data_fds.append(fd)
-            argv += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{name}"]
+            text = _etc_text(name) + (extra if uid is not None else "")
+            if perms:
+                fd = _data_fd(text)
+                data_fds.append(fd)
+                argv += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{name}"]
+            else:  # before 0.5, --ro-bind-data makes the file 0600: bind a readable copy instead
+                copy = _host_copy(text)
+                cleanup.append(copy)
+                argv += ["--ro-bind", str(copy), f"/etc/{name}"]
         # The private /tmp comes before the interpreter's binds: a venv under /tmp must stay visible.
-        argv += ["--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp"]
+        if tmp is None:
+            argv += ["--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp"]
+        else:
+            argv += ["--bind", str(tmp), "/tmp"]
         made: set[str] = {"/", "/usr", "/etc", "/tmp"}
         for root in _python_roots(python):
-            argv += _parents(root, made)
+            argv += _parents(root, made, perms)
             argv += ["--ro-bind", root, root]
         argv += ["--ro-bind", str(BOOT_DIR), SANDBOX_BOOT]
         argv += ["--ro-bind", str(submission.parent), SANDBOX_SUB]
@@ -154,26 +274,38 @@ class Launcher:
                 argv += ["--dev-bind", dev, dev]
             if visible is not None:
                 argv += ["--setenv", "CUDA_VISIBLE_DEVICES", visible]
-        argv += ["--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/dev/shm"]
-        argv += ["--chdir", "/tmp", "--seccomp", str(bpf_r)]
+        if info.has("--size") and perms:
+            argv += ["--perms", "1777", "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm"]
+        else:  # no size cap for a tmpfs: a read-only, empty /dev/shm
+            argv += ["--tmpfs", "/dev/shm", "--remount-ro", "/dev/shm"]
+        # bwrap changes folder before the uid drop, without capabilities: a private tmp of the worker's uid is closed to it.
+        argv += ["--chdir", "/tmp" if tmp is None else "/", "--seccomp", str(bpf_r)]
         if os.geteuid() == 0:
             argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         argv += self._setpriv(uid)
         argv += self._worker_argv(python, SANDBOX_BOOT, fds)
         return WorkerCommand(
-            argv, {"PATH": "/usr/bin:/bin"}, (*fds, bpf_r, *data_fds), f"{SANDBOX_SUB}/{submission.name}", None, uid
+            argv, process_env, (*fds, bpf_r, *data_fds), f"{SANDBOX_SUB}/{submission.name}", None, uid, cleanup=cleanup
         )
 
     def _process(
-        self, python: str, submission: Path, fds: tuple[int, int], env: dict[str, str], limits: Limits, uid: int | None
-    ) -> WorkerCommand:
-        argv = [*limits.prlimit_args()]
-        if self.mode == "process+unshare":
-            argv += [shutil.which("unshare") or "unshare", "--net", "--ipc", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc", "--"]
-        argv += self._setpriv(uid)
-        argv += self._worker_argv(python, str(BOOT_DIR), fds)
-        program = seccomp_program(deny_ip_sockets=self.mode == "process")
-        return WorkerCommand(argv, dict(env), fds, str(submission), program, uid)
+        self, python: str, submission: Path, fds: tuple[int, int], env: dict[str, str], limits: Limits, uid: int | None,
+        tmp: Path | None,
+    ) -> WorkerCommand:  # fmt: skip
+        assert tmp is not None, "the process tier needs a private tmp"
+        env = dict(env, HOME=str(tmp), TMPDIR=str(tmp), TRITON_CACHE_DIR=str(tmp / "triton"))
+        argv = [*limits.prlimit_args(), *self._setpriv(uid), *self._worker_argv(python, str(BOOT_DIR), fds)]
+        rules = None
+        if self.landlock:
+            read = [*_python_roots(python), "/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"]
+            read += [f"/etc/{name}" for name in (*ETC_FILES, "passwd", "group")]
+            read += [str(BOOT_DIR), str(submission.parent), "/proc", "/sys/devices/system"]
+            devices = list(DEVICES)
+            if self.gpu:  # the CUDA driver also reads /sys/bus/pci and its libraries' folders (untested here: no GPU)
+                devices += sorted(glob.glob("/dev/nvidia*"))
+                read += ["/sys", *(p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p)]
+            rules = {"read": read, "write": [str(tmp)], "devices": devices}
+        return WorkerCommand(argv, env, fds, str(submission), seccomp_program(), uid, rules, cwd=str(tmp))
 
 
 DEV = "/dev"
@@ -245,8 +377,142 @@ def _seccomp_program(deny_ip_sockets: bool) -> bytes:
     return seccomp.build(deny_ip_sockets)
 
 
-def seccomp_program(deny_ip_sockets: bool) -> bytes | None:
-    return _seccomp_program(deny_ip_sockets) if seccomp.supported() else None
+# -- guarantees ---------------------------------------------------------------------------------
+
+
+def assess(launcher: Launcher, lab_dir: Path | None = None, memory_mb: int | None = None) -> Launcher:
+    """``launcher`` with its guarantees for grading the lab in ``lab_dir`` (with a memory budget of
+    ``memory_mb``): which hold, which are missing and why, and whether official grading may use it."""
+    g: dict[str, tuple[bool, str]] = {}
+    bw = launcher.mode == "bubblewrap"
+    ll = launcher.landlock
+    cg = launcher.cgroups
+    uid_note = launcher.notes.get("uid", "the grader is not root, so the worker keeps the grader's uid")
+    ll_note = launcher.notes.get("landlock", "this kernel has no Landlock (Linux 5.13+)")
+
+    if bw:
+        g["filesystem"] = (True, "mount namespace: only the interpreter, its packages, the worker and the submission, read-only")
+    elif ll:
+        g["filesystem"] = (True, f"Landlock ABI {ll}: reads only the interpreter, its packages, the worker and the submission; writes only its private tmp")
+    else:
+        g["filesystem"] = (False, f"no mount namespace ({launcher.notes.get('bubblewrap', 'bubblewrap not used')}) and no Landlock ({ll_note}): "
+                                  "the submission reads whatever its uid may read")  # fmt: skip
+
+    if g["filesystem"][0]:
+        g["solutions"] = (True, "outside the submission's view (" + ("mount namespace" if bw else "Landlock") + ")")
+    elif launcher.drop_uid and lab_dir is not None and hidden_from_others(lab_dir):
+        g["solutions"] = (True, f"the lab's files are not readable by other users and the worker runs as a uid of its own ({lab_dir})")
+    else:
+        why = "the worker keeps the grader's uid" if not launcher.drop_uid else f"the lab's files in {lab_dir} are readable by other users"
+        g["solutions"] = (False, f"{why}; the course staff can make them root-only (chmod -R go-rwx on the lab folder) "
+                                 "and run the grader as root, or grade where Landlock (Linux 5.13+) or bubblewrap works")  # fmt: skip
+
+    if bw:
+        g["secret"] = (True, "cleared environment; the grader's processes are outside the pid namespace")
+    elif launcher.drop_uid:
+        g["secret"] = (True, "cleared environment; the worker's own uid cannot read the grader's /proc entries")
+    elif ll:
+        # The worker holds no capabilities (its hello proves it), so Landlock's ptrace rule applies even to uid 0.
+        g["secret"] = (True, "cleared environment; Landlock keeps the grader's /proc/<pid>/environ unreadable")
+    else:
+        g["secret"] = (False, f"the worker runs as the grader's uid ({uid_note}) without a pid namespace or Landlock, "
+                              "so it can read the grader's environment in /proc")  # fmt: skip
+
+    if seccomp.supported():
+        how = "network namespace (loopback only); " if bw else ""
+        how += "seccomp allows only AF_UNIX sockets (no IP, netlink, packet or vsock)"
+        if not bw and ll >= 4:
+            how += "; Landlock denies TCP bind and connect"
+        if not bw and ll >= 6:
+            how += " and abstract UNIX sockets outside the sandbox"
+        g["network"] = (True, how)
+    else:
+        g["network"] = (False, f"no seccomp filter for {os.uname().machine}: AF_VSOCK and (without bubblewrap) IP sockets are open")
+
+    if bw:
+        g["processes"] = (True, "pid namespace: the grader and other processes are invisible")
+    elif launcher.drop_uid:
+        g["processes"] = (True, "a uid of its own: it cannot signal the grader or other workers; ptrace is denied")
+    elif ll >= 6:
+        g["processes"] = (True, f"Landlock ABI {ll}: no signals to processes outside the sandbox; ptrace is denied")
+    else:
+        g["processes"] = (False, "it runs as the grader's uid and can signal the grader's processes")
+
+    g["uid"] = (True, "a leased uid of its own, from a range no account uses") if launcher.drop_uid else (False, uid_note)
+    g["seccomp"] = (seccomp.supported(), "deny-list of sandbox.md 4.4, extended" if seccomp.supported() else f"no table for {os.uname().machine}")
+
+    if cg.has("memory") and not launcher.gpu:
+        g["memory"] = (True, f"one budget for the whole process tree: {cg.describe('memory')}; tmpfs pages count too")
+    else:
+        why = "GPU workers have no host-memory budget" if launcher.gpu else f"no memory cgroup ({cg.describe('memory')})"
+        g["memory"] = (False, f"{why}: each process is limited in address space and their number is limited, so the product stays within the budget")
+
+    if cg.has("pids"):
+        g["pids"] = (True, f"process count of the tree: {cg.describe('pids')}")
+    elif launcher.drop_uid:
+        g["pids"] = (True, "RLIMIT_NPROC of the worker's own uid")
+    else:
+        g["pids"] = (False, f"no pids cgroup ({cg.describe('pids')}); RLIMIT_NPROC counts the grader's uid too")
+
+    bound = launcher.tmp_place(memory_mb)[1]
+    if bw and launcher._bwrap_has("--size") and launcher._bwrap_has("--perms"):
+        g["tmp"] = (True, "size-capped tmpfs (bwrap --size)")
+    elif bound:
+        g["tmp"] = (True, bound)
+    else:
+        why = f"{launcher.bwrap.describe()} has no --size" if bw and launcher.bwrap else "no size-capped tmpfs"
+        g["tmp"] = (False, f"{why} and no memory cgroup to charge it to: RLIMIT_FSIZE bounds each file, not their number")
+
+    g["freeze"] = (True, cg.describe("freeze") if cg.has("freeze") else "SIGSTOP to every process of the tree")
+    if cg.has("kill"):
+        g["cleanup"] = (True, f"the worker's cgroup is killed: {cg.describe('kill')}")
+    elif bw:
+        g["cleanup"] = (True, "the pid namespace dies with the worker")
+    elif launcher.drop_uid:
+        g["cleanup"] = (True, "every process of the leased uid is killed")
+    elif ll >= 6 or cg.has("freeze"):
+        g["cleanup"] = (True, "the keeper (a child subreaper) kills the whole tree")
+    else:
+        g["cleanup"] = (False, "the submission can signal the keeper that tracks its processes")
+
+    launcher = dataclasses.replace(launcher)
+    launcher.guarantees = [Guarantee(name=k, held=v[0], how=v[1]) for k, v in g.items()]
+    launcher.official_ok = all(g[name][0] for name in OFFICIAL)
+    launcher.degraded = not launcher.official_ok
+    launcher.warnings = [f"{k}: {v[1]}" for k, v in g.items() if not v[0]]
+    if launcher.degraded:
+        open_ = [name for name in OFFICIAL if not g[name][0]]
+        launcher.warnings.insert(0, f"DEGRADED ISOLATION: {', '.join(open_)} within the submission's reach")
+    return launcher
+
+
+def hidden_from_others(lab_dir: Path) -> bool:
+    """Whether a uid that is neither the owner nor in the group can read no hidden file of the lab:
+    a folder on the way is not searchable by others, or no file but the handout and starter is readable."""
+    path = Path(lab_dir).resolve()
+    for folder in (path, *path.parents):
+        try:
+            if not os.stat(folder).st_mode & stat.S_IXOTH:
+                return True
+        except OSError:
+            return False
+    visible = {"starter.py", "README.md"}
+    for file in path.rglob("*"):
+        try:
+            mode = file.lstat().st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) and mode & stat.S_IROTH and not (file.parent == path and file.name in visible):
+            return False
+    return True
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def seccomp_program() -> bytes | None:
+    return seccomp.build() if seccomp.supported() else None
 
 
 def _data_fd(data: bytes | str) -> int:
@@ -258,9 +524,12 @@ def _data_fd(data: bytes | str) -> int:
     return r
 
 
-def _seccomp_fd(deny_ip_sockets: bool) -> int:
-    """A pipe's read end holding the filter, for ``bwrap --seccomp``."""
-    return _data_fd(seccomp_program(deny_ip_sockets) or b"")
+def _host_copy(text: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix="grader-etc-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(name, 0o644)
+    return Path(name)
 
 
 def _etc_text(name: str) -> str:
@@ -269,6 +538,25 @@ def _etc_text(name: str) -> str:
     except OSError:
         return ""
     return text if text.endswith("\n") or not text else text + "\n"
+
+
+def _tmpfs_writable(path: str) -> bool:
+    try:
+        return os.access(path, os.W_OK) and os.statvfs(path).f_bsize > 0 and _fstype(path) == "tmpfs"
+    except OSError:
+        return False
+
+
+def _fstype(path: str) -> str | None:
+    best, kind = "", None
+    try:
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 2 and (path == parts[1] or path.startswith(parts[1].rstrip("/") + "/")) and len(parts[1]) >= len(best):
+                best, kind = parts[1], parts[2]
+    except OSError:
+        return None
+    return kind
 
 
 def _python_roots(python: str) -> list[str]:
@@ -284,16 +572,36 @@ def _python_roots(python: str) -> list[str]:
     return [r for r in keep if not any(r != o and r.startswith(o + "/") for o in keep)]
 
 
-def _parents(path: str, made: set[str]) -> list[str]:
-    """``--dir`` each missing parent with mode 0755 (bwrap would make them 0700)."""
+def _parents(path: str, made: set[str], perms: bool) -> list[str]:
+    """``--dir`` each missing parent with mode 0755 (bwrap 0.5+ would make them 0700)."""
     out: list[str] = []
     parts = Path(path).parts
     for i in range(2, len(parts)):
         parent = str(Path(*parts[:i]))
         if parent not in made:
             made.add(parent)
-            out += ["--perms", "0755", "--dir", parent]
+            out += (["--perms", "0755"] if perms else []) + ["--dir", parent]
     return out
+
+
+def tasks_of(uid: int) -> int:
+    """Tasks (threads included, as RLIMIT_NPROC counts them) whose real uid is ``uid``."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", "rb") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        fields = dict(line.split(b":", 1) for line in text.splitlines() if b":" in line)
+        try:
+            if int(fields[b"Uid"].split()[0]) == uid:
+                total += int(fields[b"Threads"].strip())
+        except (KeyError, ValueError, IndexError):
+            continue
+    return total
 
 
 def worker_env(extra: dict[str, str], threads: int) -> dict[str, str]:
@@ -319,96 +627,32 @@ def worker_env(extra: dict[str, str], threads: int) -> dict[str, str]:
     return env
 
 
-# -- choosing a tier --------------------------------------------------------------------------
-
-def _try(argv: list[str], pass_fds: tuple[int, ...], env: dict[str, str]) -> tuple[bool, str]:
-    try:
-        proc = subprocess.run(
-            argv, pass_fds=pass_fds, env=env, stdin=subprocess.DEVNULL,
-            capture_output=True, timeout=30, start_new_session=True,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, str(exc)
-    text = (proc.stderr or proc.stdout or b"").decode(errors="replace").strip().splitlines()
-    return proc.returncode == 0, (text[-1] if text else f"exit status {proc.returncode}")
-
-
-def run_in_sandbox(launcher: Launcher, code: str, python: str = sys.executable) -> tuple[bool, str]:
-    """Run ``python -c code`` through the tier's real command line in place of the worker (as a
-    leased uid); whether it exited 0, and the last line it printed (stderr first)."""
-    return _starts(launcher, python, code)
+def refusal(launcher: Launcher) -> str:
+    """Why official grading will not run in ``launcher``'s tier, and what the course staff can do."""
+    missing = {g.name: g.how for g in launcher.guarantees if not g.held and g.name in OFFICIAL}
+    return (
+        "official grading needs the solutions, the secret seed and the network out of the submission's reach, "
+        f"and the strongest isolation here ({launcher.mode}) leaves "
+        + "; ".join(f"{name} open ({how})" for name, how in missing.items())
+        + ". For the course staff: "
+        + remedies(launcher)
+        + "; or, to accept this isolation, grade with --allow-unsandboxed (GRADER_ALLOW_UNSANDBOXED=1 in the "
+        "Gradescope zip's grader.env) and every result says it was degraded"
+    )
 
 
-def _starts(launcher: Launcher, python: str, code: str = "import numpy") -> tuple[bool, str]:
-    """Whether the tier's real command line starts (a one-line program in place of the worker,
-    as a leased uid), and the last line it printed."""
-    lease = UidLease(launcher.uid) if launcher.uid is not None else None
-    r, w = os.pipe()
-    try:
-        cmd = launcher.command(python, BOOT_DIR / "worker.py", (r, w), worker_env({}, 1), Limits(), lease.uid if lease else None)
-        extra = tuple(fd for fd in cmd.pass_fds if fd not in (r, w))
-        try:
-            return _try(cmd.argv[:-3] + ["-c", code], extra, cmd.env)
-        finally:
-            for fd in extra:
-                os.close(fd)
-    finally:
-        os.close(r)
-        os.close(w)
-        if lease is not None:
-            lease.release()
-
-
-@functools.lru_cache(maxsize=4)
-def probe(python: str = sys.executable, gpu: bool = False, force: str | None = None) -> Launcher:
-    """The strongest tier that starts on this machine (``force`` names one: 'bubblewrap' or 'process')."""
-    root = os.geteuid() == 0
-    uid = SLOT_UID_BASE if root and shutil.which("setpriv") else None
-    notes: list[str] = []
-    if force in (None, "bubblewrap"):
-        if shutil.which("bwrap") and shutil.which("prlimit"):
-            candidate = Launcher("bubblewrap", degraded=False, uid=uid, gpu=gpu)
-            ok, why = _starts(candidate, python)
-            if ok:
-                if not seccomp.supported():
-                    candidate.warnings.append(f"no seccomp filter for {os.uname().machine}")
-                return candidate
-            notes.append(f"bubblewrap could not start a worker ({why})")
-        else:
-            notes.append("bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap")
-        if force == "bubblewrap":
-            raise RuntimeError("; ".join(notes))
-    fallback = Launcher("process", degraded=True, uid=uid, gpu=gpu)
-    if root and shutil.which("unshare"):
-        candidate = Launcher("process+unshare", degraded=True, uid=uid, gpu=gpu)
-        if _starts(candidate, python)[0]:
-            fallback = candidate
-    if fallback.uid is not None:
-        if not _starts(fallback, python)[0]:
-            notes.append(f"uid {fallback.uid} cannot run {python}, so the worker keeps the grader's uid")
-            fallback.uid = None
-    fallback.warnings = [
-        "DEGRADED ISOLATION: the submission runs as a plain process that can read the file system"
-        + ("" if fallback.mode == "process+unshare" else " and use the network"),
-        *notes,
-    ]
-    if fallback.uid is None:
-        fallback.warnings.append("the worker runs with the grader's own uid")
-    return fallback
-
-
-def choose(sandbox: str = "auto", official: bool = False, allow_unsandboxed: bool = False) -> Launcher:
-    """The launcher for a grading: the tier ``sandbox`` names ('auto' for the strongest here).
-    Official grading (LMS, batch, --official) refuses degraded isolation unless allowed."""
-    from grader.errors import InfrastructureError
-
-    try:
-        launcher = probe(sys.executable, False, None if sandbox == "auto" else sandbox)
-    except RuntimeError as exc:
-        raise InfrastructureError(f"the {sandbox} sandbox cannot start here: {exc}") from None
-    if official and launcher.degraded and not allow_unsandboxed:
-        raise InfrastructureError(
-            "official grading needs bubblewrap isolation, which cannot start here "
-            f"({'; '.join(launcher.warnings[1:]) or launcher.mode}); install bubblewrap or pass --allow-unsandboxed"
+def remedies(launcher: Launcher) -> str:
+    """What an operator can do here to get a stronger tier, in one line."""
+    steps = []
+    notes = launcher.notes
+    if "bubblewrap" in notes:
+        steps.append(
+            f"bubblewrap: {notes['bubblewrap']} (install it, apt-get install bubblewrap; in a container it also needs "
+            "CAP_SYS_ADMIN and a seccomp profile that allows namespaces, e.g. docker run --cap-add SYS_ADMIN "
+            "--security-opt seccomp=unconfined)"
         )
-    return launcher
+    if not launcher.landlock and launcher.mode == "process":
+        steps.append(f"Landlock: {notes.get('landlock', 'not used')} (a host kernel 5.13+; Docker 23+ allows it by default)")
+    if not launcher.drop_uid:
+        steps.append("worker uid: " + notes.get("uid", "run the grader as root so each worker gets a uid of its own"))
+    return "; ".join(steps) or "nothing stronger is available"

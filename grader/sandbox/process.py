@@ -1,24 +1,35 @@
-"""The grader's side of one worker process: start it, exchange messages under deadlines, kill it.
+"""The grader's side of one worker process: start it, exchange messages under deadlines, keep
+its process tree contained, kill it.
 
 Every read and write has a deadline and a byte cap, so a worker that hangs, floods, or goes
 quiet while a daemonised child keeps the pipe open never holds the grader: when the deadline
 passes the whole process tree is killed and the call reports a timeout.
+
+Containment of the tree (:class:`Tree`): between calls the whole tree is frozen (the cgroup
+freezer, else SIGSTOP to each of its processes), so nothing of the submission runs while the
+grader times a baseline or computes references; after each call every process the submission
+started is killed unless the lab lets them live. The tree is what the worker's cgroup holds, or
+what lies below the keeper (a child subreaper, so nothing leaves it), plus every process of the
+worker's leased uid. Nothing else is ever signalled: a grading kills only what it started.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from grader.sandbox.boot import wire
+from grader.sandbox.cgroups import WorkerCgroup
 from grader.sandbox.launchers import WorkerCommand
 from grader.sandbox.uids import UidLease
 from grader.text import printable
@@ -56,6 +67,10 @@ class OutputTail:
         return printable(raw, OUTPUT_HEAD + OUTPUT_TAIL + 100)
 
 
+SETTLE_TIMEOUT_S = 2.0
+STOPPED = {"T", "t", "Z", "X"}
+
+
 class WorkerTimeout(Exception):
     """The worker did not answer before the deadline."""
 
@@ -78,13 +93,22 @@ class WorkerProcess:
     """One running worker. Not thread-safe; one per grading."""
 
     def __init__(
-        self, build: Callable[[tuple[int, int]], WorkerCommand], max_message_bytes: int, lease: UidLease | None = None
+        self,
+        build: Callable[[tuple[int, int]], WorkerCommand],
+        max_message_bytes: int,
+        lease: UidLease | None = None,
+        cgroup: WorkerCgroup | None = None,
+        tmp: Path | None = None,
+        keep_children: bool = False,
     ) -> None:
         """Start a worker; ``build`` turns the worker's two pipe ends into its command line. The
-        uid ``lease`` (if any) is released once every process of that uid is gone."""
+        uid ``lease`` (if any) is released once every process of that uid is gone; the
+        ``cgroup`` and the private ``tmp`` folder are removed once the worker is."""
         self.max_message_bytes = max_message_bytes
         self._lease = lease
         self.output = OutputTail()
+        self._tmp = tmp
+        self.keep_children = keep_children
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -98,16 +122,20 @@ class WorkerProcess:
                 stdout=out_w,
                 stderr=out_w,
                 start_new_session=True,
+                cwd=self.command.cwd,
             )
         except BaseException:
             for fd in (req_w, resp_r, out_r):
                 os.close(fd)
+            if cgroup is not None:
+                cgroup.remove()
             raise
         finally:
             for fd in {req_r, resp_w, out_w, *getattr(self, "command", WorkerCommand([], {}, (), "", None)).pass_fds}:
                 os.close(fd)
         self._w, self._r, self._out = req_w, resp_r, out_r
         os.set_blocking(self._out, False)
+        self.tree = Tree(self.proc.pid, cgroup, self.command.uid)
         self.survivors: list[int] = []
         os.set_blocking(self._w, False)
         os.set_blocking(self._r, False)
@@ -187,17 +215,10 @@ class WorkerProcess:
     # -- life and death ---------------------------------------------------------------------------
 
     def kill(self) -> None:
-        """Kill the worker's whole process tree: its process group, then (bwrap's pid namespace
-        is torn down asynchronously, and daemons leave the group) every process of its uid."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.proc.kill()
-            except ProcessLookupError:
-                pass
+        """Kill the worker's whole process tree (its cgroup, else everything below the keeper and
+        every process of its leased uid), then release what it held."""
+        if self.proc.poll() is None or self.tree.cgroup is not None:
+            self.tree.kill()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover - the kernel always reaps a SIGKILL
@@ -212,11 +233,39 @@ class WorkerProcess:
         self._w = self._r = self._out = -1
         if self.command.uid is not None and os.geteuid() == 0:
             self.survivors = reap(self.command.uid)
+        if self.tree.cgroup is not None:
+            self.tree.cgroup.remove()
         if self._lease is not None and not self.survivors:
             self._lease.release()
+        for path in [*self.command.cleanup, *([self._tmp] if self._tmp else [])]:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self.command.cleanup = []
+        self._tmp = None
+
+    # -- containment between calls ------------------------------------------------------------
+
+    def started(self) -> None:
+        """The worker said hello (before importing anything of the student's): note which
+        processes are ours (the keeper, bwrap) and which one is the worker."""
+        self.tree.mark()
+
+    def settle(self) -> bool:
+        """After an answer: kill what the submission started (unless the lab allows it), then
+        freeze the tree. False if it could not be frozen (the caller discards the worker)."""
+        if not self.keep_children:
+            self.tree.kill_children()
+        return self.tree.freeze()
+
+    def thaw(self) -> None:
+        """Before a request: let the tree run again."""
+        self.tree.thaw()
 
     def close(self, grace_s: float = 1.0) -> None:
         if self._w >= 0 and self.proc.poll() is None:
+            self.thaw()  # a frozen worker would not read its exit
             try:
                 self.send({"op": "exit"}, [], time.monotonic() + grace_s)
                 self.proc.wait(timeout=grace_s)
@@ -245,6 +294,8 @@ class WorkerProcess:
                 "SIGKILL": " (killed: out of memory or a limit)",
                 "SIGSEGV": " (segmentation fault)",
             }.get(name, "")
+            if name == "SIGKILL" and self.tree.cgroup is not None and self.tree.cgroup.oom_kills():
+                hint = " (its processes together ran out of the lab's memory budget)"
             return f"was killed by {name}{hint}"
         return f"exited with status {code}"
 
@@ -253,8 +304,149 @@ class WorkerProcess:
         return self.output.text()
 
 
+class Tree:
+    """The processes of one worker: found, frozen, thawed and killed as one."""
+
+    def __init__(self, root: int, cgroup: WorkerCgroup | None, uid: int | None) -> None:
+        self.root = root
+        """The keeper's pid."""
+        self.cgroup = cgroup
+        self.uid = uid
+        self.ours: set[int] = {root}
+        """The keeper and bwrap's processes: never frozen or killed as the submission's children."""
+        self.worker: int | None = None
+        self._stopped: set[int] = set()
+
+    def members(self) -> set[int]:
+        if self.cgroup is not None:
+            found = self.cgroup.members()
+        else:
+            found = descendants(self.root) | {self.root}
+        if self.uid is not None:
+            found |= set(processes_of(self.uid))
+        return found
+
+    def mark(self) -> None:
+        """The tree is a chain right now (keeper, [bwrap, its init,] worker): its deepest process is the worker."""
+        table = _table()
+        chain = [self.root]
+        while True:
+            kids = [pid for pid, (ppid, _, _) in table.items() if ppid == chain[-1]]
+            if len(kids) != 1:
+                break
+            chain.append(kids[0])
+        self.worker = chain[-1] if len(chain) > 1 else None
+        self.ours = set(chain[:-1]) if len(chain) > 1 else {self.root}
+
+    def children(self) -> set[int]:
+        """Live processes the submission started: everything in the tree but ours and the worker."""
+        if self.worker is None:
+            return set()
+        kids = self.members() - self.ours - {self.worker}
+        if not kids:
+            return kids
+        table = _table()
+        return {pid for pid in kids if table.get(pid, (0, "Z", 0))[1] not in ("Z", "X")}
+
+    def kill_children(self) -> None:
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            kids = self.children()
+            if not kids:
+                return
+            _signal(kids, signal.SIGSTOP)  # stop first: a child cannot fork while we kill its siblings
+            _signal(kids, signal.SIGKILL)
+            time.sleep(0.002)
+
+    def freeze(self) -> bool:
+        if self.cgroup is not None and self.cgroup.can_freeze:
+            try:
+                return self.cgroup.freeze(True)
+            except OSError:
+                return False
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while True:
+            targets = self.members() - self.ours
+            _signal(targets - self._stopped, signal.SIGSTOP)
+            self._stopped |= targets
+            table = _table()
+            if all(table.get(pid, (0, "Z", 0))[1] in STOPPED for pid in targets):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+
+    def thaw(self) -> None:
+        if self.cgroup is not None and self.cgroup.can_freeze:
+            try:
+                self.cgroup.freeze(False)
+            except OSError:
+                pass
+            return
+        _signal(self._stopped, signal.SIGCONT)
+        self._stopped = set()
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree, the keeper last (it is the subreaper that holds the rest)."""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+            return
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            rest = self.members() - {self.root}
+            if not rest:
+                break
+            _signal(rest, signal.SIGSTOP)
+            _signal(rest, signal.SIGKILL)
+            time.sleep(0.002)
+        _signal({self.root}, signal.SIGKILL)
+
+
+def _signal(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def _table() -> dict[int, tuple[int, str, int]]:
+    """pid -> (parent pid, state, start time) for every visible process."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        try:
+            out[int(entry.name)] = (int(fields[1]), fields[0].decode(), int(fields[19]))
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
+def descendants(root: int) -> set[int]:
+    """Every process below ``root``."""
+    table = _table()
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 def processes_of(uid: int) -> list[int]:
-    """Pids whose real uid is ``uid``."""
+    """Pids of live processes (zombies aside) whose real uid is ``uid``."""
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -262,6 +454,8 @@ def processes_of(uid: int) -> list[int]:
         try:
             with open(f"/proc/{entry.name}/status", "rb") as fh:
                 for line in fh:
+                    if line.startswith(b"State:") and line.split()[1] in (b"Z", b"X"):
+                        break
                     if line.startswith(b"Uid:"):
                         if int(line.split()[1]) == uid:
                             pids.append(int(entry.name))

@@ -1,10 +1,13 @@
 """A seccomp-bpf deny-list for the worker, assembled here without libseccomp.
 
 The filter allows everything except system calls a numpy/torch/triton submission never needs
-and an escape would: tracing, mounting, namespaces, kernel modules, BPF, io_uring, keyrings,
-and (where the network is not already a private namespace) IP and raw sockets. ``clone`` is
-allowed unless it asks for a new namespace; ``clone3`` answers ENOSYS so that glibc falls back
-to ``clone``, whose flags a filter can read. The deny-list is sandbox.md section 4.4.
+and an escape would: tracing, mounting, namespaces, kernel modules, BPF, io_uring, keyrings;
+memory that no address-space limit sees and that may outlive the worker (``memfd_create``,
+System V shared memory, semaphores and message queues, POSIX message queues); and every socket
+but AF_UNIX (so no IP, netlink, packet or vsock socket, in every tier: a network namespace does
+not cover AF_VSOCK, which reaches the host). ``clone`` is allowed unless it asks for a new
+namespace; ``clone3`` answers ENOSYS so that glibc falls back to ``clone``, whose flags a filter
+can read. The deny-list is sandbox.md section 4.4, extended.
 """
 
 from __future__ import annotations
@@ -28,10 +31,15 @@ DENY_X86_64 = {
     "swapon": 167, "swapoff": 168, "acct": 163, "settimeofday": 164, "clock_settime": 227,
     "mknod": 133, "mknodat": 259, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+    "memfd_create": 319, "memfd_secret": 447,
+    "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65, "semctl": 66,
+    "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+    "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243, "mq_notify": 244,
+    "mq_getsetattr": 245, "pidfd_getfd": 438, "kcmp": 312, "process_madvise": 440, "syslog": 103,
 }
-CLONE, CLONE3, SOCKET = 56, 435, 41
+CLONE, CLONE3, SOCKET, SOCKETPAIR = 56, 435, 41, 53
 CLONE_NEW_FLAGS = 0x10000000 | 0x20000000 | 0x40000000 | 0x00020000 | 0x04000000 | 0x08000000 | 0x02000000 | 0x00000080
-DENIED_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_PACKET, socket.AF_NETLINK)
+ALLOWED_FAMILY = socket.AF_UNIX
 
 RET_ALLOW = 0x7FFF0000
 RET_ERRNO = 0x00050000
@@ -50,7 +58,7 @@ def supported() -> bool:
     return platform.machine() in ("x86_64", "AMD64")
 
 
-def build(deny_ip_sockets: bool) -> bytes:
+def build() -> bytes:
     """The filter program as the bytes of a ``struct sock_filter`` array."""
     if not supported():
         raise RuntimeError(f"no seccomp table for {platform.machine()}")
@@ -69,19 +77,17 @@ def build(deny_ip_sockets: bool) -> bytes:
         emit(JEQ_K, nr, "deny", 0)
     emit(JEQ_K, CLONE3, "nosys", 0)
     emit(JEQ_K, CLONE, "clone", 0)
-    if deny_ip_sockets:
-        emit(JEQ_K, SOCKET, "socket", 0)
+    emit(JEQ_K, SOCKET, "socket", 0)
+    emit(JEQ_K, SOCKETPAIR, "socket", 0)
     emit(RET_K, RET_ALLOW)
     labels = {"clone": len(prog)}
     emit(LD_W_ABS, OFF_ARG0)
     emit(JSET_K, CLONE_NEW_FLAGS, "deny", 0)
     emit(RET_K, RET_ALLOW)
-    if deny_ip_sockets:
-        labels["socket"] = len(prog)
-        emit(LD_W_ABS, OFF_ARG0)
-        for family in DENIED_FAMILIES:
-            emit(JEQ_K, int(family), "deny", 0)
-        emit(RET_K, RET_ALLOW)
+    labels["socket"] = len(prog)
+    emit(LD_W_ABS, OFF_ARG0)
+    emit(JEQ_K, int(ALLOWED_FAMILY), 0, "deny")
+    emit(RET_K, RET_ALLOW)
     labels["deny"] = len(prog)
     emit(RET_K, eperm)
     labels["nosys"] = len(prog)

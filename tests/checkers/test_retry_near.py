@@ -10,13 +10,13 @@ from typing import Any, ClassVar, Literal
 
 import pytest
 from pydantic import Field
+from support import LAB01
 
 from grader import hookimpl, plugins
-from grader.checkers.base import Checker, CheckContext, TimedCheckSpec, Verdict
+from grader.checkers.base import CheckContext, Checker, TimedCheckSpec, Verdict
 from grader.lab import Lab
 from grader.manifest import CheckSpec, load_manifest
 from grader.session import Grader, GradingOptions
-from support import LAB01
 
 
 class ScriptedOptions(TimedCheckSpec):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from grader.checkers.rule import RuleOptions, analyse
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from grader.results import CheckResult, Environment, GradeResult, LeaderboardEntry, Mismatch, SandboxInfo, Status, Visibility
+from grader.results import (
+    CheckResult,
+    Environment,
+    GradeResult,
+    LeaderboardEntry,
+    Mismatch,
+    SandboxInfo,
+    Status,
+    Visibility,
+)
+
 
 def _check(cid: str, status: Status, score: float, max_score: float, visibility: Visibility, message: str, **kw) -> CheckResult:
     return CheckResult(

@@ -16,7 +16,7 @@ import pytest
 from lms_rules import assert_gradescope_results, assert_prairielearn_results
 from support import LAB01, ROOT, tight_limits, wrong_file
 
-from grader.sandbox.launchers import probe
+from grader.sandbox.tiers import probe
 
 LAB05 = ROOT / "exercises" / "phase-07-gemm-and-moe-kernels" / "lab-05-fused-moe-kernel"
 SOLUTION = (LAB01 / "solution.py").read_text()

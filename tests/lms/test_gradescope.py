@@ -5,7 +5,6 @@ fields Gradescope documents for ``results.json``."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import stat
@@ -15,13 +14,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from lms_rules import assert_gradescope_results
+from support import LAB01, tight_limits, wrong_file
 
 from grader.lms.gradescope import GradescopeFormat
 from grader.results import GradeResult
-from grader.sandbox.launchers import probe
-from support import LAB01, tight_limits, wrong_file
+from grader.sandbox.tiers import probe
+
 
 def test_payload_maps_status_visibility_pending_and_leaderboard(synthetic: GradeResult) -> None:
     payload = GradescopeFormat().payload(synthetic)
@@ -92,6 +91,17 @@ def run_autograder(root: Path, **env: str) -> tuple[dict, str, bytes]:
 def needs_bwrap() -> None:
     if probe().mode != "bubblewrap":
         pytest.skip("the autograder grades officially, which needs bubblewrap")
+
+
+def test_hidden_files_are_root_only(autograder: Path) -> None:
+    """The lab and the secret are root's alone in the container: a worker under a uid of its own
+    cannot read them even where the sandbox has neither bubblewrap nor Landlock."""
+    source = autograder / "source"
+    lab = source / "exercises" / LAB01.parent.name / LAB01.name
+    assert stat.S_IMODE(lab.stat().st_mode) == 0o700
+    files = [p for p in lab.rglob("*") if p.is_file()]
+    assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), [p for p in files if p.stat().st_mode & 0o077]
+    assert stat.S_IMODE((source / "grader.env").stat().st_mode) == 0o600
 
 
 def test_zip_holds_setup_run_package_and_lab_but_no_known_answers(autograder: Path) -> None:
@@ -169,7 +179,7 @@ def test_setup_sh_pins_everything_and_fails_loudly(autograder: Path, tmp_path: P
         f"python{version} -m venv {autograder}/grader-venv",
         f"{pip} --index-url https://download.pytorch.org/whl/cpu {torch}",
         f"{pip} --constraint {autograder}/source/constraints.txt {autograder}/source/package",
-        f"grader validate",
+        "grader validate",
     ]
     recorded = calls.read_text().splitlines()
     if not fail:

@@ -9,13 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from lms_rules import assert_prairielearn_results
+from support import LAB01, tight_limits, wrong_file
 
 from grader.lms.prairielearn import PrairieLearnFormat
 from grader.results import GradeResult
-from grader.sandbox.launchers import probe
-from support import LAB01, tight_limits, wrong_file
+from grader.sandbox.tiers import probe
+
 
 @pytest.fixture
 def grade_root(make_lab, tmp_path: Path) -> Path:
@@ -72,7 +72,7 @@ def test_no_upload_is_not_gradable_and_uses_no_attempt(run_cli, grade_root: Path
     assert "tests" not in payload
 
 
-def test_missing_isolation_is_an_infrastructure_error(run_cli, grade_root: Path) -> None:
+def test_missing_isolation_is_an_infrastructure_error(run_cli, grade_root: Path, weak_process_tier) -> None:
     shutil.copy(LAB01 / "solution.py", grade_root / "student" / "moe.py")
     code, payload, out = run(run_cli, grade_root, "--sandbox", "process")
     assert code == 0

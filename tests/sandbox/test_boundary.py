@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import LAB01, statuses, tight_limits
 
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import GradeResult
-from grader.sandbox.launchers import probe
+from grader.sandbox.tiers import probe
 from grader.session import Grader
-from support import LAB01, statuses, tight_limits
 
 SOLUTION = (LAB01 / "solution.py").read_text()
 TIERS = ["bubblewrap", "process"]

@@ -1,40 +1,63 @@
-"""Isolation tiers: the probe picks the strongest, never silently; CI must run bubblewrap."""
+"""Isolation tiers: the probe picks the strongest, never silently; each names its guarantees;
+bubblewrap's command line follows what the installed bwrap has; official grading refuses a tier
+that leaves solutions, secret or network in reach, telling the course staff what to do."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from support import LAB01
 
-from grader.sandbox import seccomp
-from grader.sandbox.launchers import Launcher, Limits, probe, worker_env
+from grader.sandbox import bwrap, cgroups, seccomp
+from grader.sandbox.launchers import OFFICIAL, Launcher, assess, hidden_from_others, refusal, worker_env
+from grader.sandbox.tiers import choose, probe
+
+V080 = bwrap.detect("/usr/bin/bwrap") if Path("/usr/bin/bwrap").exists() else None
+# bubblewrap 0.4.0's options (Debian 11, Ubuntu 20.04): no --perms, --clearenv, --chmod, --size.
+V040 = (
+    "--args --unshare-all --share-net --unshare-user --unshare-user-try --unshare-ipc --unshare-pid --unshare-net "
+    "--unshare-uts --unshare-cgroup --unshare-cgroup-try --userns --userns2 --pidns --uid --gid --hostname --chdir "
+    "--setenv --unsetenv --lock-file --sync-fd --bind --bind-try --dev-bind --dev-bind-try --ro-bind --ro-bind-try "
+    "--remount-ro --exec-label --file-label --proc --dev --tmpfs --mqueue --dir --file --bind-data --ro-bind-data "
+    "--symlink --seccomp --block-fd --userns-block-fd --info-fd --json-status-fd --new-session --die-with-parent "
+    "--as-pid-1 --cap-add --cap-drop --help --version"
+)
 
 
 def test_ci_runs_full_isolation() -> None:
-    """CI sets GRADER_REQUIRE_BWRAP=1: grading there must never be degraded."""
+    """CI sets GRADER_REQUIRE_BWRAP=1: grading there must hold every guarantee."""
     if not os.environ.get("GRADER_REQUIRE_BWRAP"):
         pytest.skip("GRADER_REQUIRE_BWRAP is not set (CI sets it)")
     probe.cache_clear()
-    launcher = probe()
-    assert launcher.mode == "bubblewrap", launcher.warnings
-    assert not launcher.degraded and not launcher.warnings
+    launcher = assess(probe(), LAB01, 4096)
+    assert launcher.mode == "bubblewrap" and launcher.drop_uid, launcher.notes
+    assert launcher.official_ok and not launcher.degraded and not launcher.warnings, launcher.warnings
+    assert all(g.held for g in launcher.guarantees), [g for g in launcher.guarantees if not g.held]
 
 
+@pytest.mark.skipif(V080 is None, reason="needs Debian's bubblewrap")
 def test_bubblewrap_command_isolates() -> None:
-    launcher = Launcher("bubblewrap", degraded=False, uid=61000)
-    cmd = launcher.command(sys.executable, Path("/tmp/x/sub.py"), (5, 6), worker_env({}, 1), Limits())
+    with_memory_cgroup = cgroups.Support(places={"memory": cgroups.Place(Path("/sys/fs/cgroup"), True)})
+    launcher = Launcher("bubblewrap", drop_uid=True, bwrap=V080, cgroups=with_memory_cgroup)
+    cmd = launcher.command(sys.executable, Path("/tmp/x/sub.py"), (5, 6), worker_env({}, 1), launcher.limits(4096), 1900000001)
     argv = cmd.argv
+    assert argv[:4] == [sys.executable, "-I", "-S", str(Path(cgroups.__file__).parent / "keeper.py")]
     for flag in ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--die-with-parent", "--new-session", "--clearenv"):
         assert flag in argv
-    bwrap = next(a for a in argv if a.endswith("bwrap"))
-    assert argv[: argv.index(bwrap)][0].endswith("prlimit") and "--as=4294967296" in argv and "--nproc=64" in argv
+    prlimit = next(i for i, a in enumerate(argv) if a.endswith("prlimit"))
+    assert argv[prlimit + 1 :].index(V080.path) > 0 and "--nproc=64" in argv and "--as=4294967296" in argv
     assert argv[argv.index("--seccomp") + 1] == str(cmd.pass_fds[2])
     assert ["--ro-bind", "/tmp/x", "/sub"] == argv[argv.index("/sub") - 2 : argv.index("/sub") + 1]
+    assert ["--size", str(256 << 20), "--tmpfs", "/tmp"] in [argv[i : i + 4] for i in range(len(argv))]
     if os.geteuid() == 0:
         assert argv[argv.index("--cap-drop") + 1] == "ALL"
-        assert "--reuid=61000" in argv
+        assert "--reuid=1900000001" in argv
     repo = str(Path(__file__).resolve().parents[2])
     binds = [argv[i + 1] for i, a in enumerate(argv) if a in ("--ro-bind", "--bind")]
     assert not any(b == repo or repo.startswith(b + "/") and b != "/" for b in binds if not b.startswith(sys.prefix))
@@ -43,13 +66,108 @@ def test_bubblewrap_command_isolates() -> None:
         os.close(fd)
 
 
-def test_degraded_tier_says_so() -> None:
-    probe.cache_clear()
+def test_without_a_memory_cgroup_processes_times_address_space_stay_within_the_budget() -> None:
+    launcher = Launcher("bubblewrap", drop_uid=True, bwrap=V080)
+    for budget, heavy, (address_space, count) in ((4096, False, (1024, 4)), (1024, False, (256, 4)), (4096, True, (1024, 4)), (2048, True, (1024, 2))):
+        limits = launcher.limits(budget, heavy=heavy)
+        assert (limits.address_space_mb, limits.nproc) == (address_space, count)
+        assert limits.address_space_mb * limits.nproc <= budget and limits.memory_mb is None
+
+
+def _fake_bwrap(tmp_path: Path, version: str, options: str) -> Path:
+    path = tmp_path / "bwrap"
+    help_lines = "\\n".join(f"    {o}   something" for o in options.split())
+    path.write_text(f'#!/bin/sh\nif [ "$1" = --version ]; then echo "bubblewrap {version}"; else printf "usage: bwrap\\n{help_lines}\\n"; fi\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_options_are_read_from_the_binary(tmp_path: Path) -> None:
+    info = bwrap.detect(str(_fake_bwrap(tmp_path, "0.4.0", V040)))
+    assert info is not None and info.version == "0.4.0" and not info.missing()
+    assert info.has("--ro-bind-data") and not info.has("--perms") and not info.has("--size") and not info.has("--clearenv")
+    (tmp_path / "broken").mkdir()
+    broken = bwrap.detect(str(_fake_bwrap(tmp_path / "broken", "9.9", "--help --version --ro-bind")))
+    assert broken is not None and "--unshare-pid" in broken.missing()
+
+
+def test_a_bwrap_without_perms_clearenv_or_size_gets_a_command_it_accepts(tmp_path: Path) -> None:
+    """0.4's option set: the environment travels as bwrap's own, /tmp is a private host folder,
+    the passwd copy is bound from a readable file; no option 0.4 lacks appears."""
+    info = bwrap.detect(str(_fake_bwrap(tmp_path, "0.4.0", V040)))
+    launcher = Launcher("bubblewrap", drop_uid=True, bwrap=info)
+    private = tmp_path / "private-tmp"
+    private.mkdir()
+    cmd = launcher.command(sys.executable, Path("/tmp/x/sub.py"), (5, 6), worker_env({"X": "1"}, 1), launcher.limits(4096), 1900000001, tmp=private)
+    options = [a for a in cmd.argv if a.startswith("--") and a != "--"]
+    assert set(options) <= set(V040.split()) | {"--cgroup", "--as", "--cpu", "--nproc", "--fsize", "--nofile", "--core"} | {
+        a for a in options if a.startswith(("--as=", "--cpu=", "--nproc=", "--fsize=", "--nofile=", "--core=", "--reuid=", "--regid=", "--clear-groups", "--inh-caps=", "--bounding-set="))
+    }, options
+    assert ["--bind", str(private), "/tmp"] == cmd.argv[cmd.argv.index(str(private)) - 1 : cmd.argv.index(str(private)) + 2]
+    assert cmd.env["X"] == "1" and "--setenv" not in cmd.argv
+    passwd = cmd.argv[cmd.argv.index("/etc/passwd") - 1]
+    assert Path(passwd).stat().st_mode & 0o004 and "1900000001" in Path(passwd).read_text()
+    for path in cmd.cleanup:
+        path.unlink()
+    for fd in cmd.pass_fds[2:]:
+        os.close(fd)
+
+
+def _weak() -> Launcher:
+    """The process tier as a default Docker container on an old kernel leaves it: no Landlock, no uid of its own."""
+    return Launcher("process", drop_uid=False, landlock=0, notes={"bubblewrap": "bubblewrap cannot start here (x)"})
+
+
+def test_a_weak_tier_says_what_it_lacks() -> None:
+    launcher = assess(_weak(), LAB01)
+    assert launcher.degraded and not launcher.official_ok
+    assert launcher.warnings[0].startswith("DEGRADED ISOLATION: solutions, secret within the submission's reach")
+    held = {g.name: g.held for g in launcher.guarantees}
+    assert held["network"] is seccomp.supported() and not held["filesystem"] and not held["uid"]
+
+
+def test_official_grading_refuses_and_tells_the_staff_what_to_do() -> None:
+    message = refusal(assess(_weak(), LAB01))
+    assert "solutions open" in message and "secret open" in message
+    assert "For the course staff:" in message and "CAP_SYS_ADMIN" in message and "Landlock" in message
+    assert "--allow-unsandboxed" in message  # named last, as the staff's choice, never as the fix
+
+
+def test_landlock_alone_keeps_the_official_guarantees() -> None:
+    launcher = assess(Launcher("process", drop_uid=False, landlock=6), LAB01)
+    assert launcher.official_ok, launcher.warnings
+    assert {g.name for g in launcher.guarantees if g.held} >= set(OFFICIAL) | {"filesystem", "processes"}
+
+
+def test_root_only_lab_files_keep_solutions_from_a_worker_uid() -> None:
+    lab = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own folders are closed to others already
+    lab.chmod(0o755)
     try:
-        launcher = probe(force="process")
+        _check_hidden(lab)
     finally:
-        probe.cache_clear()
-    assert launcher.degraded and launcher.warnings[0].startswith("DEGRADED ISOLATION")
+        shutil.rmtree(lab)
+
+
+def _check_hidden(lab: Path) -> None:
+    for name in ("solution.py", "lab.py", "starter.py", "README.md"):
+        (lab / name).write_text("x")
+        (lab / name).chmod(0o644)
+    assert not hidden_from_others(lab)
+    assert not assess(Launcher("process", drop_uid=True), lab).official_ok
+    for name in ("solution.py", "lab.py"):
+        (lab / name).chmod(0o600)
+    assert hidden_from_others(lab)  # the handout and the starter may stay readable
+    assert assess(Launcher("process", drop_uid=True), lab).official_ok
+    (lab / "lab.py").chmod(0o644)
+    lab.chmod(0o700)
+    assert hidden_from_others(lab)  # a folder others cannot enter hides everything in it
+
+
+def test_choose_names_an_unknown_tier() -> None:
+    from grader.errors import InfrastructureError
+
+    with pytest.raises(InfrastructureError, match="unknown sandbox tier 'jail'"):
+        choose("jail")
 
 
 def test_worker_environment_is_clean(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,9 +179,7 @@ def test_worker_environment_is_clean(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.skipif(not seccomp.supported(), reason="no seccomp table for this machine")
-def test_seccomp_filter_blocks_namespaces_and_ip_sockets(tmp_path: Path) -> None:
-    import subprocess
-
+def test_seccomp_filter_allows_only_unix_sockets_and_no_hidden_memory(tmp_path: Path) -> None:
     script = tmp_path / "probe.py"
     script.write_text(
         "import ctypes, os, socket, sys\n"
@@ -72,16 +188,20 @@ def test_seccomp_filter_blocks_namespaces_and_ip_sockets(tmp_path: Path) -> None
         "worker.apply_seccomp(open(sys.argv[2], 'rb').read())\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         "print('unshare', libc.unshare(0x10000000), ctypes.get_errno())\n"
-        "try:\n    socket.socket(socket.AF_INET)\n    print('inet ok')\nexcept OSError as e:\n    print('inet', e.errno)\n"
+        "print('shmget', libc.shmget(0, 4096, 0o1600), ctypes.get_errno())\n"
+        "for name, fam, kind in (('inet', socket.AF_INET, socket.SOCK_STREAM), ('vsock', socket.AF_VSOCK, socket.SOCK_STREAM),\n"
+        "                        ('netlink', socket.AF_NETLINK, socket.SOCK_RAW)):\n"
+        "    try:\n        socket.socket(fam, kind)\n        print(name, 'ok')\n    except OSError as e:\n        print(name, e.errno)\n"
+        "try:\n    os.memfd_create('x')\n    print('memfd ok')\nexcept OSError as e:\n    print('memfd', e.errno)\n"
         "socket.socket(socket.AF_UNIX).close(); print('unix ok')\n"
         "pid = os.fork()\n"
         "if pid == 0:\n    os._exit(7)\n"
         "print('fork', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
     )
     bpf = tmp_path / "filter.bpf"
-    bpf.write_bytes(seccomp.build(deny_ip_sockets=True))
+    bpf.write_bytes(seccomp.build())
     boot = Path(seccomp.__file__).parent / "boot"
     out = subprocess.run([sys.executable, str(script), str(boot), str(bpf)], capture_output=True, text=True, timeout=30)
     lines = out.stdout.splitlines()
-    assert "unshare -1 1" in lines, out.stdout + out.stderr
-    assert "inet 1" in lines and "unix ok" in lines and "fork 7" in lines
+    for expected in ("unshare -1 1", "shmget -1 1", "inet 1", "vsock 1", "netlink 1", "memfd 1", "unix ok", "fork 7"):
+        assert expected in lines, out.stdout + out.stderr

@@ -11,9 +11,11 @@ import numpy as np
 
 
 def route(x, w_gate, k):
-    if os.fork() == 0:
+    pid = os.fork()
+    if pid == 0:
         os.setsid()
         if os.fork() == 0:
             time.sleep(3600)
         os._exit(0)
+    os.waitpid(pid, 0)  # the intermediate child; the daemon is reparented away
     return np.zeros((x.shape[0], k), dtype=np.int64), np.zeros((x.shape[0], k))

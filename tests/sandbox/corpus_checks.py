@@ -1,0 +1,116 @@
+"""What each file of the hostile corpus (``corpus/``) must get, and the checks some need after
+grading: shared by test_corpus.py (the full corpus) and test_environments.py (a subset in each
+emulated environment).
+
+Every file states, in ``# verdict:`` lines, the status (and a fragment of the message) each
+check must end with (``*`` for the checks not named) and, in ``# max-score:``, the most it may score.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from grader.results import GradeResult
+from grader.sandbox.uids import configured_range, leased
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+VERDICT = re.compile(r'^# verdict: (\S+) (passed|failed|error|skipped)(?: "(.*)")?\s*$', re.M)
+MAX_SCORE = re.compile(r"^# max-score: ([0-9.]+)\s*$", re.M)
+SECRET = "corpus-secret-7f3a"
+
+
+def expectations(path: Path) -> tuple[dict[str, tuple[str, str]], float]:
+    text = path.read_text()
+    verdicts = {cid: (status, fragment or "") for cid, status, fragment in VERDICT.findall(text)}
+    match = MAX_SCORE.search(text)
+    assert "*" in verdicts or verdicts, f"{path.name} states no verdicts"
+    assert match, f"{path.name} states no max-score"
+    return verdicts, float(match.group(1))
+
+
+
+def _no_slot_processes(result: GradeResult) -> None:
+    """No process may outlive its grading: a live process of a worker uid that no grading holds
+    a lease on is a survivor (uids still leased belong to gradings running right now)."""
+    survivors = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            uid_line = next(line for line in status.read_text().splitlines() if line.startswith("Uid:"))
+        except (OSError, StopIteration):
+            continue
+        uid = int(uid_line.split()[1])
+        first, last = configured_range()
+        if first <= uid <= last and not leased(uid):
+            survivors.append(f"{status.parent.name} (uid {uid})")
+    assert not survivors, f"processes of a worker's uid survived grading: {survivors}"
+
+
+def _sanitised_output(result: GradeResult) -> None:
+    assert "\x1b" not in result.submission_output and "\r" not in result.submission_output
+    assert "\x07" not in result.submission_output
+    assert len(result.submission_output) <= 4000
+
+
+def _planted_nothing(result: GradeResult) -> None:
+    assert not Path("/autograder/results/results.json").exists()
+    assert not Path("/grade/results/results.json").exists()
+
+
+def _never_unpickled(result: GradeResult) -> None:
+    assert not Path("/tmp/grader-was-unpickled").exists()
+
+
+def _no_secret(result: GradeResult) -> None:
+    message = next(c.message for c in result.checks if c.id == "expert-mlp-matches-reference")
+    assert "env=[]" in message and "secret_in=[]" in message, message
+    assert SECRET not in message
+
+
+def _escapes_refused(result: GradeResult) -> None:
+    message = next(c.message for c in result.checks if c.id == "expert-mlp-matches-reference")
+    assert "=ok" not in message, message
+    assert "as uid 0" not in message, message
+
+
+def _offline(result: GradeResult) -> None:
+    message = next(c.message for c in result.checks if c.id == "expert-mlp-matches-reference")
+    assert "reached" not in message, message
+
+
+def _only_unix_sockets(result: GradeResult) -> None:
+    message = next(c.message for c in result.checks if c.id == "expert-mlp-matches-reference")
+    assert "unix=opened" in message, message
+    assert message.count("=opened") == 1, message
+
+
+def _no_shared_memory(result: GradeResult) -> None:
+    message = next(c.message for c in result.checks if c.id == "expert-mlp-matches-reference")
+    assert "=held" not in message and message.count("=E") == 4, message
+    assert not Path("/dev/shm/grader-corpus-hold").exists()
+
+
+def _tmp_bounded(result: GradeResult) -> None:
+    """At most the corpus lab's 1 GiB budget in the private /tmp (or the worker was killed first)."""
+    message = next(c.message for c in result.checks if c.id == "expert-mlp-matches-reference")
+    match = re.search(r"tmp holds (\d+) MiB", message)
+    assert match is None or int(match.group(1)) <= 1024, message
+
+
+POST: dict[str, Callable[[GradeResult], None]] = {
+    "daemon_keeps_pipe.py": _no_slot_processes,
+    "fork_bomb.py": _no_slot_processes,
+    "thread_bomb.py": _no_slot_processes,
+    "terminal_escape_flood.py": _sanitised_output,
+    "writes_report_files.py": _planted_nothing,
+    "lazy_and_pickled_objects.py": _never_unpickled,
+    "snoops_environment.py": _no_secret,
+    "escape_attempts.py": _escapes_refused,
+    "network_access.py": _offline,
+    "sockets_beyond_unix.py": _only_unix_sockets,
+    "shared_memory.py": _no_shared_memory,
+    "memory_across_processes.py": _no_slot_processes,
+    "starves_the_baseline.py": _no_slot_processes,
+    "fills_tmp_with_files.py": _tmp_bounded,
+}

@@ -1,0 +1,147 @@
+"""One submission's process tree as one thing: the keeper holds it, a cgroup (or SIGSTOP) freezes
+it between calls, so the baseline the grader times cannot be starved, and what a call started
+does not outlive it."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sandbox.corpus_checks import CORPUS
+from support import LAB01
+
+from grader.manifest import load_manifest
+from grader.plugins import default as default_plugins
+from grader.results import GradeResult
+from grader.sandbox import cgroups, keeper
+from grader.sandbox.client import launch
+from grader.sandbox.launchers import Launcher, worker_env
+from grader.sandbox.tiers import probe
+from grader.session import Grader
+
+STARVES = CORPUS / "starves_the_baseline.py"
+
+
+def _lab(tmp_path: Path, extra: str = "") -> Path:
+    lab = tmp_path / LAB01.name
+    shutil.copytree(LAB01, lab, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = lab / "manifest.toml"
+    manifest.write_text(manifest.read_text() + extra)
+    return lab
+
+
+def _speed(result: GradeResult) -> tuple[str, float]:
+    check = next(c for c in result.checks if c.id == "grouped-is-faster")
+    return check.status.value, float(check.details.get("speedup") or 0)
+
+
+def _grade(lab: Path, launcher: Launcher, path: Path) -> GradeResult:
+    return Grader(load_manifest(lab, default_plugins().checkers()), launcher=launcher).grade(path)
+
+
+def test_keeper_kills_what_outlives_the_worker(tmp_path: Path) -> None:
+    """A daemon that double-forks away from its parent still dies with the worker."""
+    pidfile = tmp_path / "daemon.pid"
+    script = f"import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n        time.sleep(120)\n    os._exit(0)\ntime.sleep(0.5)\n"
+    proc = subprocess.run([sys.executable, "-I", "-S", keeper.__file__, "--", sys.executable, "-c", script], timeout=30)
+    assert proc.returncode == 0
+    daemon = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and Path(f"/proc/{daemon}").exists():
+        time.sleep(0.05)
+    assert not Path(f"/proc/{daemon}").exists() or " Z " in Path(f"/proc/{daemon}/stat").read_text(), "the daemon outlived the keeper"
+
+
+def test_keeper_reports_a_signal_as_bwrap_does() -> None:
+    proc = subprocess.run([sys.executable, "-I", "-S", keeper.__file__, "--", "sh", "-c", "kill -9 $$"], timeout=30)
+    assert proc.returncode == 128 + 9
+
+
+@pytest.fixture(scope="module")
+def full() -> Launcher:
+    launcher = probe()
+    if launcher.mode != "bubblewrap":
+        pytest.skip("needs bubblewrap")
+    return launcher
+
+
+def test_the_baseline_is_timed_while_the_submission_is_frozen(full: Launcher, tmp_path: Path) -> None:
+    """The lab lets processes outlive calls here, so only freezing stands between the burners and
+    the baseline: with a cgroup freezer, and with SIGSTOP where there is no cgroup. (Where the
+    kernel groups tasks by session for the scheduler, sched_autogroup, as here, the burners win
+    the baseline less CPU than elsewhere; test_between_calls_the_whole_tree_is_frozen checks the
+    freezing itself.)"""
+    lab = _lab(tmp_path, "\n[lab.worker]\nchildren_outlive_calls = true\n")
+    no_cgroup = dataclasses.replace(full, cgroups=cgroups.Support())
+    for launcher in (full, no_cgroup):
+        status, speedup = _speed(_grade(lab, launcher, STARVES))
+        assert status == "failed" and speedup < 2, (launcher.cgroups.places, speedup)
+
+
+def _cpu_ticks(pids: set[int]) -> int:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+@pytest.mark.parametrize("freezer", ["cgroup", "sigstop"])
+def test_between_calls_the_whole_tree_is_frozen(full: Launcher, tmp_path: Path, freezer: str) -> None:
+    """A child the submission started (and may keep) burns CPU only while a call runs."""
+    launcher = full if freezer == "cgroup" else dataclasses.replace(full, cgroups=cgroups.Support())
+    if freezer == "cgroup" and not launcher.cgroups.has("freeze"):
+        pytest.skip("no writable cgroup freezer here")
+    folder = tmp_path / "sub"
+    folder.mkdir(mode=0o755)
+    path = folder / "burn.py"
+    path.write_text("import os\nif os.fork() == 0:\n    while True:\n        pass\n")
+    path.chmod(0o644)
+    init = {"op": "init", "module": "burn", "functions": [], "imports": ["numpy"], "threads": 1}
+    deadline = time.monotonic() + 30
+    worker = launch(launcher, sys.executable, path, worker_env({}, 1), launcher.limits(1024), init, deadline, keep_children=True)
+    try:
+        assert worker.receive(deadline).header["op"] == "ready"
+        assert worker.settle()
+        burner = worker.tree.children()
+        assert len(burner) == 1
+        before = _cpu_ticks(burner)
+        time.sleep(0.5)
+        assert _cpu_ticks(burner) == before, "a frozen child ran"
+        worker.thaw()
+        time.sleep(0.5)
+        assert _cpu_ticks(burner) > before + 10
+    finally:
+        worker.close()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in burner)
+
+
+@pytest.mark.skipif(not cgroups.support().has("freeze"), reason="no writable cgroup freezer here")
+def test_a_frozen_cgroup_gets_no_cpu() -> None:
+    group = cgroups.WorkerCgroup(256 << 20, 16)
+    burner = subprocess.Popen(
+        [sys.executable, "-I", "-S", keeper.__file__, *sum((["--cgroup", p] for p in group.procs_files()), []), "--",
+         sys.executable, "-c", "while True: pass"],
+    )  # fmt: skip
+    try:
+        time.sleep(0.3)
+        pids = group.members()
+        assert len(pids) == 2  # the keeper and the burner
+
+        assert group.freeze(True)
+        before = _cpu_ticks(pids)
+        time.sleep(0.5)
+        assert _cpu_ticks(pids) == before, "a frozen process ran"
+        assert group.freeze(False)
+        time.sleep(0.3)
+        assert _cpu_ticks(pids) > before
+    finally:
+        assert not group.kill()
+        burner.wait(timeout=10)
+        group.remove()
+    assert burner.returncode in (-9, 128 + 9)  # the keeper is in the cgroup too
