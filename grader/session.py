@@ -41,6 +41,7 @@ from grader.sandbox.values import SubmissionFault
 from grader.seeds import Seeds
 
 DEBUG_ENV = "GRADER_DEBUG"
+PENDING = "pending: needs a CUDA GPU and none is available here; graded later on a GPU machine"
 NO_WORKER = SandboxInfo(mode="none", degraded=True, warnings=["no worker was started"])
 
 
@@ -229,6 +230,8 @@ class Grader:
                 t0 = time.monotonic()
                 if infra is not None:
                     verdict = Verdict.error(f"not graded: {infra}")
+                elif check.requires is Hardware.gpu and gpu is None:
+                    verdict = Verdict.skipped(PENDING, deferred=True)
                 elif t0 >= deadline:
                     verdict = Verdict.error(f"not run: the grading's overall deadline of {self.deadline_s:g} s passed")
                 else:
@@ -301,8 +304,6 @@ class Grader:
         handles: dict[str, Submission],
         deadline: float,
     ) -> Verdict:
-        if check.requires is Hardware.gpu and gpu is None:
-            return Verdict.skipped("pending: needs a CUDA GPU and none is available here; graded later on a GPU machine", deferred=True)
         waiting = [c for c in check.after if self._passed.get(c) is not True]
         if waiting:
             return Verdict.skipped(f"graded once {', '.join(waiting)} passes")

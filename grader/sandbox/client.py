@@ -126,11 +126,17 @@ class Submission:
         # lab imports them first) gets a fixed allowance on top, named in the message.
         allowance = 30.0 if lab.worker.imports else 5.0
         deadline, cut = self._deadline(lab.import_time_limit_s + allowance)
+        if cut and time.monotonic() >= deadline:
+            self.import_failure = OVERALL
+            return
         try:
             worker = launch(
                 self.launcher, sys.executable, self._path, self._env, self._limits, init, deadline, lab.worker.children_outlive_calls
             )
         except WorkerSetupError as exc:
+            if cut and time.monotonic() >= deadline:  # the grading's deadline, not the sandbox, stopped it
+                self.import_failure = OVERALL
+                return
             raise InfrastructureError(str(exc)) from None
         try:
             reply = worker.receive(deadline)

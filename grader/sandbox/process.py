@@ -387,13 +387,14 @@ class Tree:
         self._stopped = set()
 
     def kill(self) -> None:
-        """SIGKILL the whole tree, the keeper last (it is the subreaper that holds the rest)."""
+        """SIGKILL the whole tree, the keeper last (it is the subreaper that holds the rest). With
+        a cgroup, its members; and, either way, whatever below the keeper has not joined it yet
+        (a worker killed while it was still starting)."""
         if self.cgroup is not None:
             self.cgroup.kill()
-            return
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
-            rest = self.members() - {self.root}
+            rest = (self.members() | descendants(self.root)) - {self.root}
             if not rest:
                 break
             _signal(rest, signal.SIGSTOP)

@@ -125,8 +125,9 @@ def test_hidden_files_are_root_only_in_the_zip(tmp_path: Path, run_cli) -> None:
     assert run_cli("lms", "gradescope", "build", "-e", "lab-01", "--out", archive)[0] == 0
     with zipfile.ZipFile(archive) as zf:
         modes = {info.filename: (info.external_attr >> 16) & 0o777 for info in zf.infolist()}
-    lab = [name for name in modes if name.startswith("exercises/")]
+    lab = [name for name in modes if name.startswith("exercises/") and not name.endswith("/")]
     assert lab and all(modes[name] == 0o600 for name in lab), {n: oct(modes[n]) for n in lab}
+    assert all(modes[name] == 0o700 for name in modes if name.startswith("exercises/") and name.endswith("/"))
     assert modes["grader.env"] == 0o600  # the secret seed
 
 
