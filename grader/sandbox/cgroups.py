@@ -197,21 +197,31 @@ def support() -> Support:
 
 
 class WorkerCgroup:
-    """The cgroups of one worker: made before it starts, removed after it is gone."""
+    """The cgroups of one worker: made before it starts, removed after it is gone.
+
+    The keeper sits in the worker's cgroups; everything it starts sits, in the freezing
+    hierarchy, in a child cgroup ``tree`` that is what gets frozen. So a frozen worker never
+    freezes its keeper, which must stay able to act when the grader dies between calls."""
 
     def __init__(self, memory_bytes: int | None, pids_max: int | None, features: Support | None = None) -> None:
         self.support = features or support()
         name = f"grader-{os.getpid()}-{secrets.token_hex(4)}"
         self.dirs: dict[str, Path] = {}
+        self._tree: Path | None = None
         made: dict[Path, Path] = {}
+        self._folders: list[Path] = []
         try:
             for feature, place in self.support.places.items():
                 if place.parent not in made:
+                    _sweep(place.parent)
                     folder = place.parent / name
                     folder.mkdir()
                     made[place.parent] = folder
+                    self._folders.append(folder)
                 self.dirs[feature] = made[place.parent]
-            self._folders = list(made.values())
+            if "freeze" in self.dirs:
+                self._tree = self.dirs["freeze"] / "tree"
+                self._tree.mkdir()
             if "memory" in self.dirs and memory_bytes:
                 folder = self.dirs["memory"]
                 if self.support.places["memory"].v2:
@@ -223,17 +233,29 @@ class WorkerCgroup:
             if "pids" in self.dirs and pids_max:
                 (self.dirs["pids"] / "pids.max").write_text(str(pids_max))
         except OSError:
-            self._folders = list(made.values())
             self.remove()
             raise
 
     def procs_files(self) -> list[str]:
-        """The ``cgroup.procs`` files the worker's first process writes its pid into."""
+        """The ``cgroup.procs`` files the keeper writes its pid into."""
         return [str(folder / "cgroup.procs") for folder in self._folders]
+
+    def keeper_args(self) -> list[str]:
+        """The keeper's options: the cgroups it enters, the one its child enters, how it thaws."""
+        args = []
+        for procs in self.procs_files():
+            args += ["--cgroup", procs]
+        if self._tree is not None:
+            args += ["--tree-cgroup", str(self._tree / "cgroup.procs"), "--thaw", str(self._state_file())]
+        return args
+
+    def _state_file(self) -> Path:
+        assert self._tree is not None
+        return self._tree / ("cgroup.freeze" if self.support.places["freeze"].v2 else "freezer.state")
 
     def members(self) -> set[int]:
         pids: set[int] = set()
-        for folder in self._folders:
+        for folder in [*self._folders, *([self._tree] if self._tree else [])]:
             try:
                 pids.update(int(p) for p in (folder / "cgroup.procs").read_text().split())
             except (OSError, ValueError):
@@ -245,20 +267,16 @@ class WorkerCgroup:
         return "freeze" in self.dirs
 
     def freeze(self, frozen: bool = True) -> bool:
-        """Freeze (or thaw) the whole tree; False if it did not settle in time."""
-        folder = self.dirs["freeze"]
+        """Freeze (or thaw) everything the keeper started; False if it did not settle in time."""
+        assert self._tree is not None
         v2 = self.support.places["freeze"].v2
-        if v2:
-            (folder / "cgroup.freeze").write_text("1" if frozen else "0")
-        else:
-            (folder / "freezer.state").write_text("FROZEN" if frozen else "THAWED")
+        self._state_file().write_text(thaw_value(self._state_file()) if not frozen else ("1" if v2 else "FROZEN"))
         deadline = time.monotonic() + FREEZE_TIMEOUT_S
         while True:
             if v2:
-                events = (folder / "cgroup.events").read_text()
-                done = f"frozen {1 if frozen else 0}" in events
+                done = f"frozen {1 if frozen else 0}" in (self._tree / "cgroup.events").read_text()
             else:
-                done = (folder / "freezer.state").read_text().strip() == ("FROZEN" if frozen else "THAWED")
+                done = (self._tree / "freezer.state").read_text().strip() == ("FROZEN" if frozen else "THAWED")
             if done:
                 return True
             if time.monotonic() > deadline:
@@ -318,7 +336,7 @@ class WorkerCgroup:
         return 0
 
     def remove(self) -> None:
-        for folder in getattr(self, "_folders", []):
+        for folder in [*([self._tree] if self._tree else []), *self._folders]:
             for _ in range(50):
                 try:
                     folder.rmdir()
@@ -327,7 +345,28 @@ class WorkerCgroup:
                     break
                 except OSError:
                     time.sleep(0.01)  # the last processes are still being torn down
-        self._folders = []
+        self._folders, self._tree = [], None
+
+
+def thaw_value(state_file: Path) -> str:
+    return "0" if state_file.name == "cgroup.freeze" else "THAWED"
+
+
+def _sweep(parent: Path) -> None:
+    """Remove the empty worker cgroups that graders which died left under ``parent`` (a keeper
+    outlives its grader only to kill the tree; what it leaves is an empty folder)."""
+    for folder in parent.glob("grader-*-*"):
+        try:
+            creator = int(folder.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if creator == os.getpid() or Path(f"/proc/{creator}").exists():
+            continue
+        for leftover in (folder / "tree", folder):
+            try:
+                leftover.rmdir()
+            except OSError:
+                pass  # not empty (processes still in it), or not ours to remove
 
 
 def _write_if_present(path: Path, value: str) -> None:

@@ -373,7 +373,7 @@ def launch(
         tmp = launcher.private_tmp(uid, limits.budget_mb)
 
         def build(fds: tuple[int, int]) -> WorkerCommand:
-            return launcher.command(python, path, fds, env, limits, uid, cgroup.procs_files() if cgroup else None, tmp)
+            return launcher.command(python, path, fds, env, limits, uid, cgroup.keeper_args() if cgroup else None, tmp)
 
         worker = WorkerProcess(build, MAX_MESSAGE_BYTES, lease, cgroup, tmp, keep_children)
     except OSError as exc:
@@ -404,7 +404,10 @@ def launch(
     if problems:
         worker.kill()
         raise WorkerSetupError(f"the worker ({launcher.mode}) could not set up its isolation: {'; '.join(problems)}")
-    worker.started()
+    worker.started(int(hello.get("pid", -1)))
+    if worker.tree.worker is None:
+        worker.kill()
+        raise WorkerSetupError(f"the worker ({launcher.mode}) could not be found among its processes")
     return worker
 
 

@@ -180,16 +180,13 @@ class Launcher:
         env: dict[str, str],
         limits: Limits,
         uid: int | None = None,
-        cgroup_procs: list[str] | None = None,
+        keeper_args: list[str] | None = None,
         tmp: Path | None = None,
     ) -> WorkerCommand:
         """The command line of one worker. ``uid``: the lease it runs as (when the tier drops
-        it); ``cgroup_procs``: the cgroups the keeper enters first; ``tmp``: its private tmp."""
+        it); ``keeper_args``: the worker's cgroups, for the keeper; ``tmp``: its private tmp."""
         uid = uid if self.drop_uid else None
-        keeper = [python, "-I", "-S", str(KEEPER)]
-        for procs in cgroup_procs or []:
-            keeper += ["--cgroup", procs]
-        keeper.append("--")
+        keeper = [python, "-I", "-S", str(KEEPER), *(keeper_args or []), "--"]
         if self.mode == "bubblewrap":
             cmd = self._bwrap(python, submission, fds, env, limits, uid, tmp)
         else:

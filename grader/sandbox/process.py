@@ -247,10 +247,10 @@ class WorkerProcess:
 
     # -- containment between calls ------------------------------------------------------------
 
-    def started(self) -> None:
-        """The worker said hello (before importing anything of the student's): note which
-        processes are ours (the keeper, bwrap) and which one is the worker."""
-        self.tree.mark()
+    def started(self, own_pid: int) -> None:
+        """The worker said hello (before importing anything of the student's) with its pid as it
+        sees it: note which process is the worker and which are ours (the keeper, bwrap)."""
+        self.tree.mark(own_pid)
 
     def settle(self) -> bool:
         """After an answer: kill what the submission started (unless the lab allows it), then
@@ -326,17 +326,21 @@ class Tree:
             found |= set(processes_of(self.uid))
         return found
 
-    def mark(self) -> None:
-        """The tree is a chain right now (keeper, [bwrap, its init,] worker): its deepest process is the worker."""
+    def mark(self, own_pid: int) -> None:
+        """Name the worker: the process of the tree whose pid, as the worker sees it in its own pid
+        namespace, is ``own_pid`` (its hello says so, before the student's code runs; by then the
+        submission may already have forked). Its ancestors up to the keeper are ours."""
         table = _table()
-        chain = [self.root]
-        while True:
-            kids = [pid for pid, (ppid, _, _) in table.items() if ppid == chain[-1]]
-            if len(kids) != 1:
-                break
-            chain.append(kids[0])
-        self.worker = chain[-1] if len(chain) > 1 else None
-        self.ours = set(chain[:-1]) if len(chain) > 1 else {self.root}
+        below = descendants(self.root)
+        found = [pid for pid in below if _own_pid(pid) == own_pid]
+        if len(found) != 1:
+            return
+        self.worker = found[0]
+        self.ours = {self.root}
+        pid = table.get(self.worker, (0, "", 0))[0]
+        while pid in below:
+            self.ours.add(pid)
+            pid = table.get(pid, (0, "", 0))[0]
 
     def children(self) -> set[int]:
         """Live processes the submission started: everything in the tree but ours and the worker."""
@@ -428,6 +432,18 @@ def _table() -> dict[int, tuple[int, str, int]]:
         except (IndexError, ValueError):
             continue
     return out
+
+
+def _own_pid(pid: int) -> int | None:
+    """``pid`` as the process sees itself: the last NSpid entry (its innermost pid namespace)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 def descendants(root: int) -> set[int]:

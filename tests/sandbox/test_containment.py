@@ -121,17 +121,56 @@ def test_between_calls_the_whole_tree_is_frozen(full: Launcher, tmp_path: Path, 
     assert not any(Path(f"/proc/{pid}").exists() for pid in burner)
 
 
+GRADER_DIES = """
+import json, os, signal, sys, time
+from pathlib import Path
+from grader.sandbox import cgroups
+from grader.sandbox.client import launch
+from grader.sandbox.launchers import probe, worker_env
+import dataclasses
+launcher = probe()
+if sys.argv[2] == "sigstop":
+    launcher = dataclasses.replace(launcher, cgroups=cgroups.Support())
+init = {"op": "init", "module": "burn", "functions": [], "imports": ["numpy"], "threads": 1}
+deadline = time.monotonic() + 30
+worker = launch(launcher, sys.executable, Path(sys.argv[1]), worker_env({}, 1), launcher.limits(1024), init, deadline, True)
+assert worker.receive(deadline).header["op"] == "ready" and worker.settle()
+print(json.dumps(sorted(worker.tree.members())), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("freezer", ["cgroup", "sigstop"])
+def test_a_grader_that_dies_between_calls_leaves_nothing(full: Launcher, tmp_path: Path, freezer: str) -> None:
+    """The grader is killed while the worker's tree is frozen: the keeper (never frozen) thaws
+    and kills the tree, and nothing of it is left, frozen or not."""
+    import json
+
+    folder = tmp_path / "sub"
+    folder.mkdir(mode=0o755)
+    path = folder / "burn.py"
+    path.write_text("import os\nif os.fork() == 0:\n    while True:\n        pass\n")
+    path.chmod(0o644)
+    proc = subprocess.run([sys.executable, "-c", GRADER_DIES, str(path), freezer], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    tree = json.loads(proc.stdout.splitlines()[-1])
+    assert len(tree) >= 3  # the keeper, the worker, its child (and bwrap's two)
+    deadline = time.monotonic() + 10
+    alive = tree
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in tree if Path(f"/proc/{pid}").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()]
+    assert not alive, f"left behind after the grader died: {alive}"
+
+
 @pytest.mark.skipif(not cgroups.support().has("freeze"), reason="no writable cgroup freezer here")
 def test_a_frozen_cgroup_gets_no_cpu() -> None:
     group = cgroups.WorkerCgroup(256 << 20, 16)
-    burner = subprocess.Popen(
-        [sys.executable, "-I", "-S", keeper.__file__, *sum((["--cgroup", p] for p in group.procs_files()), []), "--",
-         sys.executable, "-c", "while True: pass"],
-    )  # fmt: skip
+    burner = subprocess.Popen([sys.executable, "-I", "-S", keeper.__file__, *group.keeper_args(), "--", sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
-        pids = group.members()
-        assert len(pids) == 2  # the keeper and the burner
+        pids = group.members() - {burner.pid}  # the burner; its keeper is never frozen
+        assert len(pids) == 1
 
         assert group.freeze(True)
         before = _cpu_ticks(pids)

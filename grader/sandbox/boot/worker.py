@@ -79,7 +79,7 @@ def apply_seccomp(program: bytes) -> None:
 
 def confinement() -> dict[str, Any]:
     """This process's uid, seccomp mode, no_new_privs and effective capabilities, from /proc."""
-    out: dict[str, Any] = {"uid": os.getuid(), "python": sys.version}
+    out: dict[str, Any] = {"uid": os.getuid(), "pid": os.getpid(), "python": sys.version}
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
