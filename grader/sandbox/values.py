@@ -28,11 +28,17 @@ MAX_MESSAGE_BYTES = 1 << 30
 
 
 def _clip(limit: int) -> AfterValidator:
-    return AfterValidator(lambda text: printable(text[: limit * 2], limit, keep_newlines=True)[:limit])
+    """Keep the start (a message says what happened first)."""
+    return AfterValidator(lambda text: printable(text[:limit]))
+
+
+def _clip_tail(limit: int) -> AfterValidator:
+    """Keep the end (a traceback's last lines are the ones that matter)."""
+    return AfterValidator(lambda text: printable(text[-limit:]))
 
 
 Text = Annotated[str, _clip(500)]
-LongText = Annotated[str, _clip(4000)]
+LongText = Annotated[str, _clip_tail(4000)]
 
 
 class _Answer(BaseModel):

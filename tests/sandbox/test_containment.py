@@ -126,7 +126,8 @@ import json, os, signal, sys, time
 from pathlib import Path
 from grader.sandbox import cgroups
 from grader.sandbox.client import launch
-from grader.sandbox.launchers import probe, worker_env
+from grader.sandbox.launchers import worker_env
+from grader.sandbox.tiers import probe
 import dataclasses
 launcher = probe()
 if sys.argv[2] == "sigstop":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import stat
 import sys
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.sandbox import launchers
+from grader.sandbox import launchers, tiers
 from grader.sandbox.launchers import Launcher, Limits, gpu_devices, worker_env
 
 
@@ -71,7 +73,7 @@ def test_nvidia_smi_maps_indices_and_uuids_to_minor_numbers(dev: Path, tmp_path:
 
 def test_bubblewrap_binds_only_the_allocated_gpu_and_renumbers_it(dev: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    launcher = Launcher("bubblewrap", degraded=False, uid=61000, gpu=True)
+    launcher = dataclasses.replace(tiers.probe(), gpu=True)
     cmd = launcher.command(sys.executable, Path("/tmp/x/sub.py"), (5, 6), worker_env({}, 1), Limits())
     argv = cmd.argv
     binds = [argv[i + 1] for i, a in enumerate(argv) if a == "--dev-bind"]
@@ -81,7 +83,7 @@ def test_bubblewrap_binds_only_the_allocated_gpu_and_renumbers_it(dev: Path, mon
     for fd in cmd.pass_fds[2:]:
         os.close(fd)
 
-    cpu = Launcher("bubblewrap", degraded=False, uid=61000, gpu=False)
+    cpu = dataclasses.replace(tiers.probe(), gpu=False)
     cmd = cpu.command(sys.executable, Path("/tmp/x/sub.py"), (5, 6), worker_env({}, 1), Limits())
     assert "--dev-bind" not in cmd.argv  # a CPU worker gets no GPU at all
     for fd in cmd.pass_fds[2:]:
