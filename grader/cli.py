@@ -100,7 +100,7 @@ def build_parser() -> Parser:
     p.add_argument("--account", "-A", help="Slurm account to charge")
     p.add_argument("--constraint", "-C", help="node features, e.g. a GPU model, so every score is timed on one kind")
     p.add_argument("--seed", type=int, help="public seed of the inputs (default: the lab's fixed seed)")
-    p.add_argument("--allow-unsandboxed", action="store_true", help="let the tasks grade without bubblewrap (degraded)")
+    p.add_argument("--allow-unsandboxed", action="store_true", help="let the tasks grade in a tier that leaves solutions, secret or network within reach (degraded, said in every result)")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--print", dest="print_only", action="store_true", help="write and print the scripts; submit nothing")
     mode.add_argument("--submit", action="store_true", help="write the scripts and submit them: the array, then the merge")
@@ -115,7 +115,7 @@ def build_parser() -> Parser:
     p.add_argument("--torch", help="pip requirement for the CPU torch build (default: this grader's torch version)")
     p.add_argument("--secret-seed", help="secret mixed into every input (default: $GRADER_SECRET_SEED, else a random one)")
     p.add_argument("--timeout", type=_positive, default=540, help="seconds before run_autograder stops the grader (default 540)")
-    p.add_argument("--allow-unsandboxed", action="store_true", help="grade even where bubblewrap cannot start (degraded)")
+    p.add_argument("--allow-unsandboxed", action="store_true", help="grade even where no tier keeps solutions, secret and network out of reach (degraded, said in every result)")
     p = actions.add_parser("run", help="grade the upload inside Gradescope's container (run_autograder calls this)")
     _container_flags(p, "AUTOGRADER_ROOT", "/autograder")
     _scores_parser(actions)
@@ -188,7 +188,7 @@ def _sandbox_flags(p: argparse.ArgumentParser) -> None:
         help="isolation tier (default: the strongest that starts here)",
     )
     p.add_argument(
-        "--allow-unsandboxed", action="store_true", help="let official grading run without bubblewrap (degraded)"
+        "--allow-unsandboxed", action="store_true", help="let official grading run in a tier that leaves solutions, secret or network within reach (degraded, said in every result)"
     )
 
 
