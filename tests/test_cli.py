@@ -39,6 +39,20 @@ def test_submit_starter_scores_zero_without_traceback(run_cli, tmp_path: Path) -
     assert "route is not implemented yet" in out
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["score"] == 0 and {c["status"] for c in result["checks"]} == {"error"}
+    hint = next(c["hint"] for c in result["checks"] if c["id"] == "route-matches-reference")
+    assert hint and " ".join(f"Next: route-matches-reference: {hint}".split()) in " ".join(out.split())
+
+
+def test_an_error_names_its_case_and_keeps_the_students_traceback(run_cli, tmp_path: Path) -> None:
+    source = (LAB01 / "solution.py").read_text().replace(
+        "    logits = x @ w_gate.T\n", "    logits = x @ w_gate.T\n    if x.shape[0] > 1:\n        raise ValueError('two tokens')\n"
+    )
+    (tmp_path / "moe.py").write_text(source)
+    code, out, _ = run_cli("submit", tmp_path / "moe.py", "--out", tmp_path / "r")
+    check = next(c for c in json.loads((tmp_path / "r" / "result.json").read_text())["checks"] if c["id"] == "route-matches-reference")
+    assert check["status"] == "error" and check["message"].startswith("case ") and "ValueError: two tokens" in check["message"]
+    assert 'File "your file"' in check["traceback"] and "raise ValueError('two tokens')" in check["traceback"]
+    assert check["hint"] == ""  # a raise is not a wrong algorithm: no algorithm hint
 
 
 def test_default_report_folder(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -128,9 +128,9 @@ class CheckContext:
         try:
             return self.submission.call(function, case.inputs, case.dims, time_limit_s, **kw)
         except SubmissionFault as fault:
-            if not self.submission.defines(function):
-                raise
-            raise SubmissionFault(fault.status, f"{case.label}: {fault.message}") from None
+            if not self.submission.defines(function) or fault.hint is None and fault.status is Status.error:
+                raise  # no case could have answered, or none would (not implemented yet): no case to name
+            raise SubmissionFault(fault.status, f"{case.label}: {fault.message}", fault.traceback, fault.hint) from None
 
     def claim_probe(self, check_id: str, time_limit_s: float | None) -> Probe:
         return Probe(self, check_id, time_limit_s)
