@@ -241,3 +241,14 @@ def test_list_into_a_closed_pipe_says_nothing(tmp_path: Path) -> None:
         proc.stdout.readline()
         proc.stdout.close()
         assert proc.stderr.read() == b"" and proc.wait() == 0
+
+
+def test_a_speed_check_failed_by_a_wrong_answer_gets_no_speed_hint(run_cli, tmp_path: Path) -> None:
+    source = (LAB01 / "solution.py").read_text()
+    source += "\n\ndef moe_forward_grouped(x, w_gate, w1s, w2s, k):\n    return np.zeros((x.shape[0], w2s.shape[2]))\n"
+    (tmp_path / "moe.py").write_text(source)
+    code, _, _ = run_cli("submit", tmp_path / "moe.py", "--out", tmp_path / "r")
+    checks = {c["id"]: c for c in json.loads((tmp_path / "r" / "result.json").read_text())["checks"]}
+    speed = checks["grouped-is-faster"]
+    assert speed["status"] == "failed" and "a timed call gave a wrong answer" in speed["message"]
+    assert speed["hint"].startswith("speed counts only for right answers")

@@ -36,6 +36,7 @@ from grader.api import (
     case_set_problems,
     support_function_problems,
 )
+from grader.checkers.speedup import WRONG_HINT
 from grader.errors import InfrastructureError
 from grader.sandbox.boot import gpu as harness
 
@@ -164,7 +165,9 @@ class GpuSpeedChecker(Checker):
         times, prints, wall = ctx.submission.time(check.function, sets, limit, warmup=len(warm), budget_s=60.0)
         for i, (got, want) in enumerate(zip(prints, ref_prints)):
             if not _fingerprints_agree(got, want, check.fingerprint_rtol):
-                return Verdict.failed(f"{case.label}: timed call {i + 1} returned a different answer from the reference's")
+                return Verdict.failed(
+                    f"{case.label}: timed call {i + 1} returned a different answer from the reference's", hint=WRONG_HINT
+                )
         if sum(times) > wall * 1e6:
             return Verdict.error(f"{case.label}: the worker reported more time than passed on the grader's clock")
         return times, ref_times

@@ -36,6 +36,8 @@ from grader.api import (
     tolerance_problems,
 )
 
+WRONG_HINT = "speed counts only for right answers: make this function's correctness checks pass first"
+
 
 class CpuSpeedupOptions(TimedCheckSpec):
     """The submission is at least `min_speedup` times faster than the solution's `baseline`."""
@@ -93,7 +95,9 @@ class CpuSpeedupChecker(Checker):
                 for out in spec.returns:
                     result = compare(out.name, expected[i][out.name], got[out.name], tol)
                     if not result.ok:
-                        return Verdict.failed(f"a timed call gave a wrong answer: {result.message}", mismatches=result.mismatches)
+                        return Verdict.failed(
+                            f"a timed call gave a wrong answer: {result.message}", mismatches=result.mismatches, hint=WRONG_HINT
+                        )
                 pairs.append((t_base, got.wall_s))
             medians.append(statistics.median(b / s for b, s in pairs if s > 0))
             if not check.min_speedup / 2 <= medians[-1] < check.min_speedup * check.margin:
