@@ -34,7 +34,7 @@ event-timer jitter and the floor's own byte count, never a kernel beating the ha
 
 MEASURED_WIDENING = 1.5
 """With GRADER_GPU_CEILINGS=measured the floor uses rates measured here, times this: kernels
-were seen reading weights 5% faster than a device copy moves data (moe-peers-h200.md), and a
+were seen reading weights 5% faster than a device copy moves data (an H200, 2026-12-01), and a
 library matrix product reaches 70-80% of the datasheet rate."""
 
 

@@ -1,6 +1,6 @@
 """GPU checks: speed relative to the reference, and a profile of whose kernels do the work.
 
-Timing follows gpu-eval.md section 7. The submission is timed by the harness in its worker
+Timing follows the practice of GPU kernel contests (docs/lab-05-gpu.md). The submission is timed by the harness in its worker
 (warm-up calls on their own inputs, an L2 flush before every timed call, fresh inputs for every
 timed call, a device-wide synchronise before each end event); the reference solution is timed
 by the same harness in the grader's own process, on the same inputs, in the same run, on the
@@ -41,7 +41,7 @@ from grader.errors import InfrastructureError
 from grader.sandbox.boot import gpu as harness
 
 # Kernel-name fragments of library matrix products (cuBLAS, cuBLASLt's nvjet, CUTLASS, torch's
-# own, Inductor's Triton templates); gpu-eval.md section 5 lists where each was seen.
+# own, Inductor's Triton templates), as torch.profiler names them.
 LIBRARY_GEMM = (
     "nvjet", "gemm", "gemv", "cutlass", "cublas", "xmma", "wgmma", "sm90_", "sm80_", "sm100_", "matmul",
     "splitkreduce", "kernel2", "dot_kernel", "triton_tem",

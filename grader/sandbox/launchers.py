@@ -54,7 +54,7 @@ ETC_FILES = ("ld.so.cache", "nsswitch.conf", "localtime")
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits for one worker (sandbox.md section 2.4)."""
+    """Resource limits for one worker (rlimits; docs/sandbox.md says what each one bounds)."""
 
     address_space_mb: int | None = 4096
     cpu_s: int = 120
@@ -436,7 +436,7 @@ def assess(launcher: Launcher, lab_dir: Path | None = None, memory_mb: int | Non
         g["processes"] = (False, "it runs as the grader's uid and can signal the grader's processes")
 
     g["uid"] = (True, "a leased uid of its own, from a range no account uses") if launcher.drop_uid else (False, uid_note)
-    g["seccomp"] = (seccomp.supported(), "deny-list of sandbox.md 4.4, extended" if seccomp.supported() else f"no table for {os.uname().machine}")
+    g["seccomp"] = (seccomp.supported(), "deny-list: no tracing, mounts, namespaces, memfd or SysV IPC, no sockets but AF_UNIX" if seccomp.supported() else f"no table for {os.uname().machine}")
 
     if cg.has("memory") and not launcher.gpu:
         g["memory"] = (True, f"one budget for the whole process tree: {cg.describe('memory')}; tmpfs pages count too")

@@ -7,7 +7,7 @@ System V shared memory, semaphores and message queues, POSIX message queues); an
 but AF_UNIX (so no IP, netlink, packet or vsock socket, in every tier: a network namespace does
 not cover AF_VSOCK, which reaches the host). ``clone`` is allowed unless it asks for a new
 namespace; ``clone3`` answers ENOSYS so that glibc falls back to ``clone``, whose flags a filter
-can read. The deny-list is sandbox.md section 4.4, extended.
+can read. docs/sandbox.md says which guarantee each part holds.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def test_a_reference_under_the_floor_means_wrong_ceilings_not_a_student_error(mo
 
 
 def test_issue_15_h200_times_pass_with_h200_ceilings_and_fail_with_h100_ones() -> None:
-    """The case that broke the selftest: lab-05's reference on an H200 (moe-peers-h200.md, measured
+    """The case that broke the selftest: lab-05's reference on an H200 (issue 15's run, measured
     2026-12-01: DeepSeek-V3 at 64 tokens in 4413.4 us, with 4574.7 us as bytes over the 4.275 TB/s
     copy rate measured in that run) was under a floor computed from an H100's rates."""
     nbytes = 4574.7e-6 * 4.275e12

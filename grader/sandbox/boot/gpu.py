@@ -4,7 +4,7 @@ Large GPU inputs (gigabytes of expert weights) do not travel through the pipe: b
 and the worker *materialise* them from the same recipe (kind, shape, dtype, seed) with torch's
 device generator, which gives bit-identical tensors on the same device and torch version.
 
-The timing harness follows gpu-eval.md section 7: warm-up calls on their own inputs, an L2
+The timing harness follows the practice of GPU kernel contests (docs/lab-05-gpu.md): warm-up calls on their own inputs, an L2
 flush before every timed call, fresh inputs for every timed call (one of them in a warm-up
 call's buffers, refilled), a device-wide synchronise before the end event. The profiler helper returns the per-kernel table of the active
 calls only. Imports nothing at module level beyond the standard library; torch on first use.
