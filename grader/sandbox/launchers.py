@@ -38,7 +38,7 @@ from pathlib import Path
 
 from grader.results import Guarantee
 from grader.sandbox import bwrap as bwrap_detect
-from grader.sandbox import cgroups, seccomp
+from grader.sandbox import cgroups, procfs, seccomp
 
 BOOT_DIR = Path(__file__).parent / "boot"
 KEEPER = Path(__file__).parent / "keeper.py"
@@ -584,20 +584,13 @@ def _parents(path: str, made: set[str], perms: bool) -> list[str]:
 def tasks_of(uid: int) -> int:
     """Tasks (threads included, as RLIMIT_NPROC counts them) whose real uid is ``uid``."""
     total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status", "rb") as fh:
-                text = fh.read()
-        except OSError:
-            continue
-        fields = dict(line.split(b":", 1) for line in text.splitlines() if b":" in line)
-        try:
-            if int(fields[b"Uid"].split()[0]) == uid:
+    for _, fields in procfs.statuses():
+        held = procfs.uids(fields)
+        if held and held[0] == uid:
+            try:
                 total += int(fields[b"Threads"].strip())
-        except (KeyError, ValueError, IndexError):
-            continue
+            except (KeyError, ValueError):
+                continue
     return total
 
 

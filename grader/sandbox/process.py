@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from grader.sandbox import procfs
 from grader.sandbox.boot import wire
 from grader.sandbox.cgroups import WorkerCgroup
 from grader.sandbox.launchers import WorkerCommand
@@ -330,7 +331,7 @@ class Tree:
         """Name the worker: the process of the tree whose pid, as the worker sees it in its own pid
         namespace, is ``own_pid`` (its hello says so, before the student's code runs; by then the
         submission may already have forked). Its ancestors up to the keeper are ours."""
-        table = _table()
+        table = procfs.table()
         below = descendants(self.root)
         found = [pid for pid in below if _own_pid(pid) == own_pid]
         if len(found) != 1:
@@ -349,7 +350,7 @@ class Tree:
         kids = self.members() - self.ours - {self.worker}
         if not kids:
             return kids
-        table = _table()
+        table = procfs.table()
         return {pid for pid in kids if table.get(pid, (0, "Z", 0))[1] not in ("Z", "X")}
 
     def kill_children(self) -> None:
@@ -373,7 +374,7 @@ class Tree:
             targets = self.members() - self.ours
             _signal(targets - self._stopped, signal.SIGSTOP)
             self._stopped |= targets
-            table = _table()
+            table = procfs.table()
             if all(table.get(pid, (0, "Z", 0))[1] in STOPPED for pid in targets):
                 return True
             if time.monotonic() > deadline:
@@ -415,25 +416,6 @@ def _signal(pids: set[int], sig: int) -> None:
             pass
 
 
-def _table() -> dict[int, tuple[int, str, int]]:
-    """pid -> (parent pid, state, start time) for every visible process."""
-    out = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                raw = fh.read()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        try:
-            out[int(entry.name)] = (int(fields[1]), fields[0].decode(), int(fields[19]))
-        except (IndexError, ValueError):
-            continue
-    return out
-
-
 def _own_pid(pid: int) -> int | None:
     """``pid`` as the process sees itself: the last NSpid entry (its innermost pid namespace)."""
     try:
@@ -448,7 +430,7 @@ def _own_pid(pid: int) -> int | None:
 
 def descendants(root: int) -> set[int]:
     """Every process below ``root``."""
-    table = _table()
+    table = procfs.table()
     kids: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
         kids.setdefault(ppid, []).append(pid)
@@ -464,22 +446,7 @@ def descendants(root: int) -> set[int]:
 
 def processes_of(uid: int) -> list[int]:
     """Pids of live processes (zombies aside) whose real uid is ``uid``."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status", "rb") as fh:
-                for line in fh:
-                    if line.startswith(b"State:") and line.split()[1] in (b"Z", b"X"):
-                        break
-                    if line.startswith(b"Uid:"):
-                        if int(line.split()[1]) == uid:
-                            pids.append(int(entry.name))
-                        break
-        except (OSError, ValueError):
-            continue
-    return pids
+    return [pid for pid, fields in procfs.statuses() if procfs.live(fields) and procfs.uids(fields)[:1] == [uid]]
 
 
 def reap(uid: int, timeout_s: float = 5.0) -> list[int]:

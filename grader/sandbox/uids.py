@@ -37,6 +37,8 @@ import pwd
 import secrets
 from pathlib import Path
 
+from grader.sandbox import procfs
+
 RANGE_ENV = "GRADER_WORKER_UIDS"
 LOCKS_ENV = "GRADER_UID_LOCKS"
 DEFAULT_FIRST = 1_900_000_000
@@ -92,19 +94,7 @@ def candidate_ranges() -> list[tuple[int, int]]:
 
 def uids_in_use() -> set[int]:
     """Every uid any visible process holds (real, effective, saved, file system)."""
-    found: set[int] = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status", "rb") as fh:
-                for line in fh:
-                    if line.startswith(b"Uid:"):
-                        found.update(int(v) for v in line.split()[1:])
-                        break
-        except (OSError, ValueError):
-            continue
-    return found
+    return {uid for _, fields in procfs.statuses() for uid in procfs.uids(fields)}
 
 
 def _named(uid: int) -> bool:
