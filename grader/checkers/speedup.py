@@ -54,6 +54,13 @@ class CpuSpeedupOptions(TimedCheckSpec):
         description="A median ratio under `min_speedup` times this (and at least half of `min_speedup`) is measured again.",
     )
     max_rounds: int = Field(default=3, ge=1, description="Rounds of `repeats` pairs at most (more only near the requirement).")
+    retry_near: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="A whole second measurement of a failure this close to the requirement; off by default, since "
+        "the rounds above already measure again anything between half the requirement and `margin` times it.",
+    )
 
     def problems(self, manifest: LabManifest) -> list[tuple[str, str, str]]:
         out = []
