@@ -272,9 +272,8 @@ class Tree:
 
     def members(self) -> set[int]:
         if self.cgroup is not None:
-            found = self.cgroup.members()
-        else:
-            found = descendants(self.root) | {self.root}
+            return self.cgroup.members()  # nothing leaves a cgroup without root's help
+        found = descendants(self.root) | {self.root}
         if self.uid is not None:
             found |= set(processes_of(self.uid))
         return found
