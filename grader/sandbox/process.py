@@ -318,40 +318,42 @@ class Tree:
         self.worker: int | None = None
         self._stopped: set[int] = set()
 
-    def members(self) -> set[int]:
+    def members(self, table: dict[int, procfs.Proc] | None = None) -> set[int]:
+        """Live (not zombie) processes of the tree: the cgroup's, else those below the keeper and
+        those of the leased uid (``table``: a snapshot of /proc to use instead of a fresh one)."""
         if self.cgroup is not None:
-            found = self.cgroup.members()
-        else:
-            found = descendants(self.root) | {self.root}
+            return self.cgroup.members()  # nothing leaves a cgroup without root's help
+        table = procfs.table() if table is None else table
+        found = _below(table, self.root) | {self.root}
         if self.uid is not None:
-            found |= set(processes_of(self.uid))
-        return found
+            found |= {pid for pid, proc in table.items() if proc.uid == self.uid}
+        return {pid for pid in found if pid in table and table[pid].state not in DEAD}
 
     def mark(self, own_pid: int) -> None:
         """Name the worker: the process of the tree whose pid, as the worker sees it in its own pid
         namespace, is ``own_pid`` (its hello says so, before the student's code runs; by then the
         submission may already have forked). Its ancestors up to the keeper are ours."""
         table = procfs.table()
-        below = descendants(self.root)
+        below = _below(table, self.root)
         found = [pid for pid in below if _own_pid(pid) == own_pid]
         if len(found) != 1:
             return
         self.worker = found[0]
         self.ours = {self.root}
-        pid = table.get(self.worker, (0, "", 0))[0]
+        pid = table[self.worker].ppid
         while pid in below:
             self.ours.add(pid)
-            pid = table.get(pid, (0, "", 0))[0]
+            pid = table[pid].ppid
 
-    def children(self) -> set[int]:
+    def children(self, table: dict[int, procfs.Proc] | None = None) -> set[int]:
         """Live processes the submission started: everything in the tree but ours and the worker."""
         if self.worker is None:
             return set()
-        kids = self.members() - self.ours - {self.worker}
-        if not kids:
-            return kids
-        table = procfs.table()
-        return {pid for pid in kids if table.get(pid, (0, "Z", 0))[1] not in ("Z", "X")}
+        kids = self.members(table) - self.ours - {self.worker}
+        if kids and self.cgroup is not None:
+            table = procfs.table() if table is None else table
+            kids = {pid for pid in kids if pid in table and table[pid].state not in DEAD}
+        return kids
 
     def kill_children(self) -> None:
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
@@ -370,16 +372,17 @@ class Tree:
             except OSError:
                 return False
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        table = procfs.table()
         while True:
-            targets = self.members() - self.ours
+            targets = self.members(table) - self.ours
             _signal(targets - self._stopped, signal.SIGSTOP)
             self._stopped |= targets
+            time.sleep(0.0002)  # a signal is delivered when the process next runs
             table = procfs.table()
-            if all(table.get(pid, (0, "Z", 0))[1] in STOPPED for pid in targets):
+            if all(table[pid].state in STOPPED for pid in targets if pid in table) and not (self.members(table) - self.ours - targets):
                 return True
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.001)
 
     def thaw(self) -> None:
         if self.cgroup is not None and self.cgroup.can_freeze:
@@ -408,12 +411,29 @@ class Tree:
         _signal({self.root}, signal.SIGKILL)
 
 
+DEAD = {"Z", "X"}
+
+
 def _signal(pids: set[int], sig: int) -> None:
     for pid in pids:
         try:
             os.kill(pid, sig)
         except OSError:
             pass
+
+
+def _below(table: dict[int, procfs.Proc], root: int) -> set[int]:
+    kids: dict[int, list[int]] = {}
+    for pid, proc in table.items():
+        kids.setdefault(proc.ppid, []).append(pid)
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def _own_pid(pid: int) -> int | None:
@@ -430,18 +450,7 @@ def _own_pid(pid: int) -> int | None:
 
 def descendants(root: int) -> set[int]:
     """Every process below ``root``."""
-    table = procfs.table()
-    kids: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        kids.setdefault(ppid, []).append(pid)
-    found: set[int] = set()
-    todo = [root]
-    while todo:
-        for child in kids.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
+    return _below(procfs.table(), root)
 
 
 def processes_of(uid: int) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 
 def statuses() -> Iterator[tuple[int, dict[bytes, bytes]]]:
@@ -33,20 +34,35 @@ def live(fields: dict[bytes, bytes]) -> bool:
     return fields.get(b"State", b"? ").split()[:1] not in ([b"Z"], [b"X"])
 
 
-def table() -> dict[int, tuple[int, str, int]]:
-    """pid -> (parent pid, state, start time) for every visible process, from /proc/<pid>/stat."""
+@dataclass(frozen=True)
+class Proc:
+    """One process in a snapshot of /proc."""
+
+    ppid: int
+    state: str
+    uid: int
+
+
+def table() -> dict[int, Proc]:
+    """A snapshot of every visible process: its parent, state and (effective) uid, one read each."""
     out = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                raw = fh.read()
+            fd = os.open(f"/proc/{entry.name}/stat", os.O_RDONLY)
         except OSError:
             continue
+        try:
+            raw = os.read(fd, 1024)
+            uid = os.fstat(fd).st_uid  # /proc/<pid> files belong to the process's effective uid
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
         fields = raw[raw.rfind(b")") + 2 :].split()
         try:
-            out[int(entry.name)] = (int(fields[1]), fields[0].decode(), int(fields[19]))
+            out[int(entry.name)] = Proc(int(fields[1]), fields[0].decode(), uid)
         except (IndexError, ValueError):
             continue
     return out

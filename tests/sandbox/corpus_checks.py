@@ -37,9 +37,13 @@ def _no_slot_processes(result: GradeResult) -> None:
     survivors = []
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
-            uid_line = next(line for line in status.read_text().splitlines() if line.startswith("Uid:"))
+            lines = status.read_text().splitlines()
+            uid_line = next(line for line in lines if line.startswith("Uid:"))
+            state = next(line for line in lines if line.startswith("State:")).split()[1]
         except (OSError, StopIteration):
             continue
+        if state in ("Z", "X"):
+            continue  # dead already, waiting for its parent (init, by now) to collect it
         uid = int(uid_line.split()[1])
         first, last = configured_range()
         if first <= uid <= last and not leased(uid):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import stat
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from grader.sandbox import launchers, tiers
-from grader.sandbox.launchers import Launcher, Limits, gpu_devices, worker_env
+from grader.sandbox.launchers import Limits, gpu_devices, worker_env
 
 
 @pytest.fixture
