@@ -289,6 +289,12 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _manifest(exercise: str) -> LabManifest:
+    """The lab an --exercise names (an id or an unambiguous prefix), loaded and validated."""
+    labs = _labs()
+    return load_manifest(labs[discovery.resolve(exercise, labs)], default_plugins().checkers())
+
+
 def _batch_out(args: argparse.Namespace, lab_id: str) -> Path:
     return args.out or Path("reports") / lab_id / f"batch-{args.folder.resolve().name}"
 
@@ -298,14 +304,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from grader.batch.shard import Shard
 
     plugins = default_plugins()
-    labs = _labs()
-    lab_id = discovery.resolve(args.exercise, labs)
+    manifest = _manifest(args.exercise)
+    lab_id = manifest.id
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder}: no such folder")
     shard = Shard.parse(args.shard) if args.shard else None
     if args.merge_only and (shard or args.force):
         raise UsageError("--merge-only grades nothing: it takes no --shard or --force")
-    manifest = load_manifest(labs[lab_id], plugins.checkers())
     out = _batch_out(args, lab_id)
     options = BatchOptions(
         args.folder, out, args.jobs, args.force, args.seed, args.allow_unsandboxed, args.deadline, shard=shard
@@ -364,14 +369,12 @@ def cmd_slurm(args: argparse.Namespace) -> int:
     from grader.manifest import Hardware
     from grader.seeds import SECRET_ENV, secret_from_env
 
-    plugins = default_plugins()
-    labs = _labs()
-    lab_id = discovery.resolve(args.exercise, labs)
+    manifest = _manifest(args.exercise)
+    lab_id = manifest.id
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder}: no such folder")
     if args.submit:
         sbatch_path()
-    manifest = load_manifest(labs[lab_id], plugins.checkers())
     out = _batch_out(args, lab_id)
     gpus = args.gpus_per_task
     if gpus is None:
@@ -425,10 +428,8 @@ def cmd_lms(args: argparse.Namespace) -> int:
 def _gradescope_build(args: argparse.Namespace) -> int:
     from grader.lms.gradescope import build_autograder
 
-    plugins = default_plugins()
-    labs = _labs()
-    lab_id = discovery.resolve(args.exercise, labs)
-    manifest = load_manifest(labs[lab_id], plugins.checkers())
+    manifest = _manifest(args.exercise)
+    lab_id = manifest.id
     out = args.out or Path(f"gradescope-autograder-{lab_id}.zip")
     secret = args.secret_seed or os.environ.get("GRADER_SECRET_SEED") or None
     try:
@@ -448,9 +449,7 @@ def _scores(args: argparse.Namespace) -> int:
     from grader.atomic import write_atomic
     from grader.batch.scores import score_rows, to_csv
 
-    plugins = default_plugins()
-    labs = _labs()
-    manifest = load_manifest(labs[discovery.resolve(args.exercise, labs)], plugins.checkers())
+    manifest = _manifest(args.exercise)
     if args.platform == "prairielearn" and not args.qid:
         raise UsageError("name the question: --qid (its id in PrairieLearn)")
     rows = score_rows(args.folder, manifest, args.platform, getattr(args, "qid", "") or "", getattr(args, "instance", 1))
@@ -466,9 +465,7 @@ def _scores(args: argparse.Namespace) -> int:
 
 
 def _prairielearn_config(args: argparse.Namespace) -> int:
-    plugins = default_plugins()
-    labs = _labs()
-    manifest = load_manifest(labs[discovery.resolve(args.exercise, labs)], plugins.checkers())
+    manifest = _manifest(args.exercise)
     plan = points_plan(manifest, "prairielearn")
     auto = sum(manifest.checks[c].points for c in plan["upload"])
     manual = manifest.max_score - auto

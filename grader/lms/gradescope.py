@@ -42,9 +42,10 @@ OUTPUT_LIMIT = 16000
 LAB_EXCLUDE = {"wrong", "accepted", "tests", "__pycache__", ".pytest_cache"}
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
+    """Printable text of at most about ``limit`` characters, saying how much was cut."""
     text = printable(text)
-    return text if len(text) <= limit else text[: limit - 40] + f"\n... ({len(text) - limit + 40} more characters cut)"
+    return text if len(text) <= limit else text[: max(0, limit - 40)] + f"\n... ({len(text) - limit + 40} more characters cut)"
 
 
 STUDENT_INFRA = (
@@ -68,7 +69,7 @@ def check_output(check: CheckResult, limit: int = TEST_OUTPUT_LIMIT) -> str:
         lines += [block(check.traceback.strip()[-3000:]), ""]
     if check.hint and check.status is not Status.passed:
         lines.append(f"**What to look at:** {cell(check.hint, 1000)}")
-    return _clip("\n".join(lines), limit)
+    return clip("\n".join(lines), limit)
 
 
 def pending_note(checks: list[CheckResult]) -> str:
@@ -128,7 +129,7 @@ class GradescopeFormat(LmsFormat):
         payload: dict[str, Any] = {
             "score": float(result.score) if result.gradable else 0.0,
             "execution_time": round(result.duration_s, 3),
-            "output": _clip("\n".join(lines), OUTPUT_LIMIT),
+            "output": clip("\n".join(lines), OUTPUT_LIMIT),
             "output_format": "md",
             "test_output_format": "md",
             "test_name_format": "text",
@@ -163,7 +164,7 @@ class GradescopeFormat(LmsFormat):
             "output_format": "md",
             "stdout_visibility": "hidden",
             "tests": [],
-            "extra_data": {"grader": __version__, "gradable": False, "error": _clip(reason, 4000)},
+            "extra_data": {"grader": __version__, "gradable": False, "error": clip(reason, 4000)},
         }
 
 

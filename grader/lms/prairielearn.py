@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.lms.base import LmsFormat
-from grader.lms.gradescope import STUDENT_INFRA, check_output
+from grader.lms.gradescope import STUDENT_INFRA, check_output, clip
 from grader.results import CheckResult, GradeResult, Problem, Visibility
 from grader.text import printable
 
@@ -25,11 +25,6 @@ SIZE_LIMIT = 1_000_000
 """PrairieLearn rejects a results.json over 1 MB."""
 BUDGET = 900_000
 """What this format aims for, to stay clear of the limit."""
-
-
-def _clip(text: str, limit: int) -> str:
-    text = printable(text)
-    return text if len(text) <= limit else text[: max(0, limit - 40)] + f"\n... ({len(text) - limit + 40} more characters cut)"
 
 
 def shown_on_upload(check: CheckResult) -> bool:
@@ -54,7 +49,7 @@ class PrairieLearnFormat(LmsFormat):
         later = [c for c in result.checks if not shown_on_upload(c)]
         if not result.gradable:
             reason = (result.error or "nothing to grade") if result.problem is Problem.submission else STUDENT_INFRA
-            reason = _clip(reason, 2000)
+            reason = clip(reason, 2000)
             return {"gradable": False, "score": 0.0, "message": f"Not graded: {reason}", "format_errors": [reason]}
         tests = [
             {
@@ -62,7 +57,7 @@ class PrairieLearnFormat(LmsFormat):
                 "description": check.title,
                 "points": float(check.score),
                 "max_points": float(check.max_score),
-                "message": _clip(" ".join(check.message.split()), 2000),
+                "message": clip(" ".join(check.message.split()), 2000),
                 "output": check_output(check),
             }
             for check in shown
@@ -102,10 +97,10 @@ def fit(payload: dict[str, Any], budget: int = BUDGET) -> dict[str, Any]:
     for limit in (16000, 4000, 1000, 200, 0):
         if _size(payload) <= budget:
             return payload
-        payload["output"] = _clip(payload.get("output", ""), limit * 4)
+        payload["output"] = clip(payload.get("output", ""), limit * 4)
         for test in payload.get("tests", []):
-            test["output"] = _clip(test.get("output", ""), limit)
-            test["message"] = _clip(test.get("message", ""), max(limit, 200))
+            test["output"] = clip(test.get("output", ""), limit)
+            test["message"] = clip(test.get("message", ""), max(limit, 200))
     if _size(payload) > budget:  # only a pathological number of checks gets here
         payload["tests"] = payload.get("tests", [])[: max(1, len(payload.get("tests", [])) // 4)]
         payload["output"] = "(cut to fit PrairieLearn's 1 MB limit)"
