@@ -35,6 +35,8 @@ def compare(name: str, expected: np.ndarray, got: np.ndarray, tol: Tolerance) ->
         return Comparison(False, f"{name} has shape {got.shape}, expected {expected.shape}")
     if tol.norm is not None:
         return _compare_norm(name, expected, got, tol.norm)
+    if tol.calc_diff is not None:
+        return _compare_calc_diff(name, expected, got, tol.calc_diff)
     exact = tol.rtol == 0 and tol.atol == 0
     if exact or not (np.issubdtype(expected.dtype, np.floating) or np.issubdtype(got.dtype, np.floating)):
         bad = expected != got
@@ -61,24 +63,56 @@ def compare(name: str, expected: np.ndarray, got: np.ndarray, tol: Tolerance) ->
     return Comparison(False, message, mismatches)
 
 
-def _compare_norm(name: str, expected: np.ndarray, got: np.ndarray, bound: float) -> Comparison:
-    e = expected.astype(np.float64)
-    g = got.astype(np.float64)
+def _nonfinite(name: str, e: np.ndarray, g: np.ndarray) -> Comparison | None:
     finite = np.isfinite(g)
-    if not finite.all():
-        bad = np.argwhere(~finite)[:MAX_MISMATCHES]
-        mismatches = [Mismatch(where=_index(name, tuple(i)), expected=_fmt(e[tuple(i)]), got=_fmt(g[tuple(i)])) for i in bad]
-        return Comparison(False, f"{name}: {int((~finite).sum())} NaN or infinite value(s); NaN never passes", mismatches)
+    if finite.all():
+        return None
+    bad = np.argwhere(~finite)[:MAX_MISMATCHES]
+    mismatches = [Mismatch(where=_index(name, tuple(i)), expected=_fmt(e[tuple(i)]), got=_fmt(g[tuple(i)])) for i in bad]
+    return Comparison(False, f"{name}: {int((~finite).sum())} NaN or infinite value(s); NaN never passes", mismatches)
+
+
+def _largest_errors(name: str, e: np.ndarray, g: np.ndarray, what: str) -> Comparison:
     err = np.abs(g - e)
-    rel = float(np.linalg.norm(err) / max(np.linalg.norm(e), 1e-30))
-    if rel <= bound:
-        return Comparison(True)
     worst = np.argsort(err, axis=None)[::-1][:MAX_MISMATCHES]
     where = [np.unravel_index(i, err.shape) for i in worst]
     mismatches = [Mismatch(where=_index(name, tuple(i)), expected=_fmt(e[tuple(i)]), got=_fmt(g[tuple(i)])) for i in where]
     first = mismatches[0] if mismatches else None
     detail = f"; largest at {first.where}: expected {first.expected}, got {first.got}" if first else ""
-    return Comparison(False, f"{name}: relative error {rel:.3g} exceeds {bound:g} (||got - expected|| / ||expected||){detail}", mismatches)
+    return Comparison(False, f"{name}: {what}{detail}", mismatches)
+
+
+def _compare_norm(name: str, expected: np.ndarray, got: np.ndarray, bound: float) -> Comparison:
+    e = expected.astype(np.float64)
+    g = got.astype(np.float64)
+    bad = _nonfinite(name, e, g)
+    if bad is not None:
+        return bad
+    rel = float(np.linalg.norm(g - e) / max(np.linalg.norm(e), 1e-30))
+    if rel <= bound:
+        return Comparison(True)
+    return _largest_errors(name, e, g, f"relative error {rel:.3g} exceeds {bound:g} (||got - expected|| / ||expected||)")
+
+
+def calc_diff(expected: np.ndarray, got: np.ndarray) -> float:
+    """DeepGEMM's similarity metric: 1 - 2<x, y> / (||x||^2 + ||y||^2); 0 when equal, 1 when orthogonal
+    (two all-zero arrays count as equal)."""
+    e = expected.astype(np.float64).ravel()
+    g = got.astype(np.float64).ravel()
+    denom = float(e @ e + g @ g)
+    return 0.0 if denom == 0 else 1.0 - 2.0 * float(e @ g) / denom
+
+
+def _compare_calc_diff(name: str, expected: np.ndarray, got: np.ndarray, bound: float) -> Comparison:
+    e = expected.astype(np.float64)
+    g = got.astype(np.float64)
+    bad = _nonfinite(name, e, g)
+    if bad is not None:
+        return bad
+    diff = calc_diff(e, g)
+    if diff <= bound:
+        return Comparison(True)
+    return _largest_errors(name, e, g, f"calc_diff {diff:.3g} exceeds {bound:g} (1 - 2<got, expected> / (||got||^2 + ||expected||^2))")
 
 
 def sort_rows(key: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
