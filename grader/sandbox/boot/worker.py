@@ -249,16 +249,17 @@ def to_e4m3fn(values: np.ndarray, toward_zero: bool = False) -> np.ndarray:
     """e4m3fn codes of float values as a GPU converts them (cvt.rn.satfinite): round to nearest
     even (or toward zero), finite values beyond +-448 saturate to +-448, NaN stays NaN (0x7F)."""
     v = np.asarray(values, dtype=np.float64)
-    mag = np.minimum(np.abs(v), 448.0)
-    with np.errstate(divide="ignore"):
-        exponent = np.floor(np.log2(np.where(mag > 0, mag, 1.0)))
-    spacing = np.exp2(np.maximum(exponent, -6.0) - 3.0)  # subnormals below 2**-6 are spaced 2**-9
-    steps = mag / spacing  # exact: a power-of-two division
-    rounded = (np.trunc(steps) if toward_zero else np.round(steps)) * spacing
-    finite = wire.E4M3FN[:127]  # codes 0x00..0x7E, ascending
-    codes = np.searchsorted(finite, np.minimum(rounded, 448.0)).astype(np.uint8)
+    nan = np.isnan(v)
+    mag = np.where(nan, 0.0, np.minimum(np.abs(v), 448.0))
+    _, exponent = np.frexp(mag)  # mag = m * 2**exponent with 0.5 <= m < 1
+    lead = np.where(mag > 0, np.maximum(exponent - 1, -6), -6)  # the leading bit's exponent; subnormals share 2**-6's
+    scaled = np.ldexp(mag, 3 - lead)  # in units of the spacing 2**(lead - 3): exact
+    steps = np.trunc(scaled) if toward_zero else np.rint(scaled)  # rint rounds half to even
+    # code = 8 * (biased exponent) + mantissa, the same as 8 * (lead + 6) + steps for every
+    # binade: a mantissa rounding up to 16 steps carries into the exponent by itself.
+    codes = (8 * (lead + 6) + steps).astype(np.uint8)
     codes |= np.where(np.signbit(v), 0x80, 0).astype(np.uint8)
-    return np.where(np.isnan(v), np.uint8(0x7F), codes).astype(np.uint8)
+    return np.where(nan, np.uint8(0x7F), codes).astype(np.uint8)
 
 
 def _repair_fp8(interp: Any) -> None:
@@ -330,18 +331,32 @@ PTX_MMA = re.compile(r"\b(?:wgmma\.mma_async|mma\.sync|tcgen05\.mma)[\w.:]*")
 SASS_MMA = re.compile(r"\b[A-Z]{1,3}[GM]MA(?:\.\w+)*")
 
 
-def compiled_code(module: Any) -> list[dict[str, Any]]:
-    """Each compiled kernel of the submission's Triton kernels: its name and the distinct matrix
-    instructions of its PTX and, where Triton can disassemble it, its SASS."""
-    rows = []
+def jit_functions(module: Any) -> list[Any]:
+    """The JIT functions behind the Triton kernels the submission defines (autotuned or not)."""
+    found = []
     for value in vars(module).values():
         fn = value
         while hasattr(fn, "fn") and not hasattr(fn, "device_caches"):
             fn = fn.fn  # an autotuner or heuristics wraps the JIT function
         caches = getattr(fn, "device_caches", None)
-        if not isinstance(caches, dict) or getattr(getattr(fn, "fn", None), "__module__", None) != module.__name__:
-            continue
-        for entry in list(caches.values()):
+        if isinstance(caches, dict) and getattr(getattr(fn, "fn", None), "__module__", None) == module.__name__:
+            found.append(fn)
+    return found
+
+
+def forget_compiled(module: Any) -> None:
+    """Empty the in-memory caches of compiled kernels of the submission's JIT functions, so that
+    the next call compiles (from Triton's disk cache) exactly the kernels it launches."""
+    for fn in jit_functions(module):
+        fn.device_caches.clear()
+
+
+def compiled_code(module: Any) -> list[dict[str, Any]]:
+    """Each compiled kernel of the submission's Triton kernels: its name and the distinct matrix
+    instructions of its PTX and, where Triton can disassemble it, its SASS."""
+    rows = []
+    for fn in jit_functions(module):
+        for entry in list(fn.device_caches.values()):
             for table in entry if isinstance(entry, tuple) else (entry,):
                 for kernel in list(table.values()) if isinstance(table, dict) else ():
                     asm = getattr(kernel, "asm", None)
@@ -432,6 +447,7 @@ def main() -> int:
                     times, prints = gpu.time_calls(fn, sets, request.get("warmup", 3), request.get("budget_s", 3.0))
                     reply = {"op": "result", "id": call_id, "ok": True, "times_us": times, "fingerprints": prints}
                 elif op == "code":
+                    forget_compiled(module)  # what earlier calls compiled (other shapes, other tiles) is not this call's
                     fn(*sets[0])  # compiles every kernel the call launches
                     if torch is not None and torch.cuda.is_available():
                         torch.cuda.synchronize()
