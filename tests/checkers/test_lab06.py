@@ -94,21 +94,21 @@ def test_an_exact_tie_must_round_to_even_where_the_scale_is_a_power_of_two() -> 
 
 
 def test_oracle_ii_bound_is_well_above_the_formats_own_noise() -> None:
-    """The manifest's quantisation-noise bound against the format computed exactly (oracle (i))
-    on the 60 random CPU cases its comment quotes: 0.8e-3 to 3.0e-3, median 1.9e-3."""
-    bound = load_manifest(LAB06, default_plugins().checkers()).tolerance("quantisation-noise").calc_diff
-    rng = np.random.default_rng(1)
-    noise = []
-    for _ in range(60):
-        E = int(rng.integers(1, 11))
-        dims = dict(T=int(rng.integers(1, 17)), H=int(rng.integers(1, 400)), I=int(rng.integers(1, 300)), E=E, k=int(rng.integers(1, min(E, 4) + 1)))
-        inp = lab.cpu_inputs(rng, **dims)
-        args = [torch.from_numpy(inp[n]) if isinstance(inp[n], np.ndarray) else inp[n] for n in ("x", "w1", "w1_scale", "w2", "w2_scale", "topk_weights", "topk_ids")]
-        exact = lab.moe_dequant_reference(*args)
-        full = lab.moe_unquantised_reference(args[0], inp["w1_full"], inp["w2_full"], args[5], args[6])
-        noise.append(calc_diff(full.numpy(), exact.numpy()))
-    assert 0.7e-3 < min(noise) and max(noise) < 3.1e-3 and 1.8e-3 < float(np.median(noise)) < 2.0e-3
-    assert max(noise) < bound / 2
+    """The format computed exactly (oracle (i)) against the unquantised layer, at the shapes
+    oracle (ii) grades: the first 15 of the 100 draws per shape the manifest quotes (median
+    2.1e-3, worst 4.9e-3), all under half the bound."""
+    manifest = load_manifest(LAB06, default_plugins().checkers())
+    bound = manifest.tolerance("quantisation-noise").calc_diff
+    for dims in manifest.cases["cpu_noise"].fixed:
+        rng = np.random.default_rng(0)
+        noise = []
+        for _ in range(15):
+            inp = lab.cpu_inputs(rng, **dims)
+            args = [torch.from_numpy(inp[n]) if isinstance(inp[n], np.ndarray) else inp[n] for n in ("x", "w1", "w1_scale", "w2", "w2_scale", "topk_weights", "topk_ids")]
+            exact = lab.moe_dequant_reference(*args)
+            full = lab.moe_unquantised_reference(args[0], inp["w1_full"], inp["w2_full"], args[5], args[6])
+            noise.append(calc_diff(full.numpy(), exact.numpy()))
+        assert 1e-3 < min(noise) and max(noise) < bound / 2, (dims, noise)
 
 
 POISON_LAB = {

@@ -116,11 +116,11 @@ def moe_unquantised_reference(x, w1_full, w2_full, topk_weights, topk_ids):
 
 
 def _routing(rng: np.random.Generator, T: int, E: int, k: int, skew: float) -> tuple[np.ndarray, np.ndarray]:
-    logits = rng.standard_normal((T, E)) + skew * np.linspace(2, 0, E)
-    ids = np.argsort(-logits, axis=1)[:, :k]
-    chosen = np.take_along_axis(logits, ids, axis=1)
-    w = np.exp(chosen - chosen.max(axis=1, keepdims=True))
-    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32), ids
+    """k distinct experts per token, the low ones favoured by ``skew`` (so that some high ones go
+    without tokens), and combine weights that sum to 1."""
+    favour = np.exp(skew * np.linspace(1.0, -1.0, E))
+    ids = np.stack([rng.choice(E, size=k, replace=False, p=favour / favour.sum()) for _ in range(T)])
+    return rng.dirichlet(np.ones(k), size=T).astype(np.float32), ids
 
 
 def _poisoned_view(t, pad: tuple[int, ...], transpose: bool = False):
@@ -149,7 +149,7 @@ def cpu_inputs(
     import torch
 
     seed = int(rng.integers(1 << 30))
-    weights, ids = _routing(rng, T, E, k, skew=float(rng.uniform(0, 2)))
+    weights, ids = _routing(rng, T, E, k, skew=float(rng.uniform(0, 3)))
     parts = {}
     for offset, (name, shape) in enumerate((("w1", (E, 2 * I, H)), ("w2", (E, H, I)))):
         for part in ("weight", "scale", "original"):
@@ -186,12 +186,13 @@ def quant_inputs(rng: np.random.Generator, M: int, K: int, bf16: int = 0) -> dic
 
 
 def gpu_inputs(rng: np.random.Generator, model: int, T: int) -> tuple[dict, dict]:
-    """One graded shape, and its sizes. Weights depend only on the model (built once per process
-    and cached); activations and routing come from the grading seed."""
+    """A GPU shape as recipes the grader and the worker each build on the device, and its sizes.
+    The e4m3 weights and their scales follow from the model alone (cached per process); x and the
+    routing from the grading seed."""
     name, E, k, H, I = MODELS[model]
-    w_seed = 8000 + 10 * model
     seed = int(rng.integers(1 << 30))
     weights, ids = recipes.routing(T, E, k, seed + 1)
+    w_seed = 8000 + 10 * model
     precise = name == "precision"
     style = {"spread": 0.0 if precise else 2.0, "uniform": precise, "positive": precise, "dtype": "bfloat16", "cache": True}
     if precise:  # positive, and every group's amax 1.0: one activation scale everywhere

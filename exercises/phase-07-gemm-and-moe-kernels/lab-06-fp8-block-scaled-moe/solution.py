@@ -148,6 +148,15 @@ def _tile(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
+def _block(pid_m, sorted_ptr, expert_ids_ptr, numel, BLOCK_M: tl.constexpr):
+    """Block pid_m of the sorted assignments: its rows, their slots (t*k + j), which of them are
+    real (padding holds the sentinel T*k) and the block's expert (int64: it scales a stride)."""
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    slots = tl.load(sorted_ptr + rows)
+    return rows, slots, slots < numel, tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+
+
+@triton.jit
 def _gemm1_kernel(
     xq_ptr, xs_ptr, w_ptr, ws_ptr, hq_ptr, hs_ptr, sorted_ptr, expert_ids_ptr, total_ptr,
     numel, top_k, I, H, num_pid_m,
@@ -158,11 +167,8 @@ def _gemm1_kernel(
     """hq, hs = quant(silu(x @ gate.T) * (x @ up.T)) for BLOCK_M sorted rows and one group of I."""
     pid_m, pid_n = _tile(tl.program_id(0), num_pid_m, tl.cdiv(I, GROUP), GROUP_M)
     if pid_m * BLOCK_M < tl.load(total_ptr):
-        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        slots = tl.load(sorted_ptr + rows)
-        valid = slots < numel
+        rows, slots, valid, expert = _block(pid_m, sorted_ptr, expert_ids_ptr, numel, BLOCK_M)
         tokens = tl.where(valid, slots // top_k, 0).to(tl.int64)
-        expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
         offs_n = pid_n * GROUP + tl.arange(0, GROUP)
         n_ok = offs_n < I
         up_n = I + offs_n  # up rows follow the I gate rows: its 128-row scale blocks need not align
@@ -205,11 +211,8 @@ def _gemm2_kernel(
     """out[token] += routing weight * (hq * hs) @ (w2 * w2s).T for BLOCK_M sorted rows."""
     pid_m, pid_n = _tile(tl.program_id(0), num_pid_m, tl.cdiv(H, BLOCK_N), GROUP_M)
     if pid_m * BLOCK_M < tl.load(total_ptr):
-        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        slots = tl.load(sorted_ptr + rows)
-        valid = slots < numel
+        rows, slots, valid, expert = _block(pid_m, sorted_ptr, expert_ids_ptr, numel, BLOCK_M)
         rows64 = rows.to(tl.int64)
-        expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         n_ok = offs_n < H
         offs_k = tl.arange(0, GROUP)
