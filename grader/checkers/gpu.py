@@ -137,6 +137,12 @@ class GpuSpeedChecker(Checker):
     name = "gpu-speed"
     Options = GpuSpeedOptions
 
+    def prepare(self, check_id: str, check: GpuSpeedOptions, lab: Any, seeds: Any) -> None:
+        """Calibrate the device (cached per process and across processes) before the check's turn."""
+        work_fn = lab.support_function(check.work)
+        works = [work_fn(case.inputs) for case in lab.cases(check.cases, seeds, check_id)]
+        hardware.measured_ceilings(tuple({str(w[2]) for w in works}))
+
     def run(self, check_id: str, check: GpuSpeedOptions, ctx: CheckContext) -> Verdict:
         first = self._round(check_id, check, ctx, 0)
         near = first.status is Status.failed and first.margin is not None and -check.remeasure_near <= first.margin < 0
