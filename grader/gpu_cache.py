@@ -64,37 +64,14 @@ def _private_dir(path: Path, mode: int) -> Path:
 # --- the reference's kernels ---------------------------------------------------------------------
 
 
-def device_identity() -> dict[str, Any]:
-    """What compiled kernels depend on: the device, its driver, torch and Triton (empty without CUDA)."""
-    try:
-        import torch
-        import triton
-    except ImportError:
-        return {}
-    if not torch.cuda.is_available():
-        return {}
-    from grader.hardware import gpu_details
-
-    props = torch.cuda.get_device_properties(0)
-    return {
-        "device": props.name,
-        "capability": f"{props.major}.{props.minor}",
-        "driver": gpu_details().get("gpu_driver"),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-    }
-
-
 NOT_LISTABLE = 0o311
 
 
-def reference_kernels(solution: Path, identity: Mapping[str, Any] | None = None) -> Path | None:
-    """The folder of the compiled kernels of the solution at ``solution`` on this device (made,
-    searchable, not listable), or None when the cache is off or there is no CUDA device."""
-    if not enabled():
-        return None
-    identity = device_identity() if identity is None else identity
-    if not identity:
+def reference_kernels(solution: Path, identity: Mapping[str, Any]) -> Path | None:
+    """The folder of the compiled kernels of the solution at ``solution`` on the device ``identity``
+    names (hardware.device_identity(); made, searchable, not listable), or None when the cache is
+    off or there is no CUDA device."""
+    if not enabled() or not identity:
         return None
     try:
         source = hashlib.sha256(Path(solution).read_bytes()).hexdigest()

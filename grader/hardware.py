@@ -246,6 +246,26 @@ def gpu_facts(device: int = 0) -> dict[str, Any]:
     }
 
 
+def device_identity() -> dict[str, Any]:
+    """What compiled kernels and a calibration depend on: the device, its driver, torch and Triton
+    (empty without CUDA)."""
+    try:
+        import torch
+        import triton
+    except ImportError:
+        return {}
+    if cuda_device() is None:
+        return {}
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "device": props.name,
+        "capability": f"{props.major}.{props.minor}",
+        "driver": gpu_details().get("gpu_driver"),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+    }
+
+
 # --- ceilings measured on the device at hand ---------------------------------------------------
 
 CALIBRATION_VERSION = 2
@@ -340,7 +360,7 @@ def ceilings_from(values: dict[str, Any], fresh: bool) -> Ceilings:
 def _measure(device: int, dtypes: tuple[str, ...]) -> Ceilings:
     import torch
 
-    identity = {**gpu_cache.device_identity(), "uuid": str(getattr(torch.cuda.get_device_properties(device), "uuid", device)),
+    identity = {**device_identity(), "uuid": str(getattr(torch.cuda.get_device_properties(device), "uuid", device)),
                 "dtypes": list(dtypes), "calibration": CALIBRATION_VERSION}  # fmt: skip
     values, fresh = gpu_cache.calibration(identity, lambda: _calibrate(device, dtypes))
     return ceilings_from(values, fresh)

@@ -337,7 +337,7 @@ class Grader:
         reads through (grader/gpu_cache.py), calibrate, and start the GPU worker (importing
         torch and the submission). The GPU checks wait for both (``_run``); nothing is timed
         while they run."""
-        self._kernels = gpu_cache.reference_kernels(self.lab.directory / "solution.py")
+        self._kernels = gpu_cache.reference_kernels(self.lab.directory / "solution.py", hardware.device_identity())
         gpu_cache.use_for_this_process(self._kernels)
         gpu_checks = {cid: c for cid, c in self.manifest.checks.items() if c.requires is Hardware.gpu}
         self.lab.support, self.lab.solution  # imported here, not in two threads at once  # noqa: B018

@@ -79,7 +79,7 @@ def gpu_lab(make_lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Lab:
     )
     lab = make_lab(edit=lambda text: text + probe)
     monkeypatch.setattr(hardware, "cuda_device", lambda: "Fake GPU")
-    monkeypatch.setattr(gpu_cache, "device_identity", lambda: IDENTITY)
+    monkeypatch.setattr(hardware, "device_identity", lambda: IDENTITY)
     monkeypatch.setenv(gpu_cache.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
     GpuProbe.seen.clear()
