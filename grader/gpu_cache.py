@@ -78,10 +78,13 @@ def reference_kernels(solution: Path, identity: Mapping[str, Any]) -> Path | Non
     except OSError:
         return None
     key = _digest({**identity, "solution": source})
-    base = _private_dir(root(), 0o755)
-    # 0311: nobody lists it, not even its owner (a worker may run as the grader's uid), while
-    # Triton, which never lists, creates and finds kernels in it by name.
-    return _private_dir(_private_dir(base / "triton", 0o711) / key, NOT_LISTABLE)
+    try:
+        base = _private_dir(root(), 0o755)
+        # 0311: nobody lists it, not even its owner (a worker may run as the grader's uid), while
+        # Triton, which never lists, creates and finds kernels in it by name.
+        return _private_dir(_private_dir(base / "triton", 0o711) / key, NOT_LISTABLE)
+    except OSError:  # no writable cache folder here: every grading compiles, as without the cache
+        return None
 
 
 def use_for_this_process(folder: Path | None) -> None:
@@ -120,9 +123,13 @@ def calibration(
     age = max_age_s()
     if not enabled() or age <= 0 or not identity:
         return measure(), True
-    folder = _private_dir(_private_dir(root(), 0o755) / "calibration", 0o700)
-    path = folder / f"{_digest(identity)}.json"
-    with _locked(folder / ".lock"):
+    with contextlib.ExitStack() as held:
+        try:
+            folder = _private_dir(_private_dir(root(), 0o755) / "calibration", 0o700)
+            held.enter_context(_locked(folder / ".lock"))
+        except OSError:  # no writable cache folder here: measure, as without the cache
+            return measure(), True
+        path = folder / f"{_digest(identity)}.json"
         try:
             stored = json.loads(path.read_text())
             if stored.get("identity") == json.loads(json.dumps(dict(identity), default=str)) and 0 <= now() - stored["measured_at"] < age:
@@ -130,9 +137,12 @@ def calibration(
         except (OSError, ValueError, KeyError, TypeError):
             pass
         values = measure()
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"identity": dict(identity), "measured_at": now(), "values": values}, default=str))
-        os.replace(tmp, path)
+        try:
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"identity": dict(identity), "measured_at": now(), "values": values}, default=str))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # measured, just not kept for the next process
         return values, True
 
 

@@ -149,3 +149,14 @@ def test_the_read_kernel_sums_every_element_once(monkeypatch: pytest.MonkeyPatch
     env = dict(os.environ, TRITON_INTERPRET="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_without_a_writable_cache_folder_gradings_just_do_without(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(gpu_cache.CACHE_ENV, str(blocker / "cache"))  # under a file: cannot be made
+    solution = tmp_path / "solution.py"
+    solution.write_text("x = 1\n")
+    assert gpu_cache.reference_kernels(solution, IDENTITY) is None
+    measure = Counter()
+    assert gpu_cache.calibration(IDENTITY, measure) == (VALUES, True) and measure.calls == 1
