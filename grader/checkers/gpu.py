@@ -5,9 +5,11 @@ Timing follows the practice of GPU kernel contests (docs/lab-05-gpu.md). The sub
 timed call, a device-wide synchronise before each end event); the reference solution is timed
 by the same harness in the grader's own process, on the same inputs, in the same run, on the
 same GPU, so the score (a ratio of the two) means the same on any GPU. Every timed output is
-re-checked by fingerprint against the reference's, and a time under the floor the GPU's
-datasheet allows is rejected as impossible (grader/hardware.py). The "% of roofline" shown
-beside the times is relative to rates measured on that GPU in this process.
+re-checked by fingerprint against the reference's (sums that depend on where each value sits,
+so an answer to other inputs is caught), and a time under the floor the GPU's datasheet allows
+is rejected as impossible (grader/hardware.py); a wrong answer is judged first. The "% of
+roofline" shown beside the times is relative to rates measured on that GPU (grader/hardware.py:
+the fastest read of a large buffer, bytes counted as the lab's work() counts them).
 
 What this cannot prove: the harness shares its process with the submission, so a submission
 that patches torch's timers or profiler inside its own process could lie to them. The
