@@ -246,9 +246,10 @@ def gpu_facts(device: int = 0) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=1)
 def device_identity() -> dict[str, Any]:
     """What compiled kernels and a calibration depend on: the device, its driver, torch and Triton
-    (empty without CUDA)."""
+    (empty without CUDA; read once per process)."""
     try:
         import torch
         import triton
