@@ -44,6 +44,7 @@ BOOT_DIR = Path(__file__).parent / "boot"
 KEEPER = Path(__file__).parent / "keeper.py"
 SANDBOX_BOOT = "/boot"
 SANDBOX_SUB = "/sub"
+REFERENCE_KERNELS = "/reference-kernels"
 SHM_MB = 64
 PROCESSES_WITHOUT_CGROUP = 4
 TIERS = ("bubblewrap", "process")
@@ -117,6 +118,9 @@ class Launcher:
     """Why a stronger configuration was not used, by guarantee name."""
     guarantees: list[Guarantee] = field(default_factory=list)
     official_ok: bool = False
+    reference_kernels: str | None = None
+    """The grader's folder of the reference's compiled Triton kernels (grader/gpu_cache.py), which a
+    GPU worker reads through at REFERENCE_KERNELS: read-only, openable by name only (bubblewrap tier)."""
 
     # -- resources --------------------------------------------------------------------------------
 
@@ -215,6 +219,8 @@ class Launcher:
         info = self.bwrap
         assert info is not None
         perms = info.has("--perms")
+        if self.gpu and self.reference_kernels:  # boot/kernel_cache.py reads through to them
+            env = dict(env, GRADER_REFERENCE_KERNELS=REFERENCE_KERNELS, TRITON_CACHE_MANAGER="kernel_cache:ReadThroughCacheManager")
         bpf_r = _data_fd(seccomp_program() or b"")
         cleanup: list[Path] = []
         argv = [*limits.prlimit_args(), info.path]
@@ -264,6 +270,8 @@ class Launcher:
             argv += ["--ro-bind", root, root]
         argv += ["--ro-bind", str(BOOT_DIR), SANDBOX_BOOT]
         argv += ["--ro-bind", str(submission.parent), SANDBOX_SUB]
+        if self.gpu and self.reference_kernels:
+            argv += ["--ro-bind", self.reference_kernels, REFERENCE_KERNELS]
         argv += ["--proc", "/proc", "--dev", "/dev"]
         if self.gpu:
             devices, visible = gpu_devices(env)
