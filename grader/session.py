@@ -161,28 +161,44 @@ def _better(first: Verdict, second: Verdict, check: CheckSpec) -> Verdict:
 
 
 class Background:
-    """A call run in a thread of this process, whose exception the joiner gets back."""
+    """A call run in a thread of this process, whose exception the joiner gets back.
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
+    With ``linger`` the thread outlives the call until :meth:`release`: a worker started from a
+    thread dies with that thread, not with the process (bubblewrap's ``--die-with-parent`` and
+    the keeper's ``PR_SET_PDEATHSIG`` follow the thread that forked them), so the thread that
+    starts a worker must live as long as the worker does."""
+
+    def __init__(self, fn: Callable[[], Any], linger: bool = False) -> None:
         self._error: BaseException | None = None
         self.result: Any = None
+        self._finished = threading.Event()
+        self._released = threading.Event()
 
         def body() -> None:
             try:
                 self.result = fn()
             except BaseException as exc:  # noqa: BLE001 - handed to whoever joins
                 self._error = exc
+            finally:
+                self._finished.set()
+            if linger:
+                self._released.wait()
 
         self._thread = threading.Thread(target=body, daemon=True)
         self._thread.start()
 
     def join(self) -> Any:
         """Wait for the call; raise what it raised."""
-        self._thread.join()
+        self._finished.wait()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
         return self.result
+
+    def release(self) -> None:
+        """Let a lingering thread end (once what it started is gone)."""
+        self._released.set()
+        self._thread.join()
 
 
 def internal_error(exc: BaseException) -> str:
@@ -215,6 +231,7 @@ class Grader:
         self._passed: dict[str, bool] = {}
         self._kernels: Path | None = None
         self._pending: dict[str, Background] = {}
+        self._starters: list[Background] = []
 
     @property
     def deadline_s(self) -> float:
@@ -312,6 +329,9 @@ class Grader:
             for handle in handles.values():
                 handle.close()
                 output += handle.output
+            for starter in self._starters:  # only now: the workers they started are gone
+                starter.release()
+            self._starters = []
         return GradeResult(
             exercise=self.manifest.id,
             submission=file.name,
@@ -343,7 +363,8 @@ class Grader:
         self.lab.support, self.lab.solution  # imported here, not in two threads at once  # noqa: B018
         self._pending["warm"] = Background(lambda: gpu_cache.warm_reference(self.lab, self.seeds, gpu_checks, self.plugins))
         handles["cuda"] = self._handle(file, launcher, "cuda", deadline)
-        self._pending["cuda"] = Background(handles["cuda"].start)
+        self._pending["cuda"] = Background(handles["cuda"].start, linger=True)
+        self._starters.append(self._pending["cuda"])
 
     def _handle(self, file: SubmissionFile, launcher: Launcher, device: str, deadline: float) -> Submission:
         gpu = device == "cuda"
