@@ -269,7 +269,7 @@ def device_identity() -> dict[str, Any]:
 
 # --- ceilings measured on the device at hand ---------------------------------------------------
 
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3
 """Bumped whenever what the calibration measures changes, so a stored one is not reused."""
 READ_BYTES = 2 << 30
 COPY_BYTES = 1 << 30
@@ -300,8 +300,9 @@ def _copy_bandwidth(torch: Any, dev: Any) -> float:
 def _read_bandwidths(torch: Any, dev: Any) -> dict[str, float]:
     """Bytes read plus bytes written per second by kernels that stream a 2 GiB bf16 buffer and
     write almost nothing (counted as lab.py's ``work()`` counts a call: everything read once,
-    the small output written): a row sum, a matrix-vector product, and Triton's streaming read
-    (grader/gpu_read.py) at a few shapes. The lab's kernels mostly read weights; a copy (half
+    the small output written): a row sum, a matrix-vector product, Triton's streaming read and
+    Triton's weight-streaming read in the tiles of the lab's decode GEMMs (grader/gpu_read.py), at
+    a few shapes; the fastest is the ceiling. The lab's kernels mostly read weights; a copy (half
     writes) runs slower than they do, so it cannot be their ceiling."""
     buf = torch.empty(READ_BYTES // 2, dtype=torch.bfloat16, device=dev).normal_()
     rows = buf.view(-1, 8192)

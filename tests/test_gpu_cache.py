@@ -135,7 +135,8 @@ def test_the_old_path_has_no_reference_folder(tmp_path: Path, monkeypatch: pytes
 
 
 def test_the_read_kernel_sums_every_element_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The calibration's Triton read kernel (grader/gpu_read.py), through Triton's interpreter."""
+    """The calibration's Triton read kernels (grader/gpu_read.py), through Triton's interpreter: every
+    element read once, ragged tiles masked."""
     import subprocess
     import sys
 
@@ -144,6 +145,10 @@ def test_the_read_kernel_sums_every_element_once(monkeypatch: pytest.MonkeyPatch
         "buf = torch.arange(10_000, dtype=torch.float32)\n"
         "for block, warps in gpu_read.SHAPES[:2]:\n"
         "    assert float(gpu_read.read_sum(buf, 3, block, warps).sum()) == float(buf.sum())\n"
+        "w, x = torch.randn(200, 384), torch.randn(16, 384)\n"  # ragged N and K tiles; fp32 (the interpreter's bf16 dot is wrong)
+        "for bn, bk, warps, stages in gpu_read.DOT_SHAPES:\n"
+        "    got = gpu_read.dot_read(w, x, bn, bk, warps, stages)\n"
+        "    assert torch.allclose(got, x @ w.T, rtol=1e-4, atol=1e-3), (bn, bk)\n"
         "print('ok')\n"
     )
     env = dict(os.environ, TRITON_INTERPRET="1")
