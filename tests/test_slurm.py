@@ -134,7 +134,12 @@ def _ta_python(user: str) -> str:
     _run(system, "-m", "venv", "--without-pip", str(venv))
     packages = next((venv / "lib").glob("python*/site-packages"))
     (packages / "grader-tests.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in site.getsitepackages()))
-    return str(venv / "bin" / "python")
+    python = str(venv / "bin" / "python")
+    proc = subprocess.run(["runuser", "-u", user, "--", python, "-c", "import grader"], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"{user} cannot import the grader from {ROOT} and {site.getsitepackages()}: put the checkout where "
+                    f"other users can read it ({proc.stderr.strip().splitlines()[-1:]})")  # fmt: skip
+    return python
 
 
 @pytest.fixture(scope="module")
@@ -394,16 +399,21 @@ def test_submit_refuses_without_a_secret_or_with_another_one_on_resubmit(run_cli
     assert code == 0, err
     assert (out / ".slurm" / "secret-seed").read_text() == SECRET + "\n"
     assert "GRADER_SECRET_SEED=" not in env_seen.read_text() and "SBATCH_EXPORT=ALL" in env_seen.read_text()
-    # A resubmitted task must grade with the secret the array graded with.
+    # A resubmitted task grades as it was submitted: with the same secret, shards and checks.
     code, _, err = run_cli("slurm", folder, "-e", "lab-01", "--out", out, "--resubmit", "1")
     assert code == 2 and "is not the one the array was graded with" in err
     monkeypatch.delenv("GRADER_SECRET_SEED")
-    code, printed, err = run_cli("slurm", folder, "-e", "lab-01", "--out", out, "--resubmit", "1")
-    assert code == 0 and "tasks 1 of 2" in printed and "the one already in" in err
+    (out / ".slurm" / "grade.sbatch").write_text(_scripts(out)[0] + "# as submitted\n")
+    code, printed, err = run_cli("slurm", folder, "-e", "lab-01", "--out", out, "--resubmit", "1", "--time", "2:00:00")
+    assert code == 0 and "tasks 1 of 2" in printed, err
+    assert _scripts(out)[0].endswith("# as submitted\n")  # not rewritten
+    assert "GRADER_SECRET_SEED=" not in env_seen.read_text()
     code, _, err = run_cli("slurm", folder, "-e", "lab-01", "--out", out, "--resubmit", "2")
     assert code == 2 and "the array's tasks are 0 to 1" in err
     code, _, err = run_cli("slurm", folder, "-e", "lab-01", "--out", out, "--tasks", 3, "--resubmit", "1")
     assert code == 2 and "has 2 tasks, not 3" in err
+    code, _, err = run_cli("slurm", folder, "-e", "lab-01", "--out", out, "--gpus-per-task", 1, "--seed", 7, "--resubmit", "1")
+    assert code == 2 and "--gpus-per-task, --seed would change how they grade; --submit again instead" in err
 
 
 def test_submit_checks_that_out_is_writable_and_lockable(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -545,10 +555,12 @@ def test_array_cancel_resubmit_and_merge_equal_a_single_batch(slurm: Cluster, ca
     assert proc.returncode == 0, proc.stderr
 
     # 4. Only the cancelled task, resubmitted: only what is missing is graded, and the secret stays out.
-    array2, merge2 = _submitted(slurm.grader("slurm", folder, "-e", "lab-01", "--out", out, "--gpus-per-task", 1, "--mem", "100M",
+    array2, merge2 = _submitted(slurm.grader("slurm", folder, "-e", "lab-01", "--out", out, "--time", "00:20:00",
                                              "--resubmit", str(victim_shard - 1), env=leaky))  # fmt: skip
     cancel_leftovers += [array2, merge2]
     assert _leaks(slurm) == []
+    shown = _run("scontrol", "-o", "show", "job", array2).stdout
+    assert "TimeLimit=00:20:00" in shown and "MinMemoryNode=100M" in shown  # the script as submitted, --time given now
     states = _wait([array2, merge2], out)
     assert states == {f"{array2}_{victim_shard - 1}": "COMPLETED", merge2: "COMPLETED"}, states
     after = _records(out)
@@ -645,12 +657,13 @@ def test_tiers_are_counted_and_a_node_without_the_required_one_is_excluded(slurm
     slurm.own(work)
     no_bwrap = _without_bubblewrap(slurm, work)
     # One task at a time (a task takes the node), each grading one student at a time.
-    base = ["slurm", folder, "-e", "lab-01", "--out", out, "--tasks", 3, "--sbatch=--exclusive", "--public-seed"]
+    base = ["slurm", folder, "-e", "lab-01", "--out", out, "--tasks", 3, "--sbatch=--exclusive", "--public-seed", "--allow-unsandboxed"]
 
     # A class graded partly on a node without bubblewrap: the summary says so, with counts.
-    assert slurm.grader(*base, "--allow-unsandboxed", "--print").returncode == 0
-    jobs = list(_submitted(slurm.grader(*base, "--allow-unsandboxed", "--resubmit", "0-1")))
-    jobs += _submitted(slurm.grader(*base, "--allow-unsandboxed", "--resubmit", "2", env=no_bwrap))
+    assert slurm.grader(*base, "--print").returncode == 0
+    again = ["slurm", folder, "-e", "lab-01", "--out", out, "--resubmit"]
+    jobs = list(_submitted(slurm.grader(*again, "0-1")))
+    jobs += _submitted(slurm.grader(*again, "2", env=no_bwrap))
     cancel_leftovers += jobs
     _wait(jobs, out)
     plan = read_plan(out / ".state", 3)
@@ -667,7 +680,7 @@ def test_tiers_are_counted_and_a_node_without_the_required_one_is_excluded(slurm
     # other node left, they are cancelled, and the merge says who is not graded.
     fresh = work / "out2"
     array, merge = _submitted(slurm.grader(*[fresh if a == out else a for a in base], "--require-tier", "bubblewrap",
-                                           "--allow-unsandboxed", "--submit", env=no_bwrap))  # fmt: skip
+                                           "--submit", env=no_bwrap))  # fmt: skip
     cancel_leftovers += [array, merge]
     states = _wait([array, merge], fresh)
     tasks = {k: s for k, s in states.items() if k.startswith(f"{array}_")}

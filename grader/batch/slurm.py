@@ -258,12 +258,15 @@ def _sbatch(args: list[str]) -> str:
     return job
 
 
-def submit(grade: Path, merge: Path, tasks: str | None = None) -> tuple[str, str]:
+def submit(
+    grade: Path, merge: Path, tasks: str | None = None, grade_options: list[str] = (), merge_options: list[str] = ()
+) -> tuple[str, str]:
     """Submit the array (only the tasks ``tasks`` names, e.g. ``3`` or ``1,4-5``: a resubmission),
-    then the merge after it whatever its outcome; both job ids."""
-    array = _sbatch([*([f"--array={tasks}"] if tasks else []), str(grade)])
+    then the merge after it whatever its outcome; both job ids. The options go before each
+    script, overriding its ``#SBATCH`` lines."""
+    array = _sbatch([*([f"--array={tasks}"] if tasks else []), *grade_options, str(grade)])
     try:
-        merged = _sbatch([f"--dependency=afterany:{array}", str(merge)])
+        merged = _sbatch([f"--dependency=afterany:{array}", *merge_options, str(merge)])
     except (UsageError, InfrastructureError) as exc:
         raise InfrastructureError(f"the array is job {array}, but the merge could not be submitted: {exc}") from None
     return array, merged
@@ -313,7 +316,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"or '{PER_STUDENT}' for one task per student (the default for a lab with GPU checks)")  # fmt: skip
     p.add_argument("--gpus-per-task", type=_count, help="GPUs per task, as --gres=gpu:G (default: 1 for a lab with GPU checks, else 0)")
     p.add_argument("--gpu-type", help="a GRES type for the GPUs, as --gres=gpu:TYPE:G (e.g. a100)")
-    p.add_argument("--cpus-per-task", type=_positive, default=1, help="CPUs per task, also its grading jobs (default 1)")
+    p.add_argument("--cpus-per-task", type=_positive, help="CPUs per task, also its grading jobs (default 1)")
     p.add_argument("--mem", help="memory per task, as sbatch --mem (e.g. 16G)")
     p.add_argument("--partition", "-p", help="Slurm partition")
     p.add_argument("--time", "-t", help="time limit per task, e.g. 01:00:00")
@@ -333,7 +336,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--print", dest="print_only", action="store_true", help="write and print the scripts; submit nothing")
     mode.add_argument("--submit", action="store_true", help="write the scripts and submit them: the array, then the merge")
-    mode.add_argument("--resubmit", metavar="K", help="submit array tasks K again (e.g. 3 or 1,4-5; see the logs for which failed), then the merge")
+    mode.add_argument("--resubmit", metavar="K", help="submit array tasks K again as they were submitted (e.g. 3 or 1,4-5; "
+                      "--time, --mem, --partition... given now override the scripts'), then the merge")  # fmt: skip
 
 
 def _secret(args: argparse.Namespace, out: Path, submitting: bool) -> tuple[Path | None, str]:
@@ -351,11 +355,6 @@ def _secret(args: argparse.Namespace, out: Path, submitting: bool) -> tuple[Path
         except UsageError:
             before = None
         if before is not None and before != secret:
-            if args.resubmit is not None:
-                raise UsageError(
-                    f"the secret seed from {source} is not the one the array was graded with ({existing}): a resubmitted "
-                    f"task must use that one; drop --secret-file and unset {SECRET_ENV}, and it is used"
-                )
             note = f"; it replaces the one in {existing}, so every student is graded again"
         else:
             note = ""
@@ -404,61 +403,56 @@ def _tier_here(gpus: int) -> str:
         raise UsageError(f"--require-tier: no sandbox starts on this node ({exc}); name the tier (bubblewrap or process)") from None
 
 
-def command(args: argparse.Namespace, manifest: LabManifest, out: Path, exercises: Path) -> int:
-    """``grader slurm``: write the scripts, then print them, submit them, or resubmit some tasks."""
-    from grader.batch.layouts import find_submissions
-    from grader.batch.store import STATE
-    from grader.manifest import Hardware
-
-    submitting = not args.print_only
-    if submitting:
-        sbatch_path()
-    for directive in args.sbatch:
+def _check_directives(directives: list[str]) -> None:
+    for directive in directives:
         flag = directive.split("=", 1)[0].split()[0] if directive.strip() else ""
         if not flag.startswith("-") or "\n" in directive:
             raise UsageError(f"--sbatch {directive!r}: expected one sbatch option, e.g. --sbatch=--reservation=exam")
         if flag in OWN_DIRECTIVES:
             raise UsageError(f"--sbatch {directive!r}: grader slurm sets {flag} itself")
+
+
+def command(args: argparse.Namespace, manifest: LabManifest, out: Path, exercises: Path) -> int:
+    """``grader slurm``: write the scripts, then print them or submit them; or resubmit some tasks."""
+    from grader.batch.layouts import find_submissions
+    from grader.batch.shard import write_plan
+    from grader.batch.store import STATE
+    from grader.manifest import Hardware
+
+    _check_directives(args.sbatch)
+    if args.resubmit is not None:
+        return _resubmit(args, manifest, out)
+    submitting = not args.print_only
+    if submitting:
+        sbatch_path()
     gpu_lab = any(c.requires is Hardware.gpu for c in manifest.checks.values())
     gpus = args.gpus_per_task if args.gpus_per_task is not None else (1 if gpu_lab else 0)
     if args.gpu_type and not gpus:
         raise UsageError("--gpu-type needs GPUs: give --gpus-per-task 1 or more")
+    wanted = args.tasks if args.tasks is not None else (PER_STUDENT if gpu_lab else None)
+    if wanted is None:
+        raise UsageError(f"--tasks is required for {manifest.id} (no GPU checks): a number of tasks, or '{PER_STUDENT}'")
     if submitting:
         check_out(out)
     entries, _ = find_submissions(args.folder, manifest, exclude=out)
     if not entries:
         raise UsageError(f"{args.folder}: no submissions to grade")
     students = [e.student for e in entries]
-    before = _submitted_tasks(out)
-    if args.resubmit is not None:
-        if before is None:
-            raise UsageError(f"--resubmit: nothing was submitted into {out} (no {SLURM_DIR}/{GRADE_SCRIPT}); use --submit")
-        if args.tasks not in (None, before):
-            raise UsageError(f"--resubmit: the array in {out} has {before} tasks, not {args.tasks}: a student's shard depends on it")
-        tasks = before
-        _indices(args.resubmit, tasks)
-    else:
-        wanted = args.tasks if args.tasks is not None else (PER_STUDENT if gpu_lab else None)
-        if wanted is None:
-            raise UsageError(f"--tasks is required for {manifest.id} (no GPU checks): a number of tasks, or '{PER_STUDENT}'")
-        tasks = len(students) if wanted == PER_STUDENT else int(wanted)
+    tasks = len(students) if wanted == PER_STUDENT else int(wanted)
     secret_file, note = _secret(args, out, submitting)
     tier = _tier_here(gpus) if args.require_tier == "here" else args.require_tier
     plan = SlurmPlan(
         folder=args.folder, out=out, lab_id=manifest.id, exercises=exercises, tasks=tasks, gpus_per_task=gpus,
-        gpu_type=args.gpu_type, cpus_per_task=args.cpus_per_task, mem=args.mem, partition=args.partition,
+        gpu_type=args.gpu_type, cpus_per_task=args.cpus_per_task or 1, mem=args.mem, partition=args.partition,
         time=args.time, account=args.account, qos=args.qos, constraint=args.constraint, exclude=args.exclude,
         directives=list(args.sbatch), seed=args.seed, allow_unsandboxed=args.allow_unsandboxed, tier=tier,
         secret_file=secret_file,
     )  # fmt: skip
     grade, merge = write_scripts(plan)
-    if args.resubmit is None:
-        from grader.batch.shard import write_plan
-
-        try:
-            write_plan(out.resolve() / STATE, tasks, students)
-        except OSError as exc:
-            raise OutputError(f"{out}: cannot write the shard plan there ({exc.strerror or exc})") from None
+    try:
+        write_plan(out.resolve() / STATE, tasks, students)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write the shard plan there ({exc.strerror or exc})") from None
     print(f"grader slurm: {note}", file=sys.stderr)
     if tier:
         print(f"grader slurm: every task must grade in the {tier} sandbox (a node that cannot stops at its preflight)", file=sys.stderr)
@@ -470,25 +464,62 @@ def command(args: argparse.Namespace, manifest: LabManifest, out: Path, exercise
         print("# from a shell WITHOUT the secret in its environment: the array, then the merge after it whatever its outcome:")
         print(f"array=$(env -u {SECRET_ENV} sbatch --parsable {grade}) && env -u {SECRET_ENV} sbatch --dependency=afterany:${{array%%;*}} {merge}")
         return 0
-    array, merged = submit(grade, merge, args.resubmit)
-    _in_progress(plan, array, merged)
-    what = f"tasks {args.resubmit} of {tasks}" if args.resubmit is not None else f"{tasks} tasks"
-    print(f"array job {array} ({what}, {gpus} GPU(s) each); merge job {merged} (after the array, whatever its outcome)")
+    array, merged = submit(grade, merge)
+    _in_progress(manifest.id, out, array, merged)
+    print(f"array job {array} ({tasks} tasks, {gpus} GPU(s) each); merge job {merged} (after the array, whatever its outcome)")
     print(f"Watch: squeue -j {array},{merged} · logs: {plan.slurm_dir / 'logs'}/ · results: {plan.out_abs}/summary.md once job {merged} ends")
     return 0
 
 
-def _in_progress(plan: SlurmPlan, array: str, merged: str) -> None:
+SHAPING = ("gpus_per_task", "gpu_type", "cpus_per_task", "seed", "require_tier", "allow_unsandboxed", "secret_file", "public_seed")
+"""Options that decide how a task grades: a resubmission runs the tasks as they were submitted."""
+
+
+def _resubmit(args: argparse.Namespace, manifest: LabManifest, out: Path) -> int:
+    """Submit tasks ``args.resubmit`` of the array in ``out`` again, then the merge: the scripts as
+    they were submitted (the same shards, secret and checks); resource options given now are
+    handed to sbatch, which lets its command line override a script's ``#SBATCH`` lines."""
+    sbatch_path()
+    folder = out.resolve() / SLURM_DIR
+    tasks = _submitted_tasks(out)
+    if tasks is None:
+        raise UsageError(f"--resubmit: nothing was submitted into {out} (no {SLURM_DIR}/{GRADE_SCRIPT}); use --submit")
+    if args.tasks not in (None, tasks):
+        raise UsageError(f"--resubmit: the array in {out} has {tasks} tasks, not {args.tasks}: a student's shard depends on it")
+    changed = [f"--{name.replace('_', '-')}" for name in SHAPING if getattr(args, name) not in (None, False)]
+    if changed:
+        raise UsageError(f"--resubmit runs the tasks as they were submitted: {', '.join(changed)} would change how they grade; "
+                         "--submit again instead (students already graded are skipped)")  # fmt: skip
+    _indices(args.resubmit, tasks)
+    existing = folder / SECRET_FILE
+    secret = secret_from_env()
+    if secret and existing.is_file() and secret != secret_from_file(str(existing), str(existing)):
+        raise UsageError(
+            f"the secret seed in your environment is not the one the array was graded with ({existing}): a resubmitted "
+            f"task uses that one; unset {SECRET_ENV} and {SECRET_FILE_ENV}"
+        )
+    check_out(out)
+    resources = [f"--{flag}={value}" for flag, value in (("partition", args.partition), ("account", args.account),
+                 ("qos", args.qos), ("exclude", args.exclude)) if value] + list(args.sbatch)  # fmt: skip
+    grading = [f"--{flag}={value}" for flag, value in (("time", args.time), ("mem", args.mem), ("constraint", args.constraint)) if value]
+    array, merged = submit(folder / GRADE_SCRIPT, folder / MERGE_SCRIPT, args.resubmit, resources + grading, resources)
+    _in_progress(manifest.id, out, array, merged)
+    print(f"array job {array} (tasks {args.resubmit} of {tasks}); merge job {merged} (after the array, whatever its outcome)")
+    print(f"Watch: squeue -j {array},{merged} · logs: {folder / 'logs'}/ · results: {out.resolve()}/summary.md once job {merged} ends")
+    return 0
+
+
+def _in_progress(lab_id: str, out: Path, array: str, merged: str) -> None:
     """summary.md says the class is being graded, so no one reads the last run's as this one's."""
     when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     text = (
-        f"# {plan.lab_id}: grading in progress\n\n"
+        f"# {lab_id}: grading in progress\n\n"
         f"Array job {array} and merge job {merged} were submitted at {when}. The merge rewrites this file, "
         f"gradebook.csv and histogram.png when the array ends (until then those two are from the last merge). "
-        f"Watch: `squeue -j {array},{merged}`; logs in `{plan.slurm_dir / 'logs'}/`.\n"
+        f"Watch: `squeue -j {array},{merged}`; logs in `{out.resolve() / SLURM_DIR / 'logs'}/`.\n"
     )
     with contextlib.suppress(OSError):  # checked writable a moment ago; a failure here costs only this note
-        write_atomic(plan.out_abs / "summary.md", text)
+        write_atomic(out.resolve() / "summary.md", text)
 
 
 # -- the preamble each array task runs on its node -------------------------------------------------
