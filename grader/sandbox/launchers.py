@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.results import Guarantee
-from grader.sandbox import bwrap as bwrap_detect
 from grader.sandbox import allocation, cgroups, procfs, seccomp
+from grader.sandbox import bwrap as bwrap_detect
 
 BOOT_DIR = Path(__file__).parent / "boot"
 KEEPER = Path(__file__).parent / "keeper.py"

@@ -300,8 +300,8 @@ def main() -> int:
         sys.modules[spec.name] = module
         if source is None:
             spec.loader.exec_module(module)
-        else:  # the bytes checked above, not a second read of the file
-            exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)
+        else:  # the bytes checked above, not a second read of the file (running them is this process's job)
+            exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)  # noqa: S102
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are the submission's too
         chan.send({"op": "import_error", "error": describe(exc, path)}, [])
         return 0
