@@ -157,6 +157,8 @@ def slurm() -> Cluster:
     user = os.environ.get("GRADER_SLURM_USER") or None
     match = GRES.search(_run("sinfo", "-h", "-o", "%G").stdout)
     cluster = Cluster(config, user, _ta_python(user) if user else sys.executable, match[1] if match else None)
+    if cluster.python != sys.executable:
+        cluster.made.append(Path(cluster.python).parents[1])  # the TA's venv
     yield cluster
     for path in cluster.made:
         shutil.rmtree(path, ignore_errors=True)
