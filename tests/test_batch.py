@@ -316,8 +316,66 @@ def test_a_dying_worker_is_replaced_and_its_submission_retried_once(
     broken = result(out, "crash_always")
     assert broken["gradable"] is False and broken["score"] == 0
     assert "batch worker failed twice on this submission (worker exited with status 9" in broken["error"]
-    assert gradebook(out)["crash_always"]["gradable"] == "no"
+    row = gradebook(out)["crash_always"]
+    assert row["gradable"] == "no" and row["score"] == "" and row["percent"] == ""  # no grade, not a 0
     assert "## Not gradable" in (out / "summary.md").read_text()
+
+
+VANISH_PLUGIN = '''
+"""Another grader's sweep, played by a plugin: the first time a submission of a student whose
+name starts with "swept" is graded, its private copy is deleted just before the worker imports it."""
+import os
+
+from grader.sandbox import client
+
+_start = client.Submission.start
+
+
+def start(self):
+    marker = os.path.join(os.environ["VANISH_MARKERS"], self.filename)
+    if self.filename.startswith("swept") and self.restarts == 0 and not os.path.exists(marker):
+        open(marker, "w").close()
+        self._path.unlink()
+    _start(self)
+
+
+client.Submission.start = start
+'''
+
+
+def test_a_copy_that_vanished_is_not_gradable_and_the_next_run_grades_it(
+    lab, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "vanish_plugin.py").write_text(VANISH_PLUGIN)
+    info = site / "vanish_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vanish-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[grader]\nvanish = vanish_plugin\n")
+    (tmp_path / "markers").mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(site))  # the batch workers load it; this process does not
+    monkeypatch.setenv("VANISH_MARKERS", str(tmp_path / "markers"))
+    folder, out = tmp_path / "subs", tmp_path / "out"
+    for name in ("good.py", "swept.py"):
+        put(folder, name, SOLUTION)
+
+    code, out_text, err = batch(run_cli, folder, out)
+    assert code == 3, err  # the grader failed on one student: that is what exit 3 says
+    assert "1 NOT GRADABLE" in out_text and "not gradable: swept" in err
+    swept = result(out, "swept")
+    assert swept["gradable"] is False and swept["problem"] == "infrastructure"
+    assert "the grader's private copy of the submission is not what the grader wrote (swept.py: No such file" in swept["error"]
+    assert all(c["status"] == "error" and c["score"] == 0 for c in swept["checks"])
+    assert gradebook(out)["swept"]["score"] == "" and gradebook(out)["swept"]["gradable"] == "no"
+    assert "## Not gradable" in (out / "summary.md").read_text()
+    assert result(out, "good")["score"] == FULL
+
+    code, out_text, err = batch(run_cli, folder, out)  # the same command again: it grades the one left
+    assert code == 0, err
+    assert "1 already graded" in err and "grading 1 with" in err
+    assert result(out, "swept")["gradable"] is True and result(out, "swept")["score"] == FULL
+    assert gradebook(out)["swept"]["score"] == f"{FULL:g}" and "Not gradable" not in (out / "summary.md").read_text()
 
 
 # --- killing the batch ----------------------------------------------------------------------------
@@ -557,7 +615,10 @@ def test_merge_lists_who_is_not_graded_yet_and_why(lab, run_cli, tmp_path: Path,
     assert f"**{len(missing)} not graded yet**" in summary
     for student in missing:
         assert f"| {student} | `{student}.py` | not graded yet |" in summary
-    assert set(gradebook(out)) == set(graded)
+    rows = gradebook(out)  # everyone, those not graded yet with an empty score (not a 0 to upload)
+    assert set(rows) == set(students)
+    assert all(rows[s]["score"] == "" and rows[s]["gradable"] == "" and rows[s]["percent"] == "" for s in missing)
+    assert all(rows[s]["score"] == f"{FULL:g}" and rows[s]["gradable"] == "yes" for s in graded)
 
     monkeypatch.setenv("GRADER_SECRET_SEED", "another")  # merging with the wrong secret says so
     code, _, err = run_cli("batch", folder, "-e", "lab-01", "--out", out, "--merge-only")

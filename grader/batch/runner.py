@@ -225,7 +225,7 @@ def run_batch(
     seeds = Seeds.from_env(grading.seed)
     launcher = Grader(manifest, grading, plugins).launcher()
     entries, skipped = _find(options, manifest)
-    shard = options.shard
+    shard = options.shard.planned(options.out / STATE) if options.shard is not None else None
     if shard is not None:
         entries = [e for e in entries if shard.holds(e.student)]
     store = Store(options.out, manifest, seeds, shard, [e.student for e in entries])
@@ -262,7 +262,7 @@ def merge_batch(manifest: LabManifest, options: BatchOptions) -> BatchOutcome:
     entries, skipped = _find(options, manifest)
     if not (options.out / STATE).is_dir():
         raise UsageError(f"{options.out}: nothing was graded there (no {STATE} folder); grade first, then merge")
-    store = Store(options.out, manifest, seeds)
+    store = Store(options.out, manifest, seeds, wait=True)  # shards still writing: the merge comes after them
     try:
         outcome = BatchOutcome(entries, skipped, {})
         for entry in entries:

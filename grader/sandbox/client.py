@@ -10,6 +10,7 @@ or breaking a rule, ``failed`` for a wrong kind of answer.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import sys
@@ -24,7 +25,7 @@ import numpy as np
 from grader.errors import InfrastructureError
 from grader.manifest import LabManifest
 from grader.results import Status
-from grader.sandbox import seccomp
+from grader.sandbox import leases, seccomp
 from grader.sandbox.cgroups import WorkerCgroup
 from grader.sandbox.launchers import Launcher, Limits, WorkerCommand, worker_env
 from grader.sandbox.process import (
@@ -48,7 +49,8 @@ from grader.sandbox.values import (
 from grader.text import printable
 
 MAX_RESTARTS = 8
-COPY_PREFIX = "grader-sub-"
+COPY_PREFIX = "grader-copy-"
+"""Private copies of submissions: ``<copies_root()>/grader-copy-<random>/``, each locked by its grading."""
 OVERALL = "the grading's overall deadline passed"
 
 
@@ -76,21 +78,13 @@ class Submission:
         self.torch_device = torch_device
         self.filename = filename
         self.source = source
-        _sweep_stale_copies()
-        self._dir = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-"))
-        os.chmod(self._dir, 0o755)
-        for rel, data in (helpers or {}).items():
-            target = self._dir / rel
-            if ".." in Path(rel).parts or Path(rel).is_absolute():
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(target.parent, 0o755)
-            target.write_bytes(data)
-            os.chmod(target, 0o644)
-        name = _safe_name(filename)
-        self._path = self._dir / (name if name not in (helpers or {}) else f"graded_{name}")
-        self._path.write_bytes(source)
-        os.chmod(self._path, 0o644)
+        self._files: dict[str, str] = {}
+        """What the worker must find in the copy before it imports anything: path -> sha256."""
+        try:
+            self._lease, self._path = self._copy(source, filename, helpers or {})
+        except OSError as exc:
+            raise InfrastructureError(f"cannot write the private copy of the submission in {copies_root()}: {exc}") from None
+        self._dir = self._lease.path
         self._worker: WorkerProcess | None = None
         self._available: dict[str, bool] = {}
         self.import_failure: str | None = None
@@ -103,6 +97,33 @@ class Submission:
         gpu = torch_device is not None and torch_device.startswith("cuda")
         self._limits = launcher.limits(settings.memory_mb, gpu, heavy="torch" in settings.imports)
         self._env = worker_env({**settings.env, **(settings.gpu_env if gpu else settings.cpu_env)}, settings.threads)
+
+    def _copy(self, source: bytes, filename: str, helpers: Mapping[str, bytes]) -> tuple[leases.Lease, Path]:
+        """The submission (and its helper modules) in a folder this grading holds; the folder and the file."""
+        root = copies_root()
+        _sweep_stale_copies(root)
+        lease = leases.hold(root, COPY_PREFIX)
+        try:
+            os.chmod(lease.path, 0o755)
+            for rel, data in helpers.items():
+                target = lease.path / rel
+                if ".." in Path(rel).parts or Path(rel).is_absolute():
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(target.parent, 0o755)
+                target.write_bytes(data)
+                os.chmod(target, 0o644)
+                self._files[rel] = hashlib.sha256(data).hexdigest()
+            name = _safe_name(filename)
+            path = lease.path / (name if name not in helpers else f"graded_{name}")
+            path.write_bytes(source)
+            os.chmod(path, 0o644)
+            self._files[path.name] = hashlib.sha256(source).hexdigest()
+        except OSError:
+            shutil.rmtree(lease.path, ignore_errors=True)
+            lease.release()
+            raise
+        return lease, path
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -121,6 +142,7 @@ class Submission:
             "functions": list(self.manifest.functions),
             "imports": ["numpy", *lab.worker.imports],
             "threads": lab.worker.threads,
+            "files": self._files,
         }
         # The limit covers the submission's import; starting Python (and torch, triton when the
         # lab imports them first) gets a fixed allowance on top, named in the message.
@@ -190,6 +212,7 @@ class Submission:
             self._collect_output(self._worker)
             self._worker = None
         shutil.rmtree(self._dir, ignore_errors=True)
+        self._lease.release()
 
     @property
     def output(self) -> str:
@@ -326,20 +349,19 @@ class Submission:
         return [row.model_dump() for row in answer.kernels], list(answer.defined)
 
 
-@functools.lru_cache(maxsize=1)
-def _sweep_stale_copies() -> None:
-    """Remove the private copies that killed graders left behind (their pid is in the name)."""
-    root = Path(tempfile.gettempdir())
-    for folder in root.glob(f"{COPY_PREFIX}*-*"):
-        pid = folder.name[len(COPY_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or folder.is_symlink() or not folder.is_dir():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except OSError:
-            pass  # alive, or another user's
+def copies_root() -> Path:
+    """Where private copies go: ``$SLURM_TMPDIR`` where a site gives each job a folder of its own
+    there, else the temp folder (``$TMPDIR``)."""
+    own = os.environ.get("SLURM_TMPDIR")
+    if own and os.path.isdir(own) and os.access(own, os.W_OK | os.X_OK):
+        return Path(own)
+    return Path(tempfile.gettempdir())
+
+
+@functools.lru_cache(maxsize=4)
+def _sweep_stale_copies(root: Path) -> None:
+    """Remove the private copies that no grading holds any more (graders killed mid-grading)."""
+    leases.sweep(root, COPY_PREFIX, lambda folder: shutil.rmtree(folder, ignore_errors=True))
 
 
 class WorkerSetupError(Exception):
@@ -400,6 +422,12 @@ def launch(
         worker.kill()
         last = worker.output_tail().strip().splitlines()
         raise WorkerSetupError(f"the worker ({launcher.mode}) {how} before it was ready" + (f": {last[-1][:300]}" if last else "")) from None
+    if hello.get("op") == "hello" and hello.get("copy"):
+        worker.kill()
+        raise WorkerSetupError(
+            f"the grader's private copy of the submission is not what the grader wrote ({printable(str(hello['copy']), 300, False)}): "
+            "the grader's failure, not the student's; grade it again"
+        )
     problems = _unconfirmed(hello, launcher, cmd)
     if problems:
         worker.kill()

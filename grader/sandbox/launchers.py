@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.results import Guarantee
+from grader.sandbox import allocation, cgroups, procfs, seccomp
 from grader.sandbox import bwrap as bwrap_detect
-from grader.sandbox import cgroups, procfs, seccomp
 
 BOOT_DIR = Path(__file__).parent / "boot"
 KEEPER = Path(__file__).parent / "keeper.py"
@@ -273,8 +273,8 @@ class Launcher:
         if self.gpu and self.reference_kernels:
             argv += ["--ro-bind", self.reference_kernels, REFERENCE_KERNELS]
         argv += ["--proc", "/proc", "--dev", "/dev"]
-        if self.gpu:
-            devices, visible = gpu_devices(env)
+        if self.gpu:  # the allocation is the grader's (its Slurm variables); the worker's environment is cleared
+            devices, visible = gpu_devices({**os.environ, **env})
             for dev in devices:
                 argv += ["--dev-bind", dev, dev]
             if visible is not None:
@@ -322,13 +322,14 @@ def gpu_devices(env: Mapping[str, str], dev: str | None = None) -> tuple[list[st
     """The NVIDIA device files a GPU worker gets, and the CUDA_VISIBLE_DEVICES it then sees.
 
     Only the allocated GPUs: ``CUDA_VISIBLE_DEVICES`` (Slurm sets it to the GPUs it allocated)
-    names them, and each is mapped to its ``/dev/nvidiaN`` through nvidia-smi's minor numbers
-    (an index counts among the GPUs this process can see, as CUDA's does); without nvidia-smi
-    an index is taken as the minor number, which is what a gres.conf ``File=/dev/nvidia[0-N]``
-    gives when cgroups do not renumber. In the sandbox the unbound GPUs do not exist, so the
-    allocated ones are renumbered from 0. The control files (nvidiactl, nvidia-uvm, ...) are
-    always bound. Without the variable, or with entries that cannot be mapped (MIG instances,
-    UUIDs without nvidia-smi), every GPU is bound and the variable passes through unchanged.
+    names them. In a Slurm job each entry is mapped through the allocation
+    (:mod:`grader.sandbox.allocation`: ``SLURM_JOB_GPUS``, gres.conf order, and the renumbering
+    under ``ConstrainDevices``); elsewhere through nvidia-smi's minor numbers (an index counts
+    among the GPUs this process can see, as CUDA's does); without either an index is taken as
+    the minor number. In the sandbox the unbound GPUs do not exist, so the allocated ones are
+    renumbered from 0. The control files (nvidiactl, nvidia-uvm, ...) are always bound. Without
+    the variable, or with entries that cannot be mapped (MIG instances, UUIDs without
+    nvidia-smi), every GPU is bound and the variable passes through unchanged.
     """
     found = sorted(glob.glob(os.path.join(dev or DEV, "nvidia*")))
     per_gpu = {int(m[1]): path for path in found if (m := NVIDIA_GPU_FILE.match(os.path.basename(path)))}
@@ -337,6 +338,10 @@ def gpu_devices(env: Mapping[str, str], dev: str | None = None) -> tuple[list[st
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return every, None
+    allocated = allocation.allocated_files(env)
+    if allocated is not None:
+        present = [path for path in allocated if os.path.exists(path)]
+        return control + present, ",".join(str(i) for i in range(len(present)))
     minors: list[int] = []
     for entry in (e.strip() for e in visible.split(",")):
         if not entry or entry.startswith("-"):

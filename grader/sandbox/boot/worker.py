@@ -9,6 +9,7 @@ patched anything in this process, so nothing here decides a verdict.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib
 import importlib.util
 import io
@@ -93,6 +94,27 @@ def confinement() -> dict[str, Any]:
     except (OSError, ValueError):
         pass
     return out
+
+
+def read_copy(path: str, files: dict[str, str]) -> tuple[bytes | None, str | None]:
+    """The submission's bytes, once every file of the grader's private copy (beside ``path``) is
+    there with the content the grader wrote; else None and what is wrong. Checked before anything
+    of the student's runs, so the answer can be trusted: a missing or changed copy is the grader's
+    failure (another grader's sweep took it, say), never the student's."""
+    source = None
+    folder = os.path.dirname(path)
+    for rel, digest in files.items():
+        try:
+            fd = os.open(os.path.join(folder, rel), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            return None, f"{rel}: {exc.strerror or exc}"
+        if hashlib.sha256(data).hexdigest() != digest:
+            return None, f"{rel}: its content is not what the grader wrote"
+        if rel == os.path.basename(path):
+            source = data
+    return source, None
 
 
 def describe(exc: BaseException, path: str) -> dict[str, Any]:
@@ -258,7 +280,10 @@ def main() -> int:
     except OSError as exc:
         chan.send({"op": "setup_error", "error": f"{exc.strerror or exc} ({exc.__class__.__name__})"}, [])
         return 1
-    chan.send({"op": "hello", "landlock": applied, **confinement()}, [])
+    source, copy = read_copy(init["path"], init.get("files") or {})
+    chan.send({"op": "hello", "landlock": applied, "copy": copy, **confinement()}, [])
+    if copy is not None:
+        return 1
     for name in init.get("imports", []):
         module = importlib.import_module(name)
         if name == "torch":
@@ -273,7 +298,10 @@ def main() -> int:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        if source is None:
+            spec.loader.exec_module(module)
+        else:  # the bytes checked above, not a second read of the file (running them is this process's job)
+            exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)  # noqa: S102
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are the submission's too
         chan.send({"op": "import_error", "error": describe(exc, path)}, [])
         return 0
