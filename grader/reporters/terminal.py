@@ -65,6 +65,12 @@ class TerminalReporter(Reporter):
     def render(self, result: GradeResult, out_dir: Path | None = None) -> str:
         c = self.color
         lines = [f"grader {result.environment.grader} · {result.exercise} · {printable(result.submission, 200, False)}"]
+        if not result.gradable and all(ch.message == f"not graded: {result.error}" for ch in result.checks):
+            # Nothing was graded (a missing extra, no sandbox): the reason is the whole answer.
+            lines += _wrap(f"NOT GRADABLE: {result.error}", self.width, "  ", lines=8)
+            if out_dir is not None:
+                lines.append(f"  Reports: {out_dir}/ (result.json, scorecard.md, junit.xml; nothing was graded)")
+            return "\n".join(lines) + "\n"
         if result.sandbox.degraded or result.sandbox.warnings:
             for warning in result.sandbox.warnings:
                 lines.append(_paint(f"  !! {warning}", "1;33", c))
