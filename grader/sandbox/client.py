@@ -152,6 +152,12 @@ class Submission:
             self._fail_import(worker, f"the submission's process {worker.exit_description()} while being imported")
             return
         answer = read_reply(reply.header)
+        if answer is not None and answer.op == "setup_error":  # before the submission ran: the installation's problem
+            worker.kill()
+            raise InfrastructureError(
+                f"the worker could not import what the lab needs ({', '.join(init['imports'])}) before the submission: "
+                f"{format_error(answer.error)}"
+            )
         if answer is not None and answer.op == "import_error":
             self.import_traceback = answer.error.traceback if answer.error else ""
             self._fail_import(worker, "importing the submission raised " + format_error(answer.error))
@@ -385,7 +391,7 @@ def launch(
             shutil.rmtree(tmp, ignore_errors=True)
         raise WorkerSetupError(f"could not start a worker process: {exc}") from None
     cmd = worker.command
-    init = dict(init, path=cmd.submission_path)
+    init = dict(init, path=cmd.submission_path, **limits.worker_init())
     arrays: list[np.ndarray] = []
     if cmd.seccomp:
         arrays.append(np.frombuffer(cmd.seccomp, dtype=np.uint8))
