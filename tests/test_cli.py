@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from support import LAB01, ROOT, run_grader_process
 
+from grader.errors import UsageError
+
 RESULT_FIELDS = {
     "exercise", "submission", "submission_sha256", "score", "max_score", "gradable", "checks", "environment", "sandbox",
 }  # fmt: skip
@@ -109,6 +111,25 @@ def test_ambiguous_prefix(run_cli, make_lab, lab01: Path) -> None:
     (other / "manifest.toml").write_text((lab / "manifest.toml").read_text())
     code, _, err = run_cli("submit", lab01 / "solution.py", "--exercise", "lab-01")
     assert code == 2 and "ambiguous" in err and "lab-01-moe-routing" in err and "lab-01-other" in err
+
+
+@pytest.mark.parametrize("exercise", ["LAB-01", "Lab-01-MoE", "01", "1", "lab1", "lab-1"])
+def test_exercise_in_any_case_or_by_its_number(run_cli, tmp_path: Path, exercise: str) -> None:
+    code, out, err = run_cli("submit", LAB01 / "starter.py", "--exercise", exercise, "--out", tmp_path, "-q")
+    assert code == 0, err
+    assert out.startswith("lab-01-moe-routing starter.py: 0/10")
+
+
+def test_a_number_or_prefix_two_labs_share_is_ambiguous() -> None:
+    from grader.discovery import resolve
+
+    labs = {name: Path(name) for name in ("lab-01-a", "lab-10-b", "lab-11-c")}
+    assert resolve("10", labs) == "lab-10-b" and resolve("LAB-11", labs) == "lab-11-c"
+    assert resolve("01", labs) == "lab-01-a" and resolve("1", labs) == "lab-01-a"
+    with pytest.raises(UsageError, match="ambiguous: lab-10-b, lab-11-c"):
+        resolve("LAB-1", labs)
+    with pytest.raises(UsageError, match="unknown exercise '7'"):
+        resolve("7", labs)
 
 
 def test_symlinked_submission_is_refused(run_cli, tmp_path: Path) -> None:
