@@ -67,6 +67,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("selftest", help="prove a lab's checkers on its solution, starter and wrong files")
     p.add_argument("exercise", nargs="?", help="lab id or prefix (default: every lab)")
+    p.add_argument("--exercise", "-e", dest="exercise_flag", metavar="ID", help="the same, as the other commands take it")
     p.add_argument("--out", type=Path, help="also write each graded file's reports under DIR/<lab-id>/<file>/")
     _sandbox_flags(p)
 
@@ -281,7 +282,10 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
     plugins = default_plugins()
     labs = _labs()
-    ids = [discovery.resolve(args.exercise, labs)] if args.exercise else list(labs)
+    if args.exercise and args.exercise_flag and args.exercise != args.exercise_flag:
+        raise UsageError(f"two labs named: {args.exercise!r} and --exercise {args.exercise_flag!r}; name one")
+    exercise = args.exercise_flag or args.exercise
+    ids = [discovery.resolve(exercise, labs)] if exercise else list(labs)
     ok = True
     for lab_id in ids:
         manifest: LabManifest = load_manifest(labs[lab_id], plugins.checkers())

@@ -86,6 +86,8 @@ def test_lab_found_from_the_functions_the_file_defines(run_cli, tmp_path: Path) 
         (["submit", str(LAB01 / "solution.py"), "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["submit", str(LAB01)], "is a folder, not a regular file"),
         (["selftest", "lab-77"], "unknown exercise 'lab-77'"),
+        (["selftest", "--exercise", "lab-77"], "unknown exercise 'lab-77'"),
+        (["selftest", "lab-01", "-e", "lab-03"], "two labs named"),
         (["validate", "no/such/manifest.toml"], "no/such/manifest.toml: no such file or folder"),
     ],
 )
@@ -273,3 +275,14 @@ def test_a_speed_check_failed_by_a_wrong_answer_gets_no_speed_hint(run_cli, tmp_
     speed = checks["grouped-is-faster"]
     assert speed["status"] == "failed" and "a timed call gave a wrong answer" in speed["message"]
     assert speed["hint"].startswith("speed counts only for right answers")
+
+
+def test_selftest_takes_the_lab_as_every_command_does(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import grader.selftest
+
+    tested: list[str] = []
+    monkeypatch.setattr(grader.selftest, "run_selftest", lambda manifest, *a, **k: tested.append(manifest.id) or True)
+    for args in (["--exercise", "lab-04"], ["-e", "4"], ["lab-04"], ["lab-04", "--exercise", "lab-04"]):
+        code, out, err = run_cli("selftest", *args)
+        assert code == 0, err
+    assert tested == ["lab-04-expert-load-balance"] * 4
