@@ -31,6 +31,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -538,6 +539,41 @@ def hidden_from_others(lab_dir: Path) -> bool:
         if stat.S_ISREG(mode) and mode & stat.S_IROTH and not (file.parent == path and file.name in visible):
             return False
     return True
+
+
+def blocked_for_others(python: str) -> str | None:
+    """Why a uid that neither owns nor shares a group with this interpreter's files (a leased
+    worker uid) cannot use it: the first folder on the way to one of its parts (the binary, the
+    libpython it loads, its standard library, its site-packages) that other users cannot search,
+    or a part they cannot read. None when every part is reachable.
+
+    pyenv, conda and uv install Python under the user's home, often mode 0700 (always for
+    /root): the binary still starts (setpriv execs it with the grader's capabilities), but the
+    dynamic loader then cannot read its libpython and takes the system's, another version."""
+    parts = [os.path.realpath(python), *_loaded("libpython"), sysconfig.get_path("stdlib")]
+    parts += [os.path.realpath(p) for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+    for part in dict.fromkeys(parts):
+        path = Path(part)
+        for folder in [*reversed(path.parents), path]:
+            try:
+                mode = os.stat(folder).st_mode
+            except OSError:
+                break
+            if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+                return f"{folder} is mode {stat.S_IMODE(mode):04o}, so other users cannot reach {part}"
+            if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+                return f"{folder} is mode {stat.S_IMODE(mode):04o}, so other users cannot read it"
+    return None
+
+
+def _loaded(stem: str) -> list[str]:
+    """The files this process has mapped whose name starts with ``stem`` (its libpython, say)."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    files = (line.split(maxsplit=5)[-1] for line in lines if line.count(" ") >= 5)
+    return sorted({f for f in files if f.startswith("/") and os.path.basename(f).startswith(stem)})
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -210,3 +210,32 @@ def test_seccomp_filter_allows_only_unix_sockets_and_no_hidden_memory(tmp_path: 
     lines = out.stdout.splitlines()
     for expected in ("unshare -1 1", "shmget -1 1", "inet 1", "vsock 1", "netlink 1", "memfd 1", "unix ok", "fork 7"):
         assert expected in lines, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root, to lease a worker uid")
+def test_an_interpreter_other_users_cannot_reach_is_named_with_what_to_do() -> None:
+    """pyenv, conda or uv under a 0700 home: a worker uid cannot use that Python. The probe says
+    which folder is in the way and what the course staff can do, before anything is graded."""
+    import sysconfig
+
+    from grader.sandbox.tiers import _configure
+
+    base = Path(tempfile.mkdtemp(prefix="grader-home-"))  # under /tmp, itself reachable by everyone
+    try:
+        base.chmod(0o755)
+        private = base / "alice"
+        private.mkdir(mode=0o700)
+        venv = private / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--copies", "--without-pip", str(venv)], check=True)
+        site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+        (site / "outer.pth").write_text(sysconfig.get_path("purelib") + "\n")
+        python = str(venv / "bin" / "python")
+        launcher, why = _configure(Launcher("process", landlock=0), python)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert launcher is not None and not launcher.drop_uid, why
+    note = launcher.notes["uid"]
+    assert f"a worker uid cannot use this grader's Python {python}: {private} is mode 0700, so other users cannot reach" in note
+    assert "Install Python and the grader's virtual environment where other users can read them" in note
+    assert any(w.startswith("uid: a worker uid cannot use") for w in assess(launcher, LAB01).warnings)
+
