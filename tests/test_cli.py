@@ -286,3 +286,57 @@ def test_selftest_takes_the_lab_as_every_command_does(run_cli, monkeypatch: pyte
         code, out, err = run_cli("selftest", *args)
         assert code == 0, err
     assert tested == ["lab-04-expert-load-balance"] * 4
+
+
+# --- what a student reads -------------------------------------------------------------------------
+
+
+def _checks(tmp_path: Path) -> dict[str, dict]:
+    return {c["id"]: c for c in json.loads((tmp_path / "r" / "result.json").read_text())["checks"]}
+
+
+def test_a_syntax_error_names_its_line_once(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "syntax.py").write_text("import numpy as np\ndef route(x, w_gate, k)\n    return x\n")
+    code, out, _ = run_cli("submit", tmp_path / "syntax.py", "-e", "lab-01", "--out", tmp_path / "r")
+    message = _checks(tmp_path)["route-matches-reference"]["message"]
+    assert code == 0 and message.endswith("SyntaxError: expected ':' (line 2)"), message
+    assert "syntax.py" not in message
+
+
+def test_a_notebooks_error_names_the_cell_and_its_line(run_cli, tmp_path: Path) -> None:
+    import nbformat
+
+    source = (LAB01 / "solution.py").read_text()
+    broken = source.replace("    logits = x @ w_gate.T\n", "    logits = x @ w_gate.T\n    raise ValueError('looked at the logits')\n", 1)
+    assert broken != source
+    cells = [nbformat.v4.new_markdown_cell("# my routing"), nbformat.v4.new_code_cell("import numpy as np"),
+             nbformat.v4.new_code_cell(broken)]  # fmt: skip
+    (tmp_path / "moe.ipynb").write_text(nbformat.writes(nbformat.v4.new_notebook(cells=cells)))
+    code, out, _ = run_cli("submit", tmp_path / "moe.ipynb", "-e", "lab-01", "--out", tmp_path / "r")
+    line = broken.splitlines().index("    raise ValueError('looked at the logits')") + 1
+    check = _checks(tmp_path)["route-matches-reference"]
+    assert f"ValueError: looked at the logits (cell 3, line {line}, in route)" in check["message"], check["message"]
+    assert f"cell 3, line {line}" in check["traceback"]
+
+
+def test_a_utf16_file_is_said_to_be_no_utf8(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "moe.py").write_bytes((LAB01 / "solution.py").read_text().encode("utf-16"))
+    code, out, _ = run_cli("submit", tmp_path / "moe.py", "-e", "lab-01", "--out", tmp_path / "r")
+    message = _checks(tmp_path)["route-matches-reference"]["message"]
+    assert code == 0 and message.endswith("the file is UTF-16 text, not UTF-8: save it as UTF-8"), message
+
+
+def test_a_speed_check_failed_by_printing_says_printing_did_it(run_cli, tmp_path: Path) -> None:
+    source = (LAB01 / "solution.py").read_text()
+    source += (
+        "\n\n_fast = moe_forward_grouped\n\ndef moe_forward_grouped(x, w_gate, w1s, w2s, k):\n"
+        "    for t in range(x.shape[0]):\n        print('token', t, 'routed', flush=True)\n"
+        "    return _fast(x, w_gate, w1s, w2s, k)\n"
+    )
+    (tmp_path / "moe.py").write_text(source)
+    run_cli("submit", tmp_path / "moe.py", "--out", tmp_path / "r")
+    speed = _checks(tmp_path)["grouped-is-faster"]
+    assert speed["status"] == "failed", speed["message"]
+    assert speed["hint"].startswith("moe_forward_grouped printed ") and "remove the prints" in speed["hint"], speed["hint"]
+    assert speed["details"]["printed_bytes"] >= 4096
+

@@ -33,12 +33,15 @@ def _flat(text: str) -> str:
     return " ".join(printable(text).split())
 
 
+CUT = "… (cut here: the whole message is in scorecard.md and result.json) …"
+
+
 def _wrap(text: str, width: int, indent: str, lines: int = MESSAGE_LINES) -> list[str]:
     """``text`` on at most ``lines`` lines of ``width``; when cut, the end is kept (it holds the
-    expected-versus-got detail) and the middle is elided."""
+    expected-versus-got detail), and the elided middle says where the whole text is."""
     wrapped = textwrap.wrap(_flat(text), max(20, width - len(indent))) or [""]
     if len(wrapped) > lines:
-        wrapped = wrapped[: lines - 2] + ["…"] + wrapped[-1:]
+        wrapped = wrapped[: lines - 2] + [CUT] + wrapped[-1:]
     return [indent + line for line in wrapped]
 
 

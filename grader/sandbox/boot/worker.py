@@ -118,6 +118,8 @@ def describe(exc: BaseException, path: str) -> dict[str, Any]:
         where = f"line {exc.lineno}"
     if isinstance(exc, SystemExit):
         message = f"called sys.exit({exc.code!r})"
+    elif isinstance(exc, SyntaxError) and where:
+        message = str(exc.msg)  # str() would add "(file, line N)", which ``where`` says already
     else:
         try:
             message = str(exc)
