@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from support import LAB01, ROOT, tight_limits, wrong_file
 
-from grader.batch.layouts import Entry
+from grader.batch.layouts import Entry, find_submissions
 from grader.batch.progress import Progress
 from grader.batch.shard import Shard, shard_of
 from grader.batch.store import Store
@@ -177,21 +177,54 @@ def _gradescope(folder: Path) -> dict[str, float]:
     return {"Ada_Lovelace": FULL, "Grace_Hopper_+_Alan_Turing": FULL - 1 - 1 - 1.5 - 1}
 
 
+def _notebook(source: str) -> str:
+    import nbformat
+
+    cells = [nbformat.v4.new_markdown_cell("My lab"), nbformat.v4.new_code_cell(source)]
+    return nbformat.writes(nbformat.v4.new_notebook(cells=cells))
+
+
 def _canvas(folder: Path) -> dict[str, float]:
     put(folder, "lovelace_ada_12345_67890_starter.py", SOLUTION)
     put(folder, "hopper_grace_late_111_222_starter-1.py", wrong_file("smallest_logits"))
-    return {"lovelace_ada": FULL, "hopper_grace": FULL - 2 - 1 - 1.5 - 1}
+    put(folder, "turingalan_LATE_201936_8812400_moe_lab.ipynb", _notebook(SOLUTION.read_text()))
+    put(folder, "notes.ipynb", _notebook(SOLUTION.read_text()))  # not Canvas-style: a student of its own
+    return {"lovelace_ada": FULL, "hopper_grace": FULL - 2 - 1 - 1.5 - 1, "turingalan": FULL, "notes": FULL}
+
+
+def test_canvas_names_are_read_file_by_file_in_a_mixed_folder(lab: Path, tmp_path: Path) -> None:
+    """A stray file among a Canvas export (the TA's notes, a re-upload by hand) names only itself."""
+    for name in (
+        "smithjohn_212345_9876543_starter.py",
+        "garcia-lopezmaria_LATE_212346_9876544_moe_routing-2.py",
+        "nguyenthi_212347_9876545_lab01.ipynb",
+        "obrien_late_212348_9876546_starter.py",
+        "stray_upload.py",
+        "README.txt",
+    ):
+        put(tmp_path / "class", name, SOLUTION.read_text() if not name.endswith(".ipynb") else _notebook(SOLUTION.read_text()))
+    manifest = load_manifest(lab, default_plugins().checkers())
+    entries, skipped = find_submissions(tmp_path / "class", manifest)
+    assert {e.student: e.layout for e in entries} == {
+        "smithjohn": "canvas", "garcia-lopezmaria": "canvas", "nguyenthi": "canvas", "obrien": "canvas",
+        "stray_upload": "file",
+    }  # fmt: skip
+    assert [s.name for s in skipped] == ["README.txt"]
 
 
 @pytest.mark.parametrize("layout", [_folders, _gradescope, _canvas], ids=["folders", "gradescope", "canvas"])
-def test_accepted_layouts(lab, run_cli, tmp_path: Path, layout) -> None:
+def test_accepted_layouts(lab, run_cli, tmp_path: Path, layout, monkeypatch: pytest.MonkeyPatch) -> None:
     folder, out = tmp_path / "subs", tmp_path / "out"
     folder.mkdir()
     expected = layout(folder)
+    monkeypatch.delenv("GRADER_SECRET_SEED", raising=False)
+    monkeypatch.delenv("GRADER_SECRET_SEED_FILE", raising=False)
 
     code, _, err = batch(run_cli, folder, out)
 
     assert code == 0, err
+    # grading on the public seed is said on the terminal, as grader slurm says it, not only in summary.md
+    assert "grader batch: warning: GRADER_SECRET_SEED is not set: inputs come from the public seed only" in err
     assert {s: result(out, s)["score"] for s in expected} == expected
     assert set(gradebook(out)) == set(expected)
     summary = (out / "summary.md").read_text()
@@ -447,6 +480,26 @@ def test_progress_is_one_updating_line_on_a_terminal_and_plain_lines_otherwise()
     assert plain.getvalue().splitlines() == ["[1/2] ada: 10/10 (100%)", "[2/2] ben?[2J: 3/10 (30%)"]
 
 
+def test_the_eta_is_unknown_rather_than_zero_while_nothing_finished_or_one_runs_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    import grader.batch.progress as progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    tty = io.StringIO()
+    bar = Progress(3, tty, tty=True)
+    bar.started_one(0, "ada")
+    clock[0] = 101.0
+    assert bar.eta() == "?"  # nothing finished yet: no rate to go by (it read 0:00)
+    bar.finished_one(0, "ada", "10/10 (100%)")
+    bar.started_one(0, "bob")
+    clock[0] = 102.0
+    assert bar.eta() == "0:04"  # 2 left at 1 per 2 s
+    clock[0] = 110.0  # bob has run 9 s; a submission takes about 1: it may run into its time limit
+    assert bar.eta() == "?"
+    bar.draw(force=True)
+    assert tty.getvalue().rstrip().endswith("eta ?  grading bob 0:09")
+
+
 def test_batch_worker_process_answers_on_its_own_channel(lab, tmp_path: Path) -> None:
     """The worker protocol, driven directly: a config line, a job line, JSON answers only."""
     out = tmp_path / "out" / "ada"
@@ -548,7 +601,8 @@ def test_merge_lists_who_is_not_graded_yet_and_why(lab, run_cli, tmp_path: Path,
     missing = [s for s in students if shard_of(s, 2) == 2]
     assert graded and missing
     monkeypatch.setenv("GRADER_SECRET_SEED", "first")
-    assert batch(run_cli, folder, out, "--shard", "1/2")[0] == 0
+    code, _, err = batch(run_cli, folder, out, "--shard", "1/2")
+    assert code == 0 and "GRADER_SECRET_SEED is not set" not in err
 
     code, out_text, err = run_cli("batch", folder, "-e", "lab-01", "--out", out, "--merge-only")
     assert code == 3

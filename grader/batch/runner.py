@@ -298,7 +298,11 @@ def _announce(options: BatchOptions, launcher: Launcher, seeds: Seeds, outcome: 
         file=stream,
     )
     if not seeds.official:
-        print("grader batch: GRADER_SECRET_SEED is not set: inputs come from the public seed only", file=stream)
+        print(
+            "grader batch: warning: GRADER_SECRET_SEED is not set: inputs come from the public seed only, which students "
+            "can run themselves; for grading that counts, export GRADER_SECRET_SEED (or GRADER_SECRET_SEED_FILE)",
+            file=stream,
+        )
     for warning in launcher.warnings:
         print(f"grader batch: warning: {warning}", file=stream)
     for entry in outcome.entries:
