@@ -323,9 +323,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         return _report_batch(lab_id, out, merge_batch(manifest, options), args.fail_under, merged=True)
     try:
         outcome = run_batch(plugins, manifest, _options(args, official=True), options)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGINT/SIGTERM to this process (batch.runner.stop_on_signals)
         print(f"grader: interrupted; run the same command again to resume (finished students are kept in {out})", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)
     return _report_batch(lab_id, out, outcome, args.fail_under, shard=shard)
 
 

@@ -436,6 +436,45 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing(lab, tmp_path: Path) -> None
     assert not [p for p in out.rglob(".*") if p.name.endswith((".tmp", ".staging"))]
 
 
+SLOW_ROUTE = "\n\n_route = route\n\ndef route(x, w_gate, k):\n    import time\n    time.sleep(1.2)\n    return _route(x, w_gate, k)\n"
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_batch_alone_stops_it_keeping_what_is_graded(lab, tmp_path: Path, sig: int, code: int) -> None:
+    """As ``timeout -s INT``, ``kill`` or a scheduler sends it: to the main pid only, with SIGINT
+    ignored as a script's background job inherits it."""
+    folder = tmp_path / "subs"
+    put(folder, "ada.py", SOLUTION)
+    for name in ("bob", "cyd", "dee"):
+        put(folder, f"{name}.py", SOLUTION.read_text() + SLOW_ROUTE)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grader", "batch", str(folder), "-e", "lab-01", "--out", str(out), "--jobs", "1", "--allow-unsandboxed"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / ".state" / "ada.json").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)  # bob is being graded now
+    workers = _children(proc.pid)
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the batch did not stop on {signal.Signals(sig).name}")
+    assert proc.returncode == code, err
+    assert "grader: interrupted; run the same command again to resume" in err and "Traceback" not in err
+    assert workers and _gone(workers), "batch workers outlived the batch"
+    assert result(out, "ada")["score"] == FULL and not (out / ".state" / "dee.json").exists()
+    for name in ("bob", "cyd", "dee"):
+        (folder / f"{name}.py").unlink()
+    rerun = _batch_process(folder, out)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0 and "1 already graded" in err, err
+
+
 # --- input errors, isolation, progress --------------------------------------------------------------
 
 
