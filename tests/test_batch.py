@@ -131,9 +131,32 @@ def test_plain_files_reports_summary_gradebook_and_histogram(lab, run_cli, tmp_p
     assert "### `route-matches-reference`: 1 of 2 did not pass" in summary
     listed = skipped_entries(out)
     assert listed["sneaky.py"].startswith("is a symbolic link") and listed["pipe.py"] == "is not a regular file"
-    assert listed["notes.txt"] == "is not a Python (.py) file"
+    assert listed["notes.txt"] == "is not a Python file (.py) or a notebook (.ipynb)"
     assert "| is not a regular file | 1 | `pipe.py` |" in summary  # grouped by reason in summary.md
     assert png_size((out / "histogram.png").read_bytes()) == (640, 360)
+
+
+def test_the_histogram_has_a_title_and_names_both_axes() -> None:
+    from grader.batch import histogram
+
+    def ink(img) -> "np.ndarray":
+        return (img != 255).any(axis=-1)
+
+    def alone(draw) -> "np.ndarray":
+        blank = np.full((histogram.HEIGHT, histogram.WIDTH, 3), 255, dtype=np.uint8)
+        draw(blank)
+        return ink(blank)
+
+    import numpy as np
+
+    img = ink(histogram.render([12.0, 55.0, 100.0], "lab-01-moe-routing: scores"))
+    title = alone(lambda b: histogram._text(b, histogram.LEFT, 8, "lab-01-moe-routing: scores"))
+    x_label = alone(lambda b: histogram._text(b, (histogram.LEFT + histogram.WIDTH - histogram.RIGHT) // 2, histogram.HEIGHT - histogram.BOTTOM + 26, "score (percent of the points)", center=True))
+    y_label = alone(lambda b: histogram._vertical_text(b, 6, 178, "students"))
+    for label in (title, x_label, y_label):
+        assert label.sum() > 100 and (img[label]).all()  # every pixel of the words is drawn
+    untitled = ink(histogram.render([12.0, 55.0, 100.0]))
+    assert not untitled[title].any()
 
 
 def _folders(folder: Path) -> dict[str, float]:
