@@ -486,7 +486,8 @@ def _prairielearn_config(args: argparse.Namespace) -> int:
     print(json.dumps({"id": "<your question id>", "autoPoints": auto, **({"manualPoints": manual} if manual else {})}))
     for line in describe_plan(manifest, "prairielearn"):
         print(line)
-    print("Give the container GRADER_SECRET_SEED too (a secret of the course's, never in the question's files).")
+    print('Add the course\'s secret to "environment" as "GRADER_SECRET_SEED" (info.json is never served to students); '
+          "never put it in the image or in clientFiles (docs/lms.md)")
     return 0
 
 
