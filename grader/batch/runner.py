@@ -333,7 +333,7 @@ def _announce(options: BatchOptions, launcher: Launcher, seeds: Seeds, outcome: 
     if not seeds.official:
         print(
             "grader batch: warning: GRADER_SECRET_SEED is not set: inputs come from the public seed only, which students "
-            "can run themselves; for grading that counts, export GRADER_SECRET_SEED (or GRADER_SECRET_SEED_FILE)",
+            "can run themselves; to grade officially, export GRADER_SECRET_SEED (or GRADER_SECRET_SEED_FILE)",
             file=stream,
         )
     for warning in launcher.warnings:
