@@ -68,6 +68,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("selftest", help="prove a lab's checkers on its solution, starter and wrong files")
     p.add_argument("exercise", nargs="?", help="lab id or prefix (default: every lab)")
+    p.add_argument("--exercise", "-e", dest="exercise_flag", metavar="ID", help="the same, as the other commands take it")
     p.add_argument("--out", type=Path, help="also write each graded file's reports under DIR/<lab-id>/<file>/")
     _sandbox_flags(p)
 
@@ -268,7 +269,10 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
     plugins = default_plugins()
     labs = _labs()
-    ids = [discovery.resolve(args.exercise, labs)] if args.exercise else list(labs)
+    if args.exercise and args.exercise_flag and args.exercise != args.exercise_flag:
+        raise UsageError(f"two labs named: {args.exercise!r} and --exercise {args.exercise_flag!r}; name one")
+    exercise = args.exercise_flag or args.exercise
+    ids = [discovery.resolve(exercise, labs)] if exercise else list(labs)
     ok = True
     for lab_id in ids:
         manifest: LabManifest = load_manifest(labs[lab_id], plugins.checkers())
@@ -306,9 +310,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         return _report_batch(lab_id, out, merge_batch(manifest, options), args.fail_under, merged=True)
     try:
         outcome = run_batch(plugins, manifest, _options(args, official=True), options)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGINT/SIGTERM to this process (batch.runner.stop_on_signals)
         print(f"grader: interrupted; run the same command again to resume (finished students are kept in {out})", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)
     return _report_batch(lab_id, out, outcome, args.fail_under, shard=shard)
 
 
@@ -429,7 +433,8 @@ def _prairielearn_config(args: argparse.Namespace) -> int:
     print(json.dumps({"id": "<your question id>", "autoPoints": auto, **({"manualPoints": manual} if manual else {})}))
     for line in describe_plan(manifest, "prairielearn"):
         print(line)
-    print("Give the container GRADER_SECRET_SEED too (a secret of the course's, never in the question's files).")
+    print('Add the course\'s secret to "environment" as "GRADER_SECRET_SEED" (info.json is never served to students); '
+          "never put it in the image or in clientFiles (docs/lms.md)")
     return 0
 
 

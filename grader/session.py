@@ -30,7 +30,7 @@ from typing import Any
 from grader import gpu_cache, hardware
 from grader.checkers.base import CheckContext, Verdict
 from grader.discovery import SubmissionFile, read_submission
-from grader.environment import environment
+from grader.environment import environment, requirements_problem
 from grader.errors import InfrastructureError, OutputError, UsageError
 from grader.lab import Lab
 from grader.manifest import CheckSpec, Hardware, LabManifest
@@ -228,6 +228,7 @@ class Grader:
         self.plugins = plugins or default_plugins()
         self.seeds = Seeds.from_env(self.options.seed)
         self._launcher = launcher
+        self._missing: str | None = None
         self._passed: dict[str, bool] = {}
         self._kernels: Path | None = None
         self._pending: dict[str, Background] = {}
@@ -238,7 +239,13 @@ class Grader:
         return self.options.deadline_s or self.manifest.lab.deadline_s
 
     def launcher(self) -> Launcher:
-        """The sandbox tier for this grader's submissions, chosen once; InfrastructureError if none fits."""
+        """The sandbox tier for this grader's submissions, chosen once; InfrastructureError if none
+        fits, or if this environment lacks a distribution the lab needs (``lab.requires``: the
+        installation's problem, said before anything is graded, never a student's zero)."""
+        if self._missing is None:
+            self._missing = requirements_problem(self.manifest.id, self.manifest.lab.requires) or ""
+        if self._missing:
+            raise InfrastructureError(self._missing)
         if self._launcher is None:
             o = self.options
             self._launcher = tiers.choose(

@@ -124,7 +124,7 @@ def test_ten_thousand_stray_files_keep_the_summary_small(lab, run_cli, tmp_path:
     code, _, err = batch(run_cli, folder, out)
     assert code == 0, err
     summary = (out / "summary.md").read_text()
-    assert len(summary) < 20_000 and "| is not a Python (.py) file | 10000 |" in summary
+    assert len(summary) < 20_000 and "| is not a Python file (.py) or a notebook (.ipynb) | 10000 |" in summary
     with open(out / "skipped.csv", newline="", encoding="utf-8") as fh:
         assert sum(1 for _ in csv.DictReader(fh)) == 10_000
 

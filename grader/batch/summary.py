@@ -272,7 +272,7 @@ def _write_class_outputs(
     missing: dict[str, str] | None,
 ) -> None:
     percents = [results[e.student].percent for e in entries if e.student in results and results[e.student].gradable]
-    write_histogram(out / "histogram.png", percents)
+    write_histogram(out / "histogram.png", percents, f"{manifest.id}: scores")
     write_atomic(out / "gradebook.csv", gradebook_csv(manifest, entries, results, missing or {}))
     write_atomic(out / "summary.md", summary_md(manifest, entries, skipped, results, elapsed_s, missing=missing))
     write_atomic(out / "skipped.csv", skipped_csv(skipped))

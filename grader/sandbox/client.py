@@ -9,9 +9,11 @@ or breaking a rule, ``failed`` for a wrong kind of answer.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import hashlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -37,6 +39,7 @@ from grader.sandbox.process import (
 from grader.sandbox.uids import UidLease
 from grader.sandbox.values import (
     MAX_MESSAGE_BYTES,
+    ErrorInfo,
     Outputs,
     Reply,
     SubmissionFault,
@@ -93,9 +96,11 @@ class Submission:
         self.restarts = 0
         self._calls = 0
         self._output: list[str] = []
+        self._printed = 0
         settings = manifest.lab.worker
         gpu = torch_device is not None and torch_device.startswith("cuda")
         self._limits = launcher.limits(settings.memory_mb, gpu, heavy="torch" in settings.imports)
+        self._cells = notebook_cells(source) if filename.endswith(".ipynb") else []
         self._env = worker_env({**settings.env, **(settings.gpu_env if gpu else settings.cpu_env)}, settings.threads)
 
     def _copy(self, source: bytes, filename: str, helpers: Mapping[str, bytes]) -> tuple[leases.Lease, Path]:
@@ -174,9 +179,16 @@ class Submission:
             self._fail_import(worker, f"the submission's process {worker.exit_description()} while being imported")
             return
         answer = read_reply(reply.header)
+        if answer is not None and answer.op == "setup_error":  # before the submission ran: the installation's problem
+            worker.kill()
+            raise InfrastructureError(
+                f"the worker could not import what the lab needs ({', '.join(init['imports'])}) before the submission: "
+                f"{format_error(answer.error)}"
+            )
         if answer is not None and answer.op == "import_error":
-            self.import_traceback = answer.error.traceback if answer.error else ""
-            self._fail_import(worker, "importing the submission raised " + format_error(answer.error))
+            error = self._in_cells(answer.error)
+            self.import_traceback = error.traceback if error else ""
+            self._fail_import(worker, "importing the submission raised " + format_error(error) + self._encoding_note())
             return
         if answer is None or answer.op != "ready" or answer.functions is None:
             self._fail_import(worker, "the submission's process answered the import with an invalid message")
@@ -187,6 +199,31 @@ class Submission:
             return
         self._worker = worker
 
+    def _in_cells(self, error: ErrorInfo | None) -> ErrorInfo | None:
+        """For a notebook, the error's lines as the student's cells number them ("cell 3, line 2"),
+        not as the one file its code cells were joined into."""
+        cells = self._cells
+        if error is None or not cells:
+            return error
+
+        def cell_line(match: re.Match[str]) -> str:
+            number = int(match[1])
+            return f"cell {cells[number - 1][0]}, line {cells[number - 1][1]}" if 0 < number <= len(cells) and cells[number - 1][0] else match[0]
+
+        return error.model_copy(update={key: LINE.sub(cell_line, getattr(error, key)) for key in ("where", "traceback", "message")})
+
+    def _encoding_note(self) -> str:
+        """Why a file Python cannot read as source failed, when it is not UTF-8 text."""
+        try:
+            self.source.decode("utf-8")
+            return ""
+        except UnicodeDecodeError:
+            pass
+        for bom, name in ((codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"), (codecs.BOM_UTF32_LE, "UTF-32")):
+            if self.source.startswith(bom):
+                return f"; the file is {name} text, not UTF-8: save it as UTF-8"
+        return "; the file is not UTF-8 text: save it as UTF-8"
+
     def _fail_import(self, worker: WorkerProcess, message: str) -> None:
         worker.kill()
         self._collect_output(worker)
@@ -195,7 +232,13 @@ class Submission:
             message += f" (last output: {last[:200]})"
         self.import_failure = message
 
+    @property
+    def printed(self) -> int:
+        """Bytes the submission has printed so far, across its workers (what was kept or not)."""
+        return self._printed + (self._worker.output.total if self._worker is not None else 0)
+
     def _collect_output(self, worker: WorkerProcess) -> None:
+        self._printed += worker.output.total
         tail = worker.output_tail()
         if tail:
             self._output.append(tail)
@@ -291,7 +334,7 @@ class Submission:
             self._discard_worker()
             raise SubmissionFault(Status.error, f"{function}: the submission's process answered out of turn")
         if not answer.ok:
-            err = answer.error
+            err = self._in_cells(answer.error)
             if err is not None and err.type == "NotImplementedError":
                 raise SubmissionFault(Status.error, f"{function} is not implemented yet (it raises NotImplementedError)", hint=None)
             raise SubmissionFault(Status.error, f"{function} raised " + format_error(err), err.traceback if err else "")
@@ -407,7 +450,7 @@ def launch(
             shutil.rmtree(tmp, ignore_errors=True)
         raise WorkerSetupError(f"could not start a worker process: {exc}") from None
     cmd = worker.command
-    init = dict(init, path=cmd.submission_path)
+    init = dict(init, path=cmd.submission_path, **limits.worker_init())
     arrays: list[np.ndarray] = []
     if cmd.seccomp:
         arrays.append(np.frombuffer(cmd.seccomp, dtype=np.uint8))
@@ -487,6 +530,26 @@ def probe_worker(launcher: Launcher, python: str) -> tuple[bool, str]:
         if worker is not None:
             worker.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+LINE = re.compile(r"\bline (\d+)")
+CELL_MARK = re.compile(r"^# --- cell (\d+) ---$")
+
+
+def notebook_cells(source: bytes) -> list[tuple[int, int]]:
+    """For each line of a notebook's joined code cells (discovery.notebook_source), its cell's
+    number and its line within that cell; (0, 0) for the lines the joining added."""
+    out: list[tuple[int, int]] = []
+    cell, line = 0, 0
+    for text in source.decode("utf-8", errors="replace").splitlines():
+        mark = CELL_MARK.match(text)
+        if mark:
+            cell, line = int(mark[1]), 0
+            out.append((0, 0))
+            continue
+        line += 1
+        out.append((cell, line) if cell else (0, 0))
+    return out
 
 
 def _safe_name(filename: str) -> str:

@@ -78,6 +78,20 @@ def apply_seccomp(program: bytes) -> None:
         raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP failed")
 
 
+def limit_address_space(extra: int) -> None:
+    """RLIMIT_AS at what this process has mapped now (the interpreter and the lab's imports) plus
+    ``extra`` bytes, soft and hard, before the submission runs. Libraries are mapped whole but
+    mostly never touched (a CUDA build of torch maps gigabytes), so the limit is sized from them
+    rather than fixed; RLIMIT_DATA, set before the interpreter started, bounds private memory."""
+    import resource
+
+    with open("/proc/self/status") as fh:
+        size = next(int(line.split()[1]) << 10 for line in fh if line.startswith("VmSize:"))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = size + extra if hard == resource.RLIM_INFINITY else min(hard, size + extra)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def confinement() -> dict[str, Any]:
     """This process's uid, seccomp mode, no_new_privs and effective capabilities, from /proc."""
     out: dict[str, Any] = {"uid": os.getuid(), "pid": os.getpid(), "python": sys.version}
@@ -126,6 +140,8 @@ def describe(exc: BaseException, path: str) -> dict[str, Any]:
         where = f"line {exc.lineno}"
     if isinstance(exc, SystemExit):
         message = f"called sys.exit({exc.code!r})"
+    elif isinstance(exc, SyntaxError) and where:
+        message = str(exc.msg)  # str() would add "(file, line N)", which ``where`` says already
     else:
         try:
             message = str(exc)
@@ -285,12 +301,18 @@ def main() -> int:
     if copy is not None:
         return 1
     for name in init.get("imports", []):
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except BaseException as exc:  # noqa: BLE001 - the lab's own imports: the installation's problem
+            chan.send({"op": "setup_error", "error": describe(exc, ""), "module": name}, [])
+            return 1
         if name == "torch":
             torch = module
             torch.set_num_threads(int(init.get("threads", 2)))
         if name == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
             repair_interpreter()
+    if init.get("address_space_extra"):
+        limit_address_space(int(init["address_space_extra"]))
     path = init["path"]
     sys.path.insert(0, os.path.dirname(path))  # the upload's own helper modules import as they did at home
     try:
