@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # Everything lab-05 needs on a GPU machine, in one call: set up, then the steps named, in order.
 #
-#   benchmarks/gpu_session.sh STEP...
+#   benchmarks/gpu_session.sh STEP...        (no step: selftest speed bench)
 #
 #   selftest        grader selftest lab-05 with the GPU checks on (every wrong file); reports kept
 #   selftest-split  the same in two halves, each half with enough wrong files to fail every check,
 #                   on GPUs 0 and 1 at once when there are two (the nvidia-h200-x2 kind), else in turn
+#   speed           benchmarks/grading_speed.py: grader batch of 8 files and grader submit, the old
+#                   path (GRADER_GPU_CACHE=0) and the new side by side
 #   submit          grader submit of the solution, as a student runs it on the GPU machine
 #   batch           grader batch over the solution, wrong/slow_kernel.patch applied, and the starter
-#   bench           benchmarks/moe_gpu.py: the reference against a naive loop and torch._grouped_mm
+#   bench           benchmarks/moe_gpu.py: the reference against vLLM's Triton fused_moe (best of a
+#                   config sweep; carried in .device/vllm/), torch._grouped_mm and a naive loop,
+#                   ceilings measured in the same run
 #   tune            benchmarks/moe_gpu.py --tune --skip-peers: the reference's table for this GPU,
 #                   in $OUT/moe_configs.json (apply it here with moe_gpu.py --apply)
 #
 # $OUT/summary.md is written first and grows after every step (the device, then each step's
-# headline numbers), so a call cut off at its time limit still leaves what it measured. Steps
-# run under one deadline (DEADLINE_S, default 570 s: the device tool stops a command at 600 s);
-# a step that would pass it is stopped and the summary says so. At most eight files come back
-# from $OUT: summary.md, selftest*.txt, solution-result.json, submit.txt, batch.txt, bench.txt,
-# moe_gpu.json, moe_configs.json.
+# headline numbers), so a call cut off at its time limit still leaves what it measured; its
+# compact form is printed last. Steps run under one deadline (DEADLINE_S, default 570 s: the
+# device tool stops a command at 600 s); a step that would pass it is stopped and the summary
+# says so, and the next steps still run while time is left. At most eight files come back from
+# $OUT: summary.md, selftest.txt, solution-result.json, grading_speed.json, speed.txt, bench.txt,
+# moe_gpu.json, moe_configs.json (submit.txt and batch.txt replace two of them when those steps run).
 #
 # The device image has torch and triton but not pydantic or junit-xml, and no bubblewrap: the
 # call carries wheels in .whl/ and Debian's bubblewrap .deb in .device/ (docs/lab-05-gpu.md).
@@ -31,6 +36,7 @@ DEADLINE_S=${DEADLINE_S:-570}
 LAB=exercises/phase-07-gemm-and-moe-kernels/lab-05-fused-moe-kernel
 SUMMARY=$OUT/summary.md
 WORK=$(mktemp -d)
+STEPS_DONE=()
 
 note() { printf '%s\n' "$@" >>"$SUMMARY"; }
 left() { echo $((DEADLINE_S - ($(date +%s) - STARTED))); }
@@ -107,13 +113,16 @@ PY
 }
 
 status=0
+[ "$#" -gt 0 ] || set -- selftest speed bench
 for step in "$@"; do
   note "" "## $step (started at +$(( $(date +%s) - STARTED )) s)"
   rc=0
   case "$step" in
     selftest)
+      t0=$(date +%s)
       timed "$OUT/selftest.txt" python3 -m grader selftest lab-05 --out "$WORK/selftest"
       rc=$?
+      note "took $(( $(date +%s) - t0 )) s"
       selftest_table "$WORK/selftest" >>"$OUT/selftest.txt"
       cp "$WORK/selftest/lab-05-fused-moe-kernel/solution/result.json" "$OUT/solution-result.json" 2>/dev/null
       note "exit $rc; $(grep -c '^  ok' "$OUT/selftest.txt") lines ok, $(grep -c '^  FAIL' "$OUT/selftest.txt") FAIL" \
@@ -155,19 +164,36 @@ p = Path(sys.argv[1]); Path(sys.argv[2]).write_bytes(materialize(p / "wrong" / "
       { echo; cat "$WORK/class-out/gradebook.csv"; echo; cat "$WORK/class-out/summary.md"; } >>"$OUT/batch.txt" 2>/dev/null
       note '```' "$(cat "$WORK/class-out/gradebook.csv" 2>/dev/null)" '```'
       ;;
-    bench)
-      timed "$OUT/bench.txt" python3 benchmarks/moe_gpu.py --out "$OUT"
+    speed)
+      timed "$OUT/speed.txt" python3 benchmarks/grading_speed.py --files 8 --out "$OUT" --budget-s "$(( $(left) - 20 ))"
       rc=$?
-      note "$(grep -E '^(\||NVIDIA|[A-Z].*measured)' "$OUT/bench.txt")"
+      note "$(sed -n '/^lab-05 grading speed/,$p' "$OUT/speed.txt")"
+      ;;
+    bench)
+      timed "$OUT/bench.txt" python3 benchmarks/moe_gpu.py --out "$OUT" --budget-s "$(( $(left) - 20 ))"
+      rc=$?
+      note "$(sed -n '/^## bench summary/,$p' "$OUT/bench.txt")"
       ;;
     tune)
-      timed "$OUT/bench.txt" python3 benchmarks/moe_gpu.py --tune --skip-peers --out "$OUT"
+      timed "$OUT/bench.txt" python3 benchmarks/moe_gpu.py --tune --skip-peers --out "$OUT" --budget-s "$(( $(left) - 20 ))"
       rc=$?
       note "$(grep -E '^(CONFIGS|\||[A-Z].*measured)' "$OUT/bench.txt")"
       ;;
-    *) echo "unknown step $step (selftest, selftest-split, submit, batch, bench, tune)"; status=2; break ;;
+    *) echo "unknown step $step (selftest, selftest-split, speed, submit, batch, bench, tune)"; status=2; break ;;
   esac
   [ "$rc" -eq 0 ] || status=1
+  STEPS_DONE+=("$step: exit $rc at +$(( $(date +%s) - STARTED )) s")
 done
 note "" "done at +$(( $(date +%s) - STARTED )) s"
+# The compact summary, last: the device, each step's end, the self-test's verdict lines, the tables.
+{
+  echo; echo "==== summary ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo 'no GPU'))"
+  printf '%s\n' "${STEPS_DONE[@]}"
+  if [ -f "$OUT/selftest.txt" ]; then
+    grep -E '^  FAIL|^  ok    solution|every check is failed' "$OUT/selftest.txt" | head -20
+    echo "selftest: $(grep -c '^  ok' "$OUT/selftest.txt") ok, $(grep -c '^  FAIL' "$OUT/selftest.txt") FAIL"
+  fi
+  if [ -f "$OUT/speed.txt" ]; then sed -n '/^| path/,/^$/p' "$OUT/speed.txt"; fi
+  if [ -f "$OUT/bench.txt" ]; then sed -n '/^## bench summary/,$p' "$OUT/bench.txt" | head -40; fi
+} | tee -a "$SUMMARY"
 exit $status

@@ -4,14 +4,15 @@ Names here are kept stable across releases; anything else in ``grader`` is inter
 change. docs/plugins.md shows each in use.
 
 For a lab's ``lab.py`` (input generators and claims):
-    ``Tolerance`` and ``compare`` (how outputs are compared), ``recipes`` (inputs described
+    ``Tolerance`` and ``compare`` (how outputs are compared), ``digits_apart`` (a number in a
+    message with the digits that tell it from the one it was checked against), ``recipes`` (inputs described
     instead of sent, for weights too large for the pipe), ``Probe`` (what a claim receives),
     ``SubmissionFault`` (what a probe's calls raise).
 
 For a checker plugin:
     ``Checker``, ``CheckSpec`` (its options' base; ``TimedCheckSpec`` for a timing, whose
     near misses are measured again), ``CheckContext`` (what ``run`` gets),
-    ``Verdict``, ``Case``, ``Outputs``, ``Tolerance``, ``compare``, ``sort_rows``,
+    ``Verdict``, ``Case``, ``Outputs``, ``Tolerance``, ``compare``, ``digits_apart``, ``sort_rows``,
     ``case_set_problems``, ``tolerance_problems`` and ``support_function_problems``
     (cross-reference checks for ``Options.problems``), ``LabManifest``, ``Hardware``.
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from grader import recipes
 from grader.checkers.base import CheckContext, Checker, Probe, TimedCheckSpec, Verdict
-from grader.checkers.compare import compare, sort_rows
+from grader.checkers.compare import compare, digits_apart, sort_rows
 from grader.hookspecs import hookimpl
 from grader.lab import Case
 from grader.lms.base import LmsFormat
@@ -65,6 +66,7 @@ __all__ = [
     "Visibility",
     "case_set_problems",
     "compare",
+    "digits_apart",
     "hookimpl",
     "recipes",
     "sort_rows",

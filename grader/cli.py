@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from grader import __version__, discovery
+from grader.batch import slurm
 from grader.errors import GraderError, ManifestError, UsageError
 from grader.lms.container import describe_plan, points_plan
 from grader.manifest import LabManifest, json_schema, load_manifest
@@ -67,6 +68,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("selftest", help="prove a lab's checkers on its solution, starter and wrong files")
     p.add_argument("exercise", nargs="?", help="lab id or prefix (default: every lab)")
+    p.add_argument("--exercise", "-e", dest="exercise_flag", metavar="ID", help="the same, as the other commands take it")
     p.add_argument("--out", type=Path, help="also write each graded file's reports under DIR/<lab-id>/<file>/")
     _sandbox_flags(p)
 
@@ -89,21 +91,7 @@ def build_parser() -> Parser:
     _sandbox_flags(p)
 
     p = sub.add_parser("slurm", help="grade a folder as a Slurm job array, then merge (writes, prints or submits the scripts)")
-    p.add_argument("folder", type=Path, help="the submissions, as for grader batch (on a file system the nodes share)")
-    p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
-    p.add_argument("--out", type=Path, help="output folder, shared by the nodes (default: reports/<lab-id>/batch-<folder name>/)")
-    p.add_argument("--tasks", "-n", type=_positive, required=True, help="array tasks: the class is split into this many shards")
-    p.add_argument("--gpus-per-task", type=_count, help="GPUs per task, as --gres=gpu:G (default: 1 for a lab with GPU checks, else 0)")
-    p.add_argument("--cpus-per-task", type=_positive, default=1, help="CPUs per task, also its grading jobs (default 1)")
-    p.add_argument("--partition", "-p", help="Slurm partition")
-    p.add_argument("--time", "-t", help="time limit per task, e.g. 01:00:00")
-    p.add_argument("--account", "-A", help="Slurm account to charge")
-    p.add_argument("--constraint", "-C", help="node features, e.g. a GPU model, so every score is timed on one kind")
-    p.add_argument("--seed", type=int, help="public seed of the inputs (default: the lab's fixed seed)")
-    p.add_argument("--allow-unsandboxed", action="store_true", help="let the tasks grade in a tier that leaves solutions, secret or network within reach (degraded, said in every result)")
-    mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--print", dest="print_only", action="store_true", help="write and print the scripts; submit nothing")
-    mode.add_argument("--submit", action="store_true", help="write the scripts and submit them: the array, then the merge")
+    slurm.add_arguments(p)
 
     p = sub.add_parser("lms", help="LMS integrations: the Gradescope autograder, grading in LMS containers")
     platforms = p.add_subparsers(dest="platform", metavar="PLATFORM", parser_class=Parser)
@@ -281,7 +269,10 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
     plugins = default_plugins()
     labs = _labs()
-    ids = [discovery.resolve(args.exercise, labs)] if args.exercise else list(labs)
+    if args.exercise and args.exercise_flag and args.exercise != args.exercise_flag:
+        raise UsageError(f"two labs named: {args.exercise!r} and --exercise {args.exercise_flag!r}; name one")
+    exercise = args.exercise_flag or args.exercise
+    ids = [discovery.resolve(exercise, labs)] if exercise else list(labs)
     ok = True
     for lab_id in ids:
         manifest: LabManifest = load_manifest(labs[lab_id], plugins.checkers())
@@ -319,9 +310,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         return _report_batch(lab_id, out, merge_batch(manifest, options), args.fail_under, merged=True)
     try:
         outcome = run_batch(plugins, manifest, _options(args, official=True), options)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGINT/SIGTERM to this process (batch.runner.stop_on_signals)
         print(f"grader: interrupted; run the same command again to resume (finished students are kept in {out})", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)
     return _report_batch(lab_id, out, outcome, args.fail_under, shard=shard)
 
 
@@ -354,7 +345,7 @@ def _report_batch(
         names = ", ".join(list(outcome.missing)[:5]) + (" ..." if len(outcome.missing) > 5 else "")
         print(
             f"grader: error: {len(outcome.missing)} submission(s) not graded yet ({names}); summary.md says why; "
-            "grade them (resubmit the array, or grader batch with this --out), then merge again",
+            "grade them (grader slurm ... --resubmit K for the tasks that failed, or grader batch with this --out), then merge again",
             file=sys.stderr,
         )
     if outcome.not_gradable or outcome.missing:
@@ -365,50 +356,10 @@ def _report_batch(
 
 
 def cmd_slurm(args: argparse.Namespace) -> int:
-    from grader.batch.slurm import SECRET_FILE, SLURM_DIR, SlurmPlan, sbatch_path, submit, write_scripts, write_secret
-    from grader.manifest import Hardware
-    from grader.seeds import SECRET_ENV, secret_from_env
-
     manifest = _manifest(args.exercise)
-    lab_id = manifest.id
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder}: no such folder")
-    if args.submit:
-        sbatch_path()
-    out = _batch_out(args, lab_id)
-    gpus = args.gpus_per_task
-    if gpus is None:
-        gpus = 1 if any(c.requires is Hardware.gpu for c in manifest.checks.values()) else 0
-    secret = secret_from_env()
-    existing = out.resolve() / SLURM_DIR / SECRET_FILE
-    if secret:
-        secret_file = write_secret(out, secret)
-        note = f"secret seed: in {secret_file} (mode 0600); the jobs read it from there"
-    elif existing.is_file():
-        secret_file = existing
-        note = f"secret seed: {SECRET_ENV} is not set, so the jobs use the one already in {existing}"
-    else:
-        secret_file = None
-        note = f"warning: {SECRET_ENV} is not set: inputs come from the public seed only"
-    plan = SlurmPlan(
-        folder=args.folder, out=out, lab_id=lab_id, exercises=discovery.exercises_root(), tasks=args.tasks,
-        gpus_per_task=gpus, cpus_per_task=args.cpus_per_task, partition=args.partition, time=args.time,
-        account=args.account, constraint=args.constraint, seed=args.seed, allow_unsandboxed=args.allow_unsandboxed,
-        secret_file=secret_file,
-    )  # fmt: skip
-    grade, merge = write_scripts(plan)
-    print(f"grader slurm: {note}", file=sys.stderr)
-    if args.print_only:
-        for path in (grade, merge):
-            print(f"# ---- {path}")
-            print(path.read_text(encoding="utf-8"))
-        print("# Submit: the array, then the merge after it whatever its outcome (afterok would wait for ever on a failed task):")
-        print(f"array=$(sbatch --parsable {grade}) && sbatch --dependency=afterany:${{array%%;*}} {merge}")
-        return 0
-    array, merged = submit(grade, merge)
-    print(f"array job {array} ({args.tasks} tasks, {gpus} GPU(s) each); merge job {merged} (after the array, whatever its outcome)")
-    print(f"Watch: squeue -j {array},{merged} · logs: {plan.slurm_dir / 'logs'}/ · results: {plan.out_abs}/summary.md once job {merged} ends")
-    return 0
+    return slurm.command(args, manifest, _batch_out(args, manifest.id), discovery.exercises_root())
 
 
 def cmd_lms(args: argparse.Namespace) -> int:
@@ -482,7 +433,8 @@ def _prairielearn_config(args: argparse.Namespace) -> int:
     print(json.dumps({"id": "<your question id>", "autoPoints": auto, **({"manualPoints": manual} if manual else {})}))
     for line in describe_plan(manifest, "prairielearn"):
         print(line)
-    print("Give the container GRADER_SECRET_SEED too (a secret of the course's, never in the question's files).")
+    print('Add the course\'s secret to "environment" as "GRADER_SECRET_SEED" (info.json is never served to students); '
+          "never put it in the image or in clientFiles (docs/lms.md)")
     return 0
 
 

@@ -44,10 +44,15 @@ def find_labs(root: Path | None = None) -> dict[str, Path]:
 
 
 def resolve(exercise: str, labs: Mapping[str, Path]) -> str:
-    """The lab id ``exercise`` names: an exact id or an unambiguous prefix."""
+    """The lab id ``exercise`` names: an exact id, an unambiguous prefix in any case (``LAB-01``),
+    or the lab's number (``1``, ``01``, ``lab1``)."""
     if exercise in labs:
         return exercise
-    matches = [lab for lab in labs if lab.startswith(exercise)]
+    wanted = exercise.strip().lower()
+    matches = [lab for lab in labs if lab.lower().startswith(wanted)] if wanted else []
+    number = re.fullmatch(r"(?:lab-?)?0*(\d+)", wanted)
+    if not matches and number:
+        matches = [lab for lab in labs if (m := re.match(r"lab-0*(\d+)", lab)) and m[1] == number[1]]
     if len(matches) == 1:
         return matches[0]
     if not matches:

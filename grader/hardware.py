@@ -6,8 +6,11 @@ torch is imported only when a lab needs a GPU. A GPU check uses two kinds of cei
   name): the floor under which a time is physically impossible. A time under that floor, less
   a margin, is rejected. An unknown device is refused unless ``GRADER_GPU_CEILINGS`` says what
   to use, so no check ever compares against another card's limits.
-* **measured ceilings** (a large device copy and a large matrix product, timed here once per
-  device per process): what "% of roofline" on a student's scorecard is relative to.
+* **measured ceilings** (the fastest of several kernels that read a large buffer once, and a
+  large matrix product; timed once per device and reused across processes for an hour,
+  :mod:`grader.gpu_cache`): what "% of roofline" on a student's scorecard is relative to. Bytes
+  are counted as a lab's ``work()`` counts them (read once plus written), so a kernel that
+  mostly reads, as an MoE layer does, stays under 100%; a device copy (half writes) would not.
 
 Both are recorded in the result with the device's name, driver and clocks.
 """
@@ -23,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from grader import gpu_cache
 from grader.errors import InfrastructureError
 
 NO_GPU_ENV = "GRADER_NO_GPU"
@@ -247,8 +251,32 @@ def gpu_facts(device: int = 0) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=1)
+def device_identity() -> dict[str, Any]:
+    """What compiled kernels and a calibration depend on: the device, its driver, torch and Triton
+    (empty without CUDA; read once per process)."""
+    try:
+        import torch
+        import triton
+    except ImportError:
+        return {}
+    if cuda_device() is None:
+        return {}
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "device": props.name,
+        "capability": f"{props.major}.{props.minor}",
+        "driver": gpu_details().get("gpu_driver"),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+    }
+
+
 # --- ceilings measured on the device at hand ---------------------------------------------------
 
+CALIBRATION_VERSION = 3
+"""Bumped whenever what the calibration measures changes, so a stored one is not reused."""
+READ_BYTES = 2 << 30
 COPY_BYTES = 1 << 30
 MATMUL_N = 8192
 
@@ -274,6 +302,30 @@ def _copy_bandwidth(torch: Any, dev: Any) -> float:
     return 2.0 * COPY_BYTES / (_median_ms(torch, lambda: dst.copy_(src), 20) * 1e-3)
 
 
+def _read_bandwidths(torch: Any, dev: Any) -> dict[str, float]:
+    """Bytes read plus bytes written per second by kernels that stream a 2 GiB bf16 buffer and
+    write almost nothing (counted as lab.py's ``work()`` counts a call: everything read once,
+    the small output written): a row sum, a matrix-vector product, Triton's streaming read and
+    Triton's weight-streaming read in the tiles of the lab's decode GEMMs (grader/gpu_read.py), at
+    a few shapes; the fastest is the ceiling. The lab's kernels mostly read weights; a copy (half
+    writes) runs slower than they do, so it cannot be their ceiling."""
+    buf = torch.empty(READ_BYTES // 2, dtype=torch.bfloat16, device=dev).normal_()
+    rows = buf.view(-1, 8192)
+    sums = torch.empty(rows.shape[0], dtype=torch.float32, device=dev)
+    vec = torch.randn(8192, dtype=torch.bfloat16, device=dev)
+    out: dict[str, float] = {}
+    nbytes = READ_BYTES + rows.shape[0] * 4
+    out["torch.sum"] = nbytes / (_median_ms(torch, lambda: torch.sum(rows, dim=1, dtype=torch.float32, out=sums), 20) * 1e-3)
+    out["torch.mv"] = (READ_BYTES + rows.shape[0] * 2) / (_median_ms(torch, lambda: torch.mv(rows, vec), 20) * 1e-3)
+    try:
+        from grader import gpu_read
+    except ImportError:  # no Triton: the torch kernels alone
+        return out
+    for name, fn, written in gpu_read.variants(buf, torch.cuda.get_device_properties(dev).multi_processor_count):
+        out[name] = (READ_BYTES + written) / (_median_ms(torch, fn, 20) * 1e-3)
+    return out
+
+
 def _fp8_matmul_rate(torch: Any, dev: Any) -> float:
     """e4m3 x e4m3 -> bf16 through torch._scaled_mm (cuBLASLt), per-tensor scales of 1."""
     a = torch.randn(MATMUL_N, MATMUL_N, device=dev).to(torch.float8_e4m3fn)
@@ -297,25 +349,46 @@ def _matmul_rate(torch: Any, dev: Any, name: str) -> float:
         torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def _calibrate(device: int, dtypes: tuple[str, ...]) -> dict[str, Any]:
+    """One calibration of ``device``, as plain numbers (what is stored between processes)."""
+    import torch
+
+    dev = torch.device("cuda", device)
+    reads = _read_bandwidths(torch, dev)
+    copy = _copy_bandwidth(torch, dev)
+    rates = {name: _matmul_rate(torch, dev, name) for name in dtypes}
+    torch.cuda.empty_cache()
+    return {"reads": reads, "copy": copy, "rates": rates}
+
+
+def ceilings_from(values: dict[str, Any], fresh: bool) -> Ceilings:
+    """The measured Ceilings of a calibration: the fastest read kernel's bandwidth, the matrix rates."""
+    reads: dict[str, float] = values["reads"]
+    best = max(reads, key=lambda k: reads[k])
+    when = "measured here" if fresh else f"measured on this GPU within the last {gpu_cache.max_age_s():g} s"
+    source = (
+        f"{when}: the fastest of {len(reads)} kernels that read a {READ_BYTES >> 30} GiB buffer once ({best}, "
+        f"{reads[best] / 1e9:.0f} GB/s; a device copy, half of it writes, moved {values['copy'] / 1e9:.0f} GB/s) "
+        f"and {MATMUL_N}^3 torch.mm (torch._scaled_mm for float8_e4m3fn); medians of CUDA-event-timed calls"
+    )
+    return Ceilings(reads[best], dict(values["rates"]), source)
+
+
 @functools.lru_cache(maxsize=8)
 def _measure(device: int, dtypes: tuple[str, ...]) -> Ceilings:
     import torch
 
-    dev = torch.device("cuda", device)
-    bandwidth = _copy_bandwidth(torch, dev)
-    rates = {name: _matmul_rate(torch, dev, name) for name in dtypes}
-    torch.cuda.empty_cache()
-    return Ceilings(
-        bandwidth,
-        rates,
-        f"measured here: a {COPY_BYTES >> 30} GiB device copy (bytes read + written) and {MATMUL_N}^3 torch.mm "
-        "(torch._scaled_mm for float8_e4m3fn), "
-        "medians of CUDA-event-timed calls",
-    )
+    identity = {**device_identity(), "uuid": str(getattr(torch.cuda.get_device_properties(device), "uuid", device)),
+                "dtypes": list(dtypes), "calibration": CALIBRATION_VERSION}  # fmt: skip
+    values, fresh = gpu_cache.calibration(identity, lambda: _calibrate(device, dtypes))
+    return ceilings_from(values, fresh)
 
 
 def measured_ceilings(dtypes: tuple[str, ...] = ("bfloat16",), device: int = 0, again: bool = False) -> Ceilings:
-    """Copy bandwidth and matrix rates measured on ``device`` (about a second, once per device
-    and dtype set per process; ``again`` measures anew, e.g. at the end of a long run)."""
+    """Read bandwidth and matrix rates measured on ``device`` (a few seconds, once per device and
+    dtype set, reused across processes for GRADER_CALIBRATION_MAX_AGE_S; ``again`` measures anew
+    here, e.g. at the end of a long run)."""
     key = tuple(sorted(dtypes))
-    return _measure.__wrapped__(device, key) if again else _measure(device, key)
+    if again:
+        return ceilings_from(_calibrate(device, key), True)
+    return _measure(device, key)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
 
 import numpy as np
+from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -218,6 +219,22 @@ class LabInfo(Strict):
     )
     support: str = Field(default="lab.py", description="The lab's grader-side module: generators and claims.")
     worker: WorkerSettings = Field(default_factory=WorkerSettings, description="How the submission's worker starts.")
+    requires: list[str] = Field(
+        default_factory=list,
+        description="Python distributions grading the lab needs beyond the grader's own, as pip requirements "
+        "(e.g. 'triton>=3.0'). Checked before anything is graded: where one is missing, the result is not "
+        "gradable and names what to install (the grader's extra that provides it, where one does).",
+    )
+
+    @field_validator("requires")
+    @classmethod
+    def _requirements(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                Requirement(text)
+            except InvalidRequirement as exc:
+                raise ValueError(f"{text!r} is not a pip requirement ({exc})") from None
+        return value
 
 
 class CheckSpec(Strict):

@@ -49,22 +49,24 @@ def secret_from_env() -> str | None:
     if secret:
         return secret
     path = os.environ.get(SECRET_FILE_ENV)
-    if not path:
-        return None
+    return secret_from_file(path, f"{SECRET_FILE_ENV}={path}") if path else None
+
+
+def secret_from_file(path: str, name: str) -> str:
+    """The secret seed in the file ``path`` (``name`` says where it came from, in errors); refused
+    unless it is a regular file only its owner may read (no group or other bits)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
-        raise UsageError(f"{SECRET_FILE_ENV}={path}: cannot read the secret seed file ({exc.strerror})") from None
+        raise UsageError(f"{name}: cannot read the secret seed file ({exc.strerror})") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise UsageError(f"{SECRET_FILE_ENV}={path}: not a regular file")
+        raise UsageError(f"{name}: not a regular file")
     with os.fdopen(fd, "rb") as fh:
         if mode & 0o077:
-            raise UsageError(
-                f"{SECRET_FILE_ENV}={path}: others may read it (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
-            )
+            raise UsageError(f"{name}: others may read it (mode {stat.S_IMODE(mode):04o}); chmod 600 it")
         text = fh.read(1 << 16).decode("utf-8", errors="replace").strip()
     if not text:
-        raise UsageError(f"{SECRET_FILE_ENV}={path}: the secret seed file is empty")
+        raise UsageError(f"{name}: the secret seed file is empty")
     return text

@@ -20,14 +20,17 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from grader import hardware
+from grader import gpu_cache, hardware
 from grader.checkers.base import CheckContext, Verdict
 from grader.discovery import SubmissionFile, read_submission
-from grader.environment import environment
+from grader.environment import environment, requirements_problem
 from grader.errors import InfrastructureError, OutputError, UsageError
 from grader.lab import Lab
 from grader.manifest import CheckSpec, Hardware, LabManifest
@@ -157,6 +160,47 @@ def _better(first: Verdict, second: Verdict, check: CheckSpec) -> Verdict:
     )
 
 
+class Background:
+    """A call run in a thread of this process, whose exception the joiner gets back.
+
+    With ``linger`` the thread outlives the call until :meth:`release`: a worker started from a
+    thread dies with that thread, not with the process (bubblewrap's ``--die-with-parent`` and
+    the keeper's ``PR_SET_PDEATHSIG`` follow the thread that forked them), so the thread that
+    starts a worker must live as long as the worker does."""
+
+    def __init__(self, fn: Callable[[], Any], linger: bool = False) -> None:
+        self._error: BaseException | None = None
+        self.result: Any = None
+        self._finished = threading.Event()
+        self._released = threading.Event()
+
+        def body() -> None:
+            try:
+                self.result = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever joins
+                self._error = exc
+            finally:
+                self._finished.set()
+            if linger:
+                self._released.wait()
+
+        self._thread = threading.Thread(target=body, daemon=True)
+        self._thread.start()
+
+    def join(self) -> Any:
+        """Wait for the call; raise what it raised."""
+        self._finished.wait()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self.result
+
+    def release(self) -> None:
+        """Let a lingering thread end (once what it started is gone)."""
+        self._released.set()
+        self._thread.join()
+
+
 def internal_error(exc: BaseException) -> str:
     """A grader bug in one line: the exception and the innermost frame of the grader's own code."""
     where = ""
@@ -184,14 +228,24 @@ class Grader:
         self.plugins = plugins or default_plugins()
         self.seeds = Seeds.from_env(self.options.seed)
         self._launcher = launcher
+        self._missing: str | None = None
         self._passed: dict[str, bool] = {}
+        self._kernels: Path | None = None
+        self._pending: dict[str, Background] = {}
+        self._starters: list[Background] = []
 
     @property
     def deadline_s(self) -> float:
         return self.options.deadline_s or self.manifest.lab.deadline_s
 
     def launcher(self) -> Launcher:
-        """The sandbox tier for this grader's submissions, chosen once; InfrastructureError if none fits."""
+        """The sandbox tier for this grader's submissions, chosen once; InfrastructureError if none
+        fits, or if this environment lacks a distribution the lab needs (``lab.requires``: the
+        installation's problem, said before anything is graded, never a student's zero)."""
+        if self._missing is None:
+            self._missing = requirements_problem(self.manifest.id, self.manifest.lab.requires) or ""
+        if self._missing:
+            raise InfrastructureError(self._missing)
         if self._launcher is None:
             o = self.options
             self._launcher = tiers.choose(
@@ -226,6 +280,8 @@ class Grader:
         self._passed = {}
         infra: str | None = None
         try:
+            if gpu is not None and gpu_cache.enabled():
+                self._get_gpu_ready(file, launcher, handles, deadline)
             for check_id, check in self.manifest.checks.items():
                 t0 = time.monotonic()
                 if infra is not None:
@@ -270,10 +326,19 @@ class Grader:
                 self._passed[check_id] = result.status is Status.passed
                 self.plugins.check_finished(self.manifest, result)
         finally:
+            for pending in self._pending.values():
+                try:
+                    pending.join()
+                except Exception:  # noqa: BLE001 - the grading is over; its own checks reported what mattered
+                    pass
+            self._pending = {}
             output = ""
             for handle in handles.values():
                 handle.close()
                 output += handle.output
+            for starter in self._starters:  # only now: the workers they started are gone
+                starter.release()
+            self._starters = []
         return GradeResult(
             exercise=self.manifest.id,
             submission=file.name,
@@ -294,6 +359,28 @@ class Grader:
             started_at=started_at,
         )
 
+    def _get_gpu_ready(self, file: SubmissionFile, launcher: Launcher, handles: dict[str, Submission], deadline: float) -> None:
+        """While the CPU checks run: compile the reference's kernels into the folder the GPU worker
+        reads through (grader/gpu_cache.py), calibrate, and start the GPU worker (importing
+        torch and the submission). The GPU checks wait for both (``_run``); nothing is timed
+        while they run."""
+        self._kernels = gpu_cache.reference_kernels(self.lab.directory / "solution.py", hardware.device_identity())
+        gpu_cache.use_for_this_process(self._kernels)
+        gpu_checks = {cid: c for cid, c in self.manifest.checks.items() if c.requires is Hardware.gpu}
+        self.lab.support, self.lab.solution  # imported here, not in two threads at once  # noqa: B018
+        self._pending["warm"] = Background(lambda: gpu_cache.warm_reference(self.lab, self.seeds, gpu_checks, self.plugins))
+        handles["cuda"] = self._handle(file, launcher, "cuda", deadline)
+        self._pending["cuda"] = Background(handles["cuda"].start, linger=True)
+        self._starters.append(self._pending["cuda"])
+
+    def _handle(self, file: SubmissionFile, launcher: Launcher, device: str, deadline: float) -> Submission:
+        gpu = device == "cuda"
+        kernels = str(self._kernels) if gpu and self._kernels is not None else None
+        return Submission(
+            file.data, file.name, self.manifest, dataclasses.replace(launcher, gpu=gpu, reference_kernels=kernels),
+            self.options.slot, torch_device=device, deadline=deadline, helpers=file.helpers,
+        )  # fmt: skip
+
     def _run(
         self,
         check_id: str,
@@ -308,11 +395,16 @@ class Grader:
         if waiting:
             return Verdict.skipped(f"graded once {', '.join(waiting)} passes")
         device = "cuda" if check.requires is Hardware.gpu else "cpu"
+        if device == "cuda":
+            warm = self._pending.pop("warm", None)
+            if warm is not None:
+                problems = warm.join()
+                if problems and os.environ.get(DEBUG_ENV):
+                    print("reference warm-up: " + "; ".join(problems), file=sys.stderr)
+        if device in self._pending:
+            self._pending.pop(device).join()  # its InfrastructureError is this check's
         if device not in handles:
-            handles[device] = Submission(
-                file.data, file.name, self.manifest, dataclasses.replace(launcher, gpu=device == "cuda"),
-                self.options.slot, torch_device=device, deadline=deadline, helpers=file.helpers,
-            )  # fmt: skip
+            handles[device] = self._handle(file, launcher, device, deadline)
         handle = handles[device]
         handle.start()
         if handle.import_failure is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from support import LAB01, ROOT, tight_limits, wrong_file
 
-from grader.batch.layouts import Entry
+from grader.batch.layouts import Entry, find_submissions
 from grader.batch.progress import Progress
 from grader.batch.shard import Shard, shard_of
 from grader.batch.store import Store
@@ -131,9 +131,32 @@ def test_plain_files_reports_summary_gradebook_and_histogram(lab, run_cli, tmp_p
     assert "### `route-matches-reference`: 1 of 2 did not pass" in summary
     listed = skipped_entries(out)
     assert listed["sneaky.py"].startswith("is a symbolic link") and listed["pipe.py"] == "is not a regular file"
-    assert listed["notes.txt"] == "is not a Python (.py) file"
+    assert listed["notes.txt"] == "is not a Python file (.py) or a notebook (.ipynb)"
     assert "| is not a regular file | 1 | `pipe.py` |" in summary  # grouped by reason in summary.md
     assert png_size((out / "histogram.png").read_bytes()) == (640, 360)
+
+
+def test_the_histogram_has_a_title_and_names_both_axes() -> None:
+    from grader.batch import histogram
+
+    def ink(img) -> "np.ndarray":
+        return (img != 255).any(axis=-1)
+
+    def alone(draw) -> "np.ndarray":
+        blank = np.full((histogram.HEIGHT, histogram.WIDTH, 3), 255, dtype=np.uint8)
+        draw(blank)
+        return ink(blank)
+
+    import numpy as np
+
+    img = ink(histogram.render([12.0, 55.0, 100.0], "lab-01-moe-routing: scores"))
+    title = alone(lambda b: histogram._text(b, histogram.LEFT, 8, "lab-01-moe-routing: scores"))
+    x_label = alone(lambda b: histogram._text(b, (histogram.LEFT + histogram.WIDTH - histogram.RIGHT) // 2, histogram.HEIGHT - histogram.BOTTOM + 26, "score (percent of the points)", center=True))
+    y_label = alone(lambda b: histogram._vertical_text(b, 6, 178, "students"))
+    for label in (title, x_label, y_label):
+        assert label.sum() > 100 and (img[label]).all()  # every pixel of the words is drawn
+    untitled = ink(histogram.render([12.0, 55.0, 100.0]))
+    assert not untitled[title].any()
 
 
 def _folders(folder: Path) -> dict[str, float]:
@@ -177,21 +200,54 @@ def _gradescope(folder: Path) -> dict[str, float]:
     return {"Ada_Lovelace": FULL, "Grace_Hopper_+_Alan_Turing": FULL - 1 - 1 - 1.5 - 1}
 
 
+def _notebook(source: str) -> str:
+    import nbformat
+
+    cells = [nbformat.v4.new_markdown_cell("My lab"), nbformat.v4.new_code_cell(source)]
+    return nbformat.writes(nbformat.v4.new_notebook(cells=cells))
+
+
 def _canvas(folder: Path) -> dict[str, float]:
     put(folder, "lovelace_ada_12345_67890_starter.py", SOLUTION)
     put(folder, "hopper_grace_late_111_222_starter-1.py", wrong_file("smallest_logits"))
-    return {"lovelace_ada": FULL, "hopper_grace": FULL - 2 - 1 - 1.5 - 1}
+    put(folder, "turingalan_LATE_201936_8812400_moe_lab.ipynb", _notebook(SOLUTION.read_text()))
+    put(folder, "notes.ipynb", _notebook(SOLUTION.read_text()))  # not Canvas-style: a student of its own
+    return {"lovelace_ada": FULL, "hopper_grace": FULL - 2 - 1 - 1.5 - 1, "turingalan": FULL, "notes": FULL}
+
+
+def test_canvas_names_are_read_file_by_file_in_a_mixed_folder(lab: Path, tmp_path: Path) -> None:
+    """A stray file among a Canvas export (the TA's notes, a re-upload by hand) names only itself."""
+    for name in (
+        "smithjohn_212345_9876543_starter.py",
+        "garcia-lopezmaria_LATE_212346_9876544_moe_routing-2.py",
+        "nguyenthi_212347_9876545_lab01.ipynb",
+        "obrien_late_212348_9876546_starter.py",
+        "stray_upload.py",
+        "README.txt",
+    ):
+        put(tmp_path / "class", name, SOLUTION.read_text() if not name.endswith(".ipynb") else _notebook(SOLUTION.read_text()))
+    manifest = load_manifest(lab, default_plugins().checkers())
+    entries, skipped = find_submissions(tmp_path / "class", manifest)
+    assert {e.student: e.layout for e in entries} == {
+        "smithjohn": "canvas", "garcia-lopezmaria": "canvas", "nguyenthi": "canvas", "obrien": "canvas",
+        "stray_upload": "file",
+    }  # fmt: skip
+    assert [s.name for s in skipped] == ["README.txt"]
 
 
 @pytest.mark.parametrize("layout", [_folders, _gradescope, _canvas], ids=["folders", "gradescope", "canvas"])
-def test_accepted_layouts(lab, run_cli, tmp_path: Path, layout) -> None:
+def test_accepted_layouts(lab, run_cli, tmp_path: Path, layout, monkeypatch: pytest.MonkeyPatch) -> None:
     folder, out = tmp_path / "subs", tmp_path / "out"
     folder.mkdir()
     expected = layout(folder)
+    monkeypatch.delenv("GRADER_SECRET_SEED", raising=False)
+    monkeypatch.delenv("GRADER_SECRET_SEED_FILE", raising=False)
 
     code, _, err = batch(run_cli, folder, out)
 
     assert code == 0, err
+    # grading on the public seed is said on the terminal, as grader slurm says it, not only in summary.md
+    assert "grader batch: warning: GRADER_SECRET_SEED is not set: inputs come from the public seed only" in err
     assert {s: result(out, s)["score"] for s in expected} == expected
     assert set(gradebook(out)) == set(expected)
     summary = (out / "summary.md").read_text()
@@ -316,8 +372,66 @@ def test_a_dying_worker_is_replaced_and_its_submission_retried_once(
     broken = result(out, "crash_always")
     assert broken["gradable"] is False and broken["score"] == 0
     assert "batch worker failed twice on this submission (worker exited with status 9" in broken["error"]
-    assert gradebook(out)["crash_always"]["gradable"] == "no"
+    row = gradebook(out)["crash_always"]
+    assert row["gradable"] == "no" and row["score"] == "" and row["percent"] == ""  # no grade, not a 0
     assert "## Not gradable" in (out / "summary.md").read_text()
+
+
+VANISH_PLUGIN = '''
+"""Another grader's sweep, played by a plugin: the first time a submission of a student whose
+name starts with "swept" is graded, its private copy is deleted just before the worker imports it."""
+import os
+
+from grader.sandbox import client
+
+_start = client.Submission.start
+
+
+def start(self):
+    marker = os.path.join(os.environ["VANISH_MARKERS"], self.filename)
+    if self.filename.startswith("swept") and self.restarts == 0 and not os.path.exists(marker):
+        open(marker, "w").close()
+        self._path.unlink()
+    _start(self)
+
+
+client.Submission.start = start
+'''
+
+
+def test_a_copy_that_vanished_is_not_gradable_and_the_next_run_grades_it(
+    lab, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "vanish_plugin.py").write_text(VANISH_PLUGIN)
+    info = site / "vanish_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vanish-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[grader]\nvanish = vanish_plugin\n")
+    (tmp_path / "markers").mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(site))  # the batch workers load it; this process does not
+    monkeypatch.setenv("VANISH_MARKERS", str(tmp_path / "markers"))
+    folder, out = tmp_path / "subs", tmp_path / "out"
+    for name in ("good.py", "swept.py"):
+        put(folder, name, SOLUTION)
+
+    code, out_text, err = batch(run_cli, folder, out)
+    assert code == 3, err  # the grader failed on one student: that is what exit 3 says
+    assert "1 NOT GRADABLE" in out_text and "not gradable: swept" in err
+    swept = result(out, "swept")
+    assert swept["gradable"] is False and swept["problem"] == "infrastructure"
+    assert "the grader's private copy of the submission is not what the grader wrote (swept.py: No such file" in swept["error"]
+    assert all(c["status"] == "error" and c["score"] == 0 for c in swept["checks"])
+    assert gradebook(out)["swept"]["score"] == "" and gradebook(out)["swept"]["gradable"] == "no"
+    assert "## Not gradable" in (out / "summary.md").read_text()
+    assert result(out, "good")["score"] == FULL
+
+    code, out_text, err = batch(run_cli, folder, out)  # the same command again: it grades the one left
+    assert code == 0, err
+    assert "1 already graded" in err and "grading 1 with" in err
+    assert result(out, "swept")["gradable"] is True and result(out, "swept")["score"] == FULL
+    assert gradebook(out)["swept"]["score"] == f"{FULL:g}" and "Not gradable" not in (out / "summary.md").read_text()
 
 
 # --- killing the batch ----------------------------------------------------------------------------
@@ -403,6 +517,45 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing(lab, tmp_path: Path) -> None
     assert not [p for p in out.rglob(".*") if p.name.endswith((".tmp", ".staging"))]
 
 
+SLOW_ROUTE = "\n\n_route = route\n\ndef route(x, w_gate, k):\n    import time\n    time.sleep(1.2)\n    return _route(x, w_gate, k)\n"
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_batch_alone_stops_it_keeping_what_is_graded(lab, tmp_path: Path, sig: int, code: int) -> None:
+    """As ``timeout -s INT``, ``kill`` or a scheduler sends it: to the main pid only, with SIGINT
+    ignored as a script's background job inherits it."""
+    folder = tmp_path / "subs"
+    put(folder, "ada.py", SOLUTION)
+    for name in ("bob", "cyd", "dee"):
+        put(folder, f"{name}.py", SOLUTION.read_text() + SLOW_ROUTE)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grader", "batch", str(folder), "-e", "lab-01", "--out", str(out), "--jobs", "1", "--allow-unsandboxed"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / ".state" / "ada.json").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)  # bob is being graded now
+    workers = _children(proc.pid)
+    proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the batch did not stop on {signal.Signals(sig).name}")
+    assert proc.returncode == code, err
+    assert "grader: interrupted; run the same command again to resume" in err and "Traceback" not in err
+    assert workers and _gone(workers), "batch workers outlived the batch"
+    assert result(out, "ada")["score"] == FULL and not (out / ".state" / "dee.json").exists()
+    for name in ("bob", "cyd", "dee"):
+        (folder / f"{name}.py").unlink()
+    rerun = _batch_process(folder, out)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0 and "1 already graded" in err, err
+
+
 # --- input errors, isolation, progress --------------------------------------------------------------
 
 
@@ -445,6 +598,26 @@ def test_progress_is_one_updating_line_on_a_terminal_and_plain_lines_otherwise()
     lines.finished_one(0, "ada", "10/10 (100%)")
     lines.finished_one(1, "ben\x1b[2J", "3/10 (30%)")
     assert plain.getvalue().splitlines() == ["[1/2] ada: 10/10 (100%)", "[2/2] ben?[2J: 3/10 (30%)"]
+
+
+def test_the_eta_is_unknown_rather_than_zero_while_nothing_finished_or_one_runs_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    import grader.batch.progress as progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    tty = io.StringIO()
+    bar = Progress(3, tty, tty=True)
+    bar.started_one(0, "ada")
+    clock[0] = 101.0
+    assert bar.eta() == "?"  # nothing finished yet: no rate to go by (it read 0:00)
+    bar.finished_one(0, "ada", "10/10 (100%)")
+    bar.started_one(0, "bob")
+    clock[0] = 102.0
+    assert bar.eta() == "0:04"  # 2 left at 1 per 2 s
+    clock[0] = 110.0  # bob has run 9 s; a submission takes about 1: it may run into its time limit
+    assert bar.eta() == "?"
+    bar.draw(force=True)
+    assert tty.getvalue().rstrip().endswith("eta ?  grading bob 0:09")
 
 
 def test_batch_worker_process_answers_on_its_own_channel(lab, tmp_path: Path) -> None:
@@ -548,7 +721,8 @@ def test_merge_lists_who_is_not_graded_yet_and_why(lab, run_cli, tmp_path: Path,
     missing = [s for s in students if shard_of(s, 2) == 2]
     assert graded and missing
     monkeypatch.setenv("GRADER_SECRET_SEED", "first")
-    assert batch(run_cli, folder, out, "--shard", "1/2")[0] == 0
+    code, _, err = batch(run_cli, folder, out, "--shard", "1/2")
+    assert code == 0 and "GRADER_SECRET_SEED is not set" not in err
 
     code, out_text, err = run_cli("batch", folder, "-e", "lab-01", "--out", out, "--merge-only")
     assert code == 3
@@ -557,7 +731,10 @@ def test_merge_lists_who_is_not_graded_yet_and_why(lab, run_cli, tmp_path: Path,
     assert f"**{len(missing)} not graded yet**" in summary
     for student in missing:
         assert f"| {student} | `{student}.py` | not graded yet |" in summary
-    assert set(gradebook(out)) == set(graded)
+    rows = gradebook(out)  # everyone, those not graded yet with an empty score (not a 0 to upload)
+    assert set(rows) == set(students)
+    assert all(rows[s]["score"] == "" and rows[s]["gradable"] == "" and rows[s]["percent"] == "" for s in missing)
+    assert all(rows[s]["score"] == f"{FULL:g}" and rows[s]["gradable"] == "yes" for s in graded)
 
     monkeypatch.setenv("GRADER_SECRET_SEED", "another")  # merging with the wrong secret says so
     code, _, err = run_cli("batch", folder, "-e", "lab-01", "--out", out, "--merge-only")

@@ -9,10 +9,11 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from support import LAB01, tight_limits
+from support import LAB01, ROOT, tight_limits
 
 from grader.batch.layouts import safe_name
 from grader.batch.store import Store
@@ -123,7 +124,7 @@ def test_ten_thousand_stray_files_keep_the_summary_small(lab, run_cli, tmp_path:
     code, _, err = batch(run_cli, folder, out)
     assert code == 0, err
     summary = (out / "summary.md").read_text()
-    assert len(summary) < 20_000 and "| is not a Python (.py) file | 10000 |" in summary
+    assert len(summary) < 20_000 and "| is not a Python file (.py) or a notebook (.ipynb) | 10000 |" in summary
     with open(out / "skipped.csv", newline="", encoding="utf-8") as fh:
         assert sum(1 for _ in csv.DictReader(fh)) == 10_000
 
@@ -149,21 +150,23 @@ def test_a_conflicting_exercise_line_is_a_loud_warning_naming_the_student(lab, r
 
 
 def test_killed_gradings_leave_no_private_copies_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from grader.sandbox import client
+    from grader.sandbox import client, leases
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("SLURM_TMPDIR", raising=False)
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    stale = tmp_path / f"{client.COPY_PREFIX}{dead.pid}-abc123"
-    stale.mkdir()
-    alive = tmp_path / f"{client.COPY_PREFIX}{os.getpid()}-def456"
-    alive.mkdir()
+    # A grading killed mid-way: its process made and locked its copy, then died without removing it.
+    code = "from grader.sandbox import client, leases; import os; lease = leases.hold(client.copies_root(), client.COPY_PREFIX); print(lease.path); os._exit(0)"
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    stale = Path(dead.stdout.strip())
+    (stale / "solution.py").write_text("x = 1\n")
+    alive = leases.hold(tmp_path, client.COPY_PREFIX)  # a grading of this process, in progress
     client._sweep_stale_copies.cache_clear()
-    client._sweep_stale_copies()
-    assert not stale.exists() and alive.exists()
+    client._sweep_stale_copies(client.copies_root())
+    assert not stale.exists() and alive.path.is_dir()
+    alive.release()
 
 
 def test_a_full_output_disk_stops_the_batch_with_one_line_and_keeps_what_was_done(lab, run_cli, tmp_path: Path) -> None:

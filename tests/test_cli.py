@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from support import LAB01, ROOT, run_grader_process
 
+from grader.errors import UsageError
+
 RESULT_FIELDS = {
     "exercise", "submission", "submission_sha256", "score", "max_score", "gradable", "checks", "environment", "sandbox",
 }  # fmt: skip
@@ -84,6 +86,8 @@ def test_lab_found_from_the_functions_the_file_defines(run_cli, tmp_path: Path) 
         (["submit", str(LAB01 / "solution.py"), "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["submit", str(LAB01)], "is a folder, not a regular file"),
         (["selftest", "lab-77"], "unknown exercise 'lab-77'"),
+        (["selftest", "--exercise", "lab-77"], "unknown exercise 'lab-77'"),
+        (["selftest", "lab-01", "-e", "lab-03"], "two labs named"),
         (["validate", "no/such/manifest.toml"], "no/such/manifest.toml: no such file or folder"),
     ],
 )
@@ -109,6 +113,25 @@ def test_ambiguous_prefix(run_cli, make_lab, lab01: Path) -> None:
     (other / "manifest.toml").write_text((lab / "manifest.toml").read_text())
     code, _, err = run_cli("submit", lab01 / "solution.py", "--exercise", "lab-01")
     assert code == 2 and "ambiguous" in err and "lab-01-moe-routing" in err and "lab-01-other" in err
+
+
+@pytest.mark.parametrize("exercise", ["LAB-01", "Lab-01-MoE", "01", "1", "lab1", "lab-1"])
+def test_exercise_in_any_case_or_by_its_number(run_cli, tmp_path: Path, exercise: str) -> None:
+    code, out, err = run_cli("submit", LAB01 / "starter.py", "--exercise", exercise, "--out", tmp_path, "-q")
+    assert code == 0, err
+    assert out.startswith("lab-01-moe-routing starter.py: 0/10")
+
+
+def test_a_number_or_prefix_two_labs_share_is_ambiguous() -> None:
+    from grader.discovery import resolve
+
+    labs = {name: Path(name) for name in ("lab-01-a", "lab-10-b", "lab-11-c")}
+    assert resolve("10", labs) == "lab-10-b" and resolve("LAB-11", labs) == "lab-11-c"
+    assert resolve("01", labs) == "lab-01-a" and resolve("1", labs) == "lab-01-a"
+    with pytest.raises(UsageError, match="ambiguous: lab-10-b, lab-11-c"):
+        resolve("LAB-1", labs)
+    with pytest.raises(UsageError, match="unknown exercise '7'"):
+        resolve("7", labs)
 
 
 def test_symlinked_submission_is_refused(run_cli, tmp_path: Path) -> None:
@@ -252,3 +275,68 @@ def test_a_speed_check_failed_by_a_wrong_answer_gets_no_speed_hint(run_cli, tmp_
     speed = checks["grouped-is-faster"]
     assert speed["status"] == "failed" and "a timed call gave a wrong answer" in speed["message"]
     assert speed["hint"].startswith("speed counts only for right answers")
+
+
+def test_selftest_takes_the_lab_as_every_command_does(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import grader.selftest
+
+    tested: list[str] = []
+    monkeypatch.setattr(grader.selftest, "run_selftest", lambda manifest, *a, **k: tested.append(manifest.id) or True)
+    for args in (["--exercise", "lab-04"], ["-e", "4"], ["lab-04"], ["lab-04", "--exercise", "lab-04"]):
+        code, out, err = run_cli("selftest", *args)
+        assert code == 0, err
+    assert tested == ["lab-04-expert-load-balance"] * 4
+
+
+# --- what a student reads -------------------------------------------------------------------------
+
+
+def _checks(tmp_path: Path) -> dict[str, dict]:
+    return {c["id"]: c for c in json.loads((tmp_path / "r" / "result.json").read_text())["checks"]}
+
+
+def test_a_syntax_error_names_its_line_once(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "syntax.py").write_text("import numpy as np\ndef route(x, w_gate, k)\n    return x\n")
+    code, out, _ = run_cli("submit", tmp_path / "syntax.py", "-e", "lab-01", "--out", tmp_path / "r")
+    message = _checks(tmp_path)["route-matches-reference"]["message"]
+    assert code == 0 and message.endswith("SyntaxError: expected ':' (line 2)"), message
+    assert "syntax.py" not in message
+
+
+def test_a_notebooks_error_names_the_cell_and_its_line(run_cli, tmp_path: Path) -> None:
+    import nbformat
+
+    source = (LAB01 / "solution.py").read_text()
+    broken = source.replace("    logits = x @ w_gate.T\n", "    logits = x @ w_gate.T\n    raise ValueError('looked at the logits')\n", 1)
+    assert broken != source
+    cells = [nbformat.v4.new_markdown_cell("# my routing"), nbformat.v4.new_code_cell("import numpy as np"),
+             nbformat.v4.new_code_cell(broken)]  # fmt: skip
+    (tmp_path / "moe.ipynb").write_text(nbformat.writes(nbformat.v4.new_notebook(cells=cells)))
+    code, out, _ = run_cli("submit", tmp_path / "moe.ipynb", "-e", "lab-01", "--out", tmp_path / "r")
+    line = broken.splitlines().index("    raise ValueError('looked at the logits')") + 1
+    check = _checks(tmp_path)["route-matches-reference"]
+    assert f"ValueError: looked at the logits (cell 3, line {line}, in route)" in check["message"], check["message"]
+    assert f"cell 3, line {line}" in check["traceback"]
+
+
+def test_a_utf16_file_is_said_to_be_no_utf8(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "moe.py").write_bytes((LAB01 / "solution.py").read_text().encode("utf-16"))
+    code, out, _ = run_cli("submit", tmp_path / "moe.py", "-e", "lab-01", "--out", tmp_path / "r")
+    message = _checks(tmp_path)["route-matches-reference"]["message"]
+    assert code == 0 and message.endswith("the file is UTF-16 text, not UTF-8: save it as UTF-8"), message
+
+
+def test_a_speed_check_failed_by_printing_says_printing_did_it(run_cli, tmp_path: Path) -> None:
+    source = (LAB01 / "solution.py").read_text()
+    source += (
+        "\n\n_fast = moe_forward_grouped\n\ndef moe_forward_grouped(x, w_gate, w1s, w2s, k):\n"
+        "    for t in range(x.shape[0]):\n        print('token', t, 'routed', flush=True)\n"
+        "    return _fast(x, w_gate, w1s, w2s, k)\n"
+    )
+    (tmp_path / "moe.py").write_text(source)
+    run_cli("submit", tmp_path / "moe.py", "--out", tmp_path / "r")
+    speed = _checks(tmp_path)["grouped-is-faster"]
+    assert speed["status"] == "failed", speed["message"]
+    assert speed["hint"].startswith("moe_forward_grouped printed ") and "remove the prints" in speed["hint"], speed["hint"]
+    assert speed["details"]["printed_bytes"] >= 4096
+

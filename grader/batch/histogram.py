@@ -26,7 +26,17 @@ FONT = {
     "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001001001001",
     "8": "111101111101111", "9": "111101111001111", "%": "101001010100101", "n": "000110101101101",
     "=": "000111000111000", " ": "000000000000000",
+    "A": "010101111101101", "B": "110101110101110", "C": "011100100100011", "D": "110101101101110",
+    "E": "111100110100111", "F": "111100110100100", "G": "011100101101011", "H": "101101111101101",
+    "I": "111010010010111", "J": "001001001101010", "K": "101101110101101", "L": "100100100100111",
+    "M": "101111111101101", "N": "110101101101101", "O": "010101101101010", "P": "110101110100100",
+    "Q": "010101101110011", "R": "110101110101101", "S": "011100010001110", "T": "111010010010010",
+    "U": "101101101101111", "V": "101101101101010", "W": "101101111111101", "X": "101101010101101",
+    "Y": "101101010010010", "Z": "111001010100111", "-": "000000111000000", ".": "000000000000010",
+    ":": "000010000010000", "(": "001010010010001", ")": "100010010010100", "/": "001001010100100",
+    "_": "000000000000111", ",": "000000000010100",
 }  # fmt: skip
+"""A 3x5 pixel font: digits, capitals and the punctuation the labels use (rows top to bottom)."""
 SCALE = 2
 
 
@@ -38,8 +48,11 @@ def bins(percents: Sequence[float]) -> list[int]:
     return counts
 
 
-def _text(img: np.ndarray, x: int, y: int, text: str, color: tuple[int, int, int] = INK, center: bool = False) -> None:
-    """Draw ``text`` with its top-left corner (or top centre) at (x, y)."""
+def _text(
+    img: np.ndarray, x: int, y: int, text: str, color: tuple[int, int, int] = INK, center: bool = False, capitals: bool = True
+) -> None:
+    """Draw ``text`` with its top-left corner (or top centre) at (x, y), letters as capitals."""
+    text = "".join(ch if ch in FONT else " " for ch in (text.upper() if capitals else text))
     width = len(text) * 4 * SCALE - SCALE
     if center:
         x -= width // 2
@@ -60,8 +73,17 @@ def _nice_step(top: int) -> int:
     return max(1, top // 5)
 
 
-def render(percents: Sequence[float]) -> np.ndarray:
-    """The histogram as an (H, W, 3) uint8 image."""
+def _vertical_text(img: np.ndarray, x: int, y: int, text: str) -> None:
+    """Draw ``text`` reading upwards, centred on row ``y``, its left edge at column ``x``."""
+    strip = np.full((5 * SCALE, len(text) * 4 * SCALE, 3), 255, dtype=np.uint8)
+    _text(strip, 0, 0, text)
+    turned = np.rot90(strip)
+    top = max(0, y - turned.shape[0] // 2)
+    img[top : top + turned.shape[0], x : x + turned.shape[1]] = turned[: img.shape[0] - top]
+
+
+def render(percents: Sequence[float], title: str = "") -> np.ndarray:
+    """The histogram as an (H, W, 3) uint8 image, with ``title`` above it and both axes named."""
     img = np.full((HEIGHT, WIDTH, 3), 255, dtype=np.uint8)
     counts = bins(percents)
     step = _nice_step(max(counts) or 1)
@@ -93,7 +115,11 @@ def render(percents: Sequence[float]) -> np.ndarray:
         if i % 2 == 0:
             _text(img, x, y1 + 10, f"{i * 100 // BINS}%", center=True)
     label = f"n={len(percents)}"
-    _text(img, x1 - len(label) * 4 * SCALE, 8, label)
+    _text(img, x1 - len(label) * 4 * SCALE, 8, label, capitals=False)
+    if title:
+        _text(img, x0, 8, title[: max(0, (x1 - x0) // (4 * SCALE) - len(label) - 2)])
+    _text(img, (x0 + x1) // 2, y1 + 26, "score (percent of the points)", center=True)
+    _vertical_text(img, 6, (y0 + y1) // 2, "students")
     return img
 
 
@@ -109,9 +135,9 @@ def png_bytes(img: np.ndarray) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
-def histogram_png(percents: Sequence[float]) -> bytes:
-    return png_bytes(render(percents))
+def histogram_png(percents: Sequence[float], title: str = "") -> bytes:
+    return png_bytes(render(percents, title))
 
 
-def write_histogram(path: Path, percents: Sequence[float]) -> None:
-    write_atomic(path, histogram_png(percents))
+def write_histogram(path: Path, percents: Sequence[float], title: str = "") -> None:
+    write_atomic(path, histogram_png(percents, title))

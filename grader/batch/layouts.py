@@ -1,11 +1,12 @@
 """Finding the submissions in a TA's folder, whatever layout it came in.
 
-* plain files: ``DIR/ada.py`` (student = the file stem);
+* plain files: ``DIR/ada.py`` or ``DIR/ada.ipynb`` (student = the file stem);
 * one folder per student: ``DIR/ada/...`` (the one ``.py``, or the one that names or defines the lab);
 * a Gradescope export: ``DIR/submission_metadata.yml`` plus ``DIR/submission_12345/...``, the
   metadata naming the students of each submission;
 * a Canvas export: flat files ``lastname_firstname_12345_67890_starter.py`` (student = the part
-  before the numeric ids; ``_late`` is dropped).
+  before the numeric ids; ``_late`` is dropped), each name read on its own, so a stray file
+  among them is one more student, not a reason to read none of them.
 
 Symbolic links and special files are never graded (a link can point at a solution); they are
 listed, with the reason, among the skipped entries, as is anything else that cannot be graded.
@@ -24,13 +25,17 @@ from pathlib import Path
 
 import yaml
 
-from grader.discovery import declared_exercise, pick_submission, python_files, read_submission
+from grader.discovery import SUFFIXES, declared_exercise, pick_submission, python_files, read_submission
 from grader.errors import UsageError
 from grader.manifest import LabManifest
 from grader.text import printable
 
 GRADESCOPE_METADATA = "submission_metadata.yml"
-CANVAS_NAME = re.compile(r"^(?P<student>.+?)(?:_late)?_(?P<user>\d+)_(?P<attachment>\d+)_(?P<file>.+\.py)$", re.I)
+CANVAS_NAME = re.compile(
+    r"^(?P<student>[^_].*?)(?:_late)?_(?P<user>\d+)_(?P<attachment>\d+)_(?P<file>.+?)(?:-(?P<again>\d+))?(?P<suffix>\.py|\.ipynb)$", re.I
+)
+"""Canvas's download name: ``<name>[_late]_<user id>_<attachment id>_<file>[-<n>].<ext>`` (``-n``:
+a resubmitted file whose name an earlier attempt had), read file by file."""
 RESERVED = {"summary.md", "gradebook.csv", "histogram.png", "skipped.csv", "batch.log"}
 
 
@@ -100,9 +105,8 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
     children = sorted(root.iterdir(), key=lambda p: p.name)
     metadata = root / GRADESCOPE_METADATA
     gradescope = read_gradescope_metadata(metadata) if metadata.is_file() and not metadata.is_symlink() else None
-    top_files = [p for p in children if p.suffix == ".py" and not p.name.startswith(".") and _special(p) is None and p.is_file()]
-    canvas = bool(top_files) and all(CANVAS_NAME.match(p.name) for p in top_files)
-    canvas_groups: dict[str, list[Path]] = defaultdict(list)
+    # Top-level files, grouped by student: a Canvas-style name gives the student, any other the stem.
+    file_groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
 
     for path in children:
         name = path.name
@@ -122,21 +126,18 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
                 add_folder(path, display_name(gradescope[name]) or name, "gradescope", gradescope[name])
             else:
                 add_folder(path, name, "gradescope" if gradescope is not None else "folder")
-        elif path.suffix != ".py":
-            skipped.append(Skipped(name, "is not a Python (.py) file"))
-        elif canvas:
-            match = CANVAS_NAME.match(name)
-            assert match is not None
-            canvas_groups[match.group("student")].append(path)
+        elif path.suffix not in SUFFIXES:
+            skipped.append(Skipped(name, "is not a Python file (.py) or a notebook (.ipynb)"))
         else:
-            entries.append((path.stem, path, "file", []))
-    for student, files in canvas_groups.items():
+            match = CANVAS_NAME.match(name)
+            file_groups[(match["student"], "canvas") if match else (path.stem, "file")].append(path)
+    for (student, layout), files in file_groups.items():
         try:
             path = pick_submission(sorted(files), manifest, student)
         except UsageError as exc:
             skipped.append(Skipped(student, str(exc).split(": ", 1)[-1]))
             continue
-        entries.append((student, path, "canvas", []))
+        entries.append((student, path, layout, []))
     if gradescope is not None:
         present = {p.name for p in children}
         for folder, names in gradescope.items():

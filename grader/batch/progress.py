@@ -29,7 +29,8 @@ class Progress:
         self.problems = 0
         self.started = time.monotonic()
         self._last_draw = 0.0
-        self._active: dict[int, str] = {}
+        self._active: dict[int, tuple[str, float]] = {}
+        self._durations: list[float] = []
 
     @property
     def rate(self) -> float:
@@ -37,11 +38,13 @@ class Progress:
         return self.done / elapsed if elapsed > 0 else 0.0
 
     def started_one(self, slot: int, student: str) -> None:
-        self._active[slot] = student
+        self._active[slot] = (student, time.monotonic())
         self.draw()
 
     def finished_one(self, slot: int, student: str, outcome: str, problem: bool = False) -> None:
-        self._active.pop(slot, None)
+        started = self._active.pop(slot, None)
+        if started is not None:
+            self._durations.append(time.monotonic() - started[1])
         self.done += 1
         self.problems += problem
         if self.tty:
@@ -60,19 +63,28 @@ class Progress:
             return
         self._last_draw = now
         columns = shutil.get_terminal_size((100, 20)).columns
-        rate = self.rate
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
         bar_width = max(10, min(30, columns - 70))
         filled = int(bar_width * self.done / self.total) if self.total else bar_width
         bar = "#" * filled + "-" * (bar_width - filled)
-        text = f"[{bar}] {self.done}/{self.total}  {rate:.1f}/s  eta {_clock(eta)}"
+        text = f"[{bar}] {self.done}/{self.total}  {self.rate:.1f}/s  eta {self.eta(now)}"
         if self.problems:
             text += f"  {self.problems} not gradable"
         if self._active:
-            text += "  grading " + ", ".join(sorted(self._active.values()))
+            text += "  grading " + ", ".join(f"{name} {_clock(now - t)}" for name, t in sorted(self._active.values()))
         text = printable(text, keep_newlines=False)[: columns - 1]
         self.stream.write("\r\033[K" + text)
         self.stream.flush()
+
+    def eta(self, now: float | None = None) -> str:
+        """The time left at the rate so far; '?' before anything finished, or while a submission
+        has run far longer than they take (it may be heading for its time limit)."""
+        now = time.monotonic() if now is None else now
+        if not self._durations or self.rate <= 0:
+            return "?"
+        typical = sorted(self._durations)[len(self._durations) // 2]
+        if any(now - t > 2 * typical + 1 for _, t in self._active.values()):
+            return "?"
+        return _clock((self.total - self.done) / self.rate)
 
     def close(self) -> None:
         if self.tty:

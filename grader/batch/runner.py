@@ -13,14 +13,17 @@ class outputs: several shards (Slurm array tasks) share one output folder, and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -206,6 +209,35 @@ class _Worker:
         return lines[-1][:300] if lines else ""
 
 
+class Interrupted(KeyboardInterrupt):
+    """The batch was told to stop (SIGINT or SIGTERM); what was graded is kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While the batch grades, SIGINT and SIGTERM sent to its process alone (``timeout -s INT``,
+    ``kill``, a scheduler ending the job) stop it as Ctrl-C does: the workers are killed and every
+    student graded so far stays recorded. SIGINT counts even where it was inherited ignored (a
+    background job of a script): a signal sent to this very process is meant for it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    saved = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def _outcome(result: GradeResult) -> str:
     text = f"{result.score:g}/{result.max_score:g} ({result.percent:.0f}%)"
     return text if result.gradable else f"{text}, NOT GRADABLE: {result.error}"
@@ -225,7 +257,7 @@ def run_batch(
     seeds = Seeds.from_env(grading.seed)
     launcher = Grader(manifest, grading, plugins).launcher()
     entries, skipped = _find(options, manifest)
-    shard = options.shard
+    shard = options.shard.planned(options.out / STATE) if options.shard is not None else None
     if shard is not None:
         entries = [e for e in entries if shard.holds(e.student)]
     store = Store(options.out, manifest, seeds, shard, [e.student for e in entries])
@@ -244,7 +276,8 @@ def run_batch(
             jobs = max(1, min(options.jobs, len(todo)))
             print(f"grader batch: grading {len(todo)} with {jobs} worker(s), sandbox {launcher.mode}", file=stream)
             progress = Progress(len(todo), stream, tty)
-            _Scheduler(plugins, manifest, launcher, seeds, store, options, outcome, progress).run(todo, jobs)
+            with stop_on_signals():
+                _Scheduler(plugins, manifest, launcher, seeds, store, options, outcome, progress).run(todo, jobs)
         outcome.elapsed_s = time.monotonic() - started
         if shard is None:
             write_class_outputs(options.out, manifest, entries, outcome.skipped, outcome.results, outcome.elapsed_s)
@@ -262,7 +295,7 @@ def merge_batch(manifest: LabManifest, options: BatchOptions) -> BatchOutcome:
     entries, skipped = _find(options, manifest)
     if not (options.out / STATE).is_dir():
         raise UsageError(f"{options.out}: nothing was graded there (no {STATE} folder); grade first, then merge")
-    store = Store(options.out, manifest, seeds)
+    store = Store(options.out, manifest, seeds, wait=True)  # shards still writing: the merge comes after them
     try:
         outcome = BatchOutcome(entries, skipped, {})
         for entry in entries:
@@ -298,7 +331,11 @@ def _announce(options: BatchOptions, launcher: Launcher, seeds: Seeds, outcome: 
         file=stream,
     )
     if not seeds.official:
-        print("grader batch: GRADER_SECRET_SEED is not set: inputs come from the public seed only", file=stream)
+        print(
+            "grader batch: warning: GRADER_SECRET_SEED is not set: inputs come from the public seed only, which students "
+            "can run themselves; to grade officially, export GRADER_SECRET_SEED (or GRADER_SECRET_SEED_FILE)",
+            file=stream,
+        )
     for warning in launcher.warnings:
         print(f"grader batch: warning: {warning}", file=stream)
     for entry in outcome.entries:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,9 @@ class Store:
 
     def __init__(
         self, out: Path, manifest: LabManifest, seeds: Seeds, shard: Shard | None = None,
-        students: Collection[str] | None = None,
+        students: Collection[str] | None = None, wait: bool = False,
     ) -> None:  # fmt: skip
+        """``wait``: wait for the lock (a merge waits for the shards still writing) instead of stopping."""
         self.out = out
         self.state = out / STATE
         self.shard = shard
@@ -64,6 +66,7 @@ class Store:
         except OSError as exc:
             raise UsageError(f"{out}: cannot create the output folder ({exc.strerror})") from None
         self._locks: list[int] = []
+        self._wait = wait
         busy = f"{out}: another grader batch is writing there; wait for it or pick another --out"
         if shard is None:
             self._lock("batch.lock", fcntl.LOCK_EX, busy)
@@ -81,7 +84,13 @@ class Store:
     def _lock(self, name: str, how: int, busy: str) -> None:
         fd = os.open(self.state / name, os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            fcntl.flock(fd, how | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fd, how | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not self._wait:
+                    raise
+                print(f"grader batch: {self.out}: waiting for the gradings still writing there to end", file=sys.stderr, flush=True)
+                fcntl.flock(fd, how)
         except BlockingIOError:
             os.close(fd)
             self.close()

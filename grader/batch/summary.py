@@ -11,7 +11,7 @@ import io
 import re
 import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from grader import __version__
@@ -44,9 +44,13 @@ def gpu_models(results: Iterable[GradeResult]) -> Counter[str]:
     return Counter(r.environment.gpu for r in results if r.gradable and r.environment.gpu)
 
 
-def gradebook_csv(manifest: LabManifest, entries: list[Entry], results: dict[str, GradeResult]) -> str:
-    """One row per graded student: the score, each check's score, and where it was graded.
+def gradebook_csv(
+    manifest: LabManifest, entries: list[Entry], results: dict[str, GradeResult], missing: Collection[str] = ()
+) -> str:
+    """One row per student graded or ``missing``: the score, each check's score, where it was graded.
 
+    A student not graded yet (``missing``: a merge whose shard did not grade them) or not gradable
+    (the grader failed) has an empty score, never a 0 that an upload would take for a grade.
     ``other_gpu`` is ``yes`` for a score graded on another GPU model than most of the class's:
     timed checks on different models are not comparable."""
     check_ids = list(manifest.checks)
@@ -57,20 +61,29 @@ def gradebook_csv(manifest: LabManifest, entries: list[Entry], results: dict[str
     writer.writerow(["student", "file", "score", "max_score", "percent", "gradable", *check_ids, "node", "gpu", "other_gpu"])
     for entry in entries:
         result = results.get(entry.student)
-        if result is None:
+        if result is None and entry.student not in missing:
+            continue  # skipped since it was found (summary.md lists it)
+        who = [_spreadsheet_safe(entry.student), _spreadsheet_safe(entry.file)]
+        if result is None or not result.gradable:
+            where = [_spreadsheet_safe(result.environment.node or ""), _spreadsheet_safe(result.environment.gpu or "")] if result else ["", ""]
+            writer.writerow([*who, "", _g(manifest.max_score), "", "" if result is None else "no", *("" for _ in check_ids), *where, ""])
             continue
         by_id = {c.id: c.score for c in result.checks}
         gpu = result.environment.gpu
         writer.writerow(
             [
-                _spreadsheet_safe(entry.student), _spreadsheet_safe(entry.file), _g(result.score), _g(result.max_score),
-                f"{result.percent:.1f}", "yes" if result.gradable else "no",
+                *who, _g(result.score), _g(result.max_score), f"{result.percent:.1f}", "yes",
                 *(_g(by_id[c]) if c in by_id else "" for c in check_ids),
                 _spreadsheet_safe(result.environment.node or ""), _spreadsheet_safe(gpu or ""),
                 "yes" if gpu and usual and gpu != usual else "",
             ]
         )  # fmt: skip
     return buffer.getvalue()
+
+
+def tiers(results: Iterable[GradeResult]) -> Counter[str]:
+    """How many gradable results each sandbox tier graded (``bubblewrap``, ``process (DEGRADED)``)."""
+    return Counter(r.sandbox.mode + (" (DEGRADED)" if r.sandbox.degraded else "") for r in results if r.gradable)
 
 
 def _pattern(message: str) -> str:
@@ -93,7 +106,7 @@ def summary_md(
     gradable = [r for _, r in graded if r.gradable]
     percents = [r.percent for r in gradable]
     lines = [f"# {manifest.id}: class summary", ""]
-    facts = [f"{len(graded)} submissions", f"{len(gradable)} graded"]
+    facts = [f"{len(graded) + len(missing)} submissions", f"{len(gradable)} graded"]
     if len(graded) > len(gradable):
         facts.append(f"**{len(graded) - len(gradable)} not gradable**")
     if missing:
@@ -113,12 +126,21 @@ def summary_md(
     example = (gradable or [r for _, r in graded] or [None])[0]
     if example is not None:
         secret = "with the secret part" if example.official else "public only: GRADER_SECRET_SEED was not set"
+        used = tiers(gradable) or tiers([example.model_copy(update={"gradable": True})])
+        sandbox = ", ".join(f"**{tier}**" + (f": {n}" if len(used) > 1 else "") for tier, n in used.most_common())
         lines += [
-            f"Grader {__version__} · seed {example.seed}, {secret} · sandbox **{example.sandbox.mode}**"
-            + (" (DEGRADED)" if example.sandbox.degraded else "")
+            f"Grader {__version__} · seed {example.seed}, {secret} · sandbox {sandbox}"
             + (f" · {elapsed_s:.1f} s this run" if elapsed_s is not None else ""),
             "",
         ]
+        if len(used) > 1:
+            lines += [
+                f"**Warning: students were graded in {len(used)} sandbox tiers** (counts above; each "
+                "`result.json` names its own in `sandbox.mode`): a node where bubblewrap did not work graded "
+                "its share in a weaker tier. Require one (`grader slurm --require-tier bubblewrap`) and "
+                "regrade with `--force`.",
+                "",
+            ]
     nodes = sorted({r.environment.node for r in gradable if r.environment.node})
     models = gpu_models(gradable)
     if len(models) > 1:
@@ -192,7 +214,8 @@ def summary_md(
             "## Not graded yet",
             "",
             "No current result is stored for these: their shard failed, was cancelled or has not run. "
-            "Grade them (resubmit the array, or `grader batch` with the same --out), then merge again.",
+            "Grade them (`grader slurm ... --resubmit K` for the tasks that failed, or `grader batch` with the "
+            "same --out), then merge again.",
             "",
             "| student | file | why |",
             "| --- | --- | --- |",
@@ -249,8 +272,8 @@ def _write_class_outputs(
     missing: dict[str, str] | None,
 ) -> None:
     percents = [results[e.student].percent for e in entries if e.student in results and results[e.student].gradable]
-    write_histogram(out / "histogram.png", percents)
-    write_atomic(out / "gradebook.csv", gradebook_csv(manifest, entries, results))
+    write_histogram(out / "histogram.png", percents, f"{manifest.id}: scores")
+    write_atomic(out / "gradebook.csv", gradebook_csv(manifest, entries, results, missing or {}))
     write_atomic(out / "summary.md", summary_md(manifest, entries, skipped, results, elapsed_s, missing=missing))
     write_atomic(out / "skipped.csv", skipped_csv(skipped))
 

@@ -88,6 +88,12 @@ class Checker:
     def run(self, check_id: str, check: Any, ctx: CheckContext) -> Verdict:
         raise NotImplementedError
 
+    def prepare(self, check_id: str, check: Any, lab: Lab, seeds: Seeds) -> None:
+        """Work a GPU check can do before its turn, in the grader's process only (trusted code:
+        the lab's, the solution's), possibly in a background thread while other checks run:
+        e.g. calibrating the device. Optional; what it computes must be cached where ``run``
+        finds it, and ``run`` must not depend on it having happened."""
+
 
 class CheckContext:
     """Everything a check may use: the lab, its inputs, the reference, and the submission."""

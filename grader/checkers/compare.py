@@ -19,10 +19,30 @@ class Comparison:
     mismatches: list[Mismatch] = field(default_factory=list)
 
 
-def _fmt(value: object) -> str:
+def _fmt(value: object, other: object = None) -> str:
     if isinstance(value, (float, np.floating)):
-        return f"{float(value):.6g}"
+        return digits_apart(float(value), other if isinstance(other, (int, float, np.number)) else None, 6)
     return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def digits_apart(value: float, other: float | None, digits: int = 4) -> str:
+    """``value`` with at least ``digits`` significant digits, and as many more as it takes to
+    tell it from ``other`` (so a message never reads "adds up to 1, expected 1")."""
+    text = f"{value:.{digits}g}"
+    if other is None or value == other:
+        return text
+    other = float(other)
+    for n in range(digits, 18):
+        text = f"{value:.{n}g}"
+        if text != f"{other:.{n}g}":
+            return text
+    return repr(value)
+
+
+def _mismatch(name: str, idx: tuple[int, ...], expected: np.ndarray, got: np.ndarray) -> Mismatch:
+    """One element where they differ, each value with the digits that tell it from the other."""
+    e, g = expected[idx], got[idx]
+    return Mismatch(where=_index(name, idx), expected=_fmt(e, g), got=_fmt(g, e))
 
 
 def _index(name: str, idx: tuple[int, ...]) -> str:
@@ -51,13 +71,11 @@ def compare(name: str, expected: np.ndarray, got: np.ndarray, tol: Tolerance) ->
     if not nbad:
         return Comparison(True)
     where = np.argwhere(bad)[:MAX_MISMATCHES]
-    mismatches = [
-        Mismatch(where=_index(name, tuple(i)), expected=_fmt(expected[tuple(i)]), got=_fmt(got[tuple(i)]))
-        for i in where
-    ]
+    mismatches = [_mismatch(name, tuple(int(j) for j in i), expected, got) for i in where]
     first = mismatches[0]
+    kind = str(got.dtype) if got.dtype == expected.dtype else f"{got.dtype} where the reference is {expected.dtype}"
     message = (
-        f"{name}: {nbad} of {expected.size} value(s) differ from the reference ({rule}); "
+        f"{name}: {nbad} of {expected.size} {kind} value(s) differ from the reference ({rule}); "
         f"first at {first.where}: expected {first.expected}, got {first.got}"
     )
     return Comparison(False, message, mismatches)
@@ -90,18 +108,20 @@ def _compare_aggregate(name: str, expected: np.ndarray, got: np.ndarray, rule: s
     finite = np.isfinite(g)
     if not finite.all():
         bad = np.argwhere(~finite)[:MAX_MISMATCHES]
-        mismatches = [Mismatch(where=_index(name, tuple(i)), expected=_fmt(e[tuple(i)]), got=_fmt(g[tuple(i)])) for i in bad]
-        return Comparison(False, f"{name}: {int((~finite).sum())} NaN or infinite value(s); NaN never passes", mismatches)
+        mismatches = [_mismatch(name, tuple(int(j) for j in i), e, g) for i in bad]
+        return Comparison(False, f"{name}: {int((~finite).sum())} NaN or infinite {got.dtype} value(s); NaN never passes", mismatches)
     value = metric(e, g)
     if value <= bound:
         return Comparison(True)
     err = np.abs(g - e)
     worst = np.argsort(err, axis=None)[::-1][:MAX_MISMATCHES]
     where = [np.unravel_index(i, err.shape) for i in worst]
-    mismatches = [Mismatch(where=_index(name, tuple(i)), expected=_fmt(e[tuple(i)]), got=_fmt(g[tuple(i)])) for i in where]
+    mismatches = [_mismatch(name, tuple(int(j) for j in i), e, g) for i in where]
     first = mismatches[0] if mismatches else None
     detail = f"; largest at {first.where}: expected {first.expected}, got {first.got}" if first else ""
-    return Comparison(False, f"{name}: {label} {value:.3g} exceeds {bound:g} ({formula}){detail}", mismatches)
+    return Comparison(
+        False, f"{name}: {label} {value:.3g} of its {got.dtype} values exceeds {bound:g} ({formula}){detail}", mismatches
+    )  # fmt: skip
 
 
 def sort_rows(key: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:

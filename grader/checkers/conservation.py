@@ -22,6 +22,7 @@ from grader.api import (
     LabManifest,
     Verdict,
     case_set_problems,
+    digits_apart,
 )
 
 Namespace = Mapping[str, Any]
@@ -118,7 +119,8 @@ class RowsSumTo(_Rule):
         sums = np.asarray(ns[self.output], dtype=np.float64).sum(axis=-1).reshape(-1)
         bad = np.flatnonzero(~(np.abs(sums - self.value) <= self.atol))
         if bad.size:
-            return f"row {int(bad[0])} of {self.output} sums to {sums[bad[0]]:.6g}, expected {self.value:g} ({bad.size} row(s) off)"
+            got = digits_apart(float(sums[bad[0]]), self.value, 6)
+            return f"row {int(bad[0])} of {self.output} sums to {got}, expected {self.value:g} ({bad.size} row(s) off)"
         return None
 
 
@@ -197,7 +199,7 @@ class SumEquals(_Rule):
         want = _value(self.value, ns, dims)
         total = arr.sum(dtype=np.float64 if np.issubdtype(arr.dtype, np.floating) else np.int64)
         if abs(float(total) - want) > self.atol:
-            return f"{self.output} adds up to {total:g}, expected {want} (nothing may be lost or counted twice)"
+            return f"{self.output} adds up to {digits_apart(float(total), want, 6)}, expected {want} (nothing may be lost or counted twice)"
         return None
 
 

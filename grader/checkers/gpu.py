@@ -5,9 +5,11 @@ Timing follows the practice of GPU kernel contests (docs/lab-05-gpu.md). The sub
 timed call, a device-wide synchronise before each end event); the reference solution is timed
 by the same harness in the grader's own process, on the same inputs, in the same run, on the
 same GPU, so the score (a ratio of the two) means the same on any GPU. Every timed output is
-re-checked by fingerprint against the reference's, and a time under the floor the GPU's
-datasheet allows is rejected as impossible (grader/hardware.py). The "% of roofline" shown
-beside the times is relative to rates measured on that GPU in this process.
+re-checked by fingerprint against the reference's (sums that depend on where each value sits,
+so an answer to other inputs is caught), and a time under the floor the GPU's datasheet allows
+is rejected as impossible (grader/hardware.py); a wrong answer is judged first. The "% of
+roofline" shown beside the times is relative to rates measured on that GPU (grader/hardware.py:
+the fastest read of a large buffer, bytes counted as the lab's work() counts them).
 
 What this cannot prove: the harness shares its process with the submission, so a submission
 that patches torch's timers or profiler inside its own process could lie to them. The
@@ -38,6 +40,7 @@ from grader.api import (
 )
 from grader.checkers.speedup import WRONG_HINT
 from grader.errors import InfrastructureError
+from grader.results import Status
 from grader.sandbox.boot import gpu as harness
 
 # Kernel-name fragments of library matrix products (cuBLAS, cuBLASLt's nvjet, CUTLASS, torch's
@@ -65,16 +68,59 @@ class GpuSpeedOptions(TimedCheckSpec):
     target: float = Field(
         default=0.9, gt=0, le=1, description="Geometric-mean speed ratio (reference time / submission time) for full marks."
     )
-    fingerprint_rtol: float = Field(default=2e-2, gt=0, description="How far a timed output's fingerprint may drift.")
+    fingerprint_rtol: float = Field(default=2e-2, gt=0, description="How far a timed output's sums of |x| and x^2 may drift.")
+    position_tol: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="How far each signed sum of a timed output may drift, as a fraction of sqrt(sum of x^2): a right "
+        "answer drifts by about its relative error (under 0.02 in bf16), an answer to other inputs by about 1.4.",
+    )
+    remeasure_near: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="A failure this close to the target (0.1: within 10%) is measured once more, on fresh inputs of "
+        "its own, and the better round counts; 0 turns it off.",
+    )
+    retry_near: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="A whole second grading of a near miss on the same inputs; off, since remeasure_near measures again "
+        "on fresh inputs (a second measurement on inputs already seen could be answered from memory).",
+    )
 
     def problems(self, manifest: LabManifest) -> list[tuple[str, str, str]]:
         out = support_function_problems(manifest, self.fresh, "fresh") + support_function_problems(manifest, self.work, "work")
         return out + case_set_problems(manifest, self.cases)
 
 
-def _fingerprints_agree(a: list[float], b: list[float], rtol: float) -> bool:
-    """sum(|x|) and sum(x^2) within rtol (the plain sum can be near zero, so it is not compared)."""
-    return all(abs(x - y) <= rtol * max(abs(y), 1e-12) for x, y in zip(a[1:], b[1:]))
+def fingerprints_agree(got: list[float], want: list[float], rtol: float, position_tol: float) -> bool:
+    """Whether a timed output's fingerprint (grader/sandbox/boot/gpu.py) matches the reference's:
+    sum(|x|) and sum(x^2) within ``rtol`` (the plain sum can be near zero, so it is not compared),
+    and every signed sum within ``position_tol`` * sqrt(sum(x^2)). The sums alone match for any
+    answer to inputs drawn alike (a stale one); the signed sums tell them apart."""
+    if len(got) != len(want) or len(want) < 3:
+        return False
+    if not all(abs(x - y) <= rtol * max(abs(y), 1e-12) for x, y in zip(got[1:3], want[1:3])):
+        return False
+    scale = math.sqrt(max(want[2], 0.0)) or 1e-12
+    return all(abs(x - y) <= position_tol * scale for x, y in zip(got[3:], want[3:]))
+
+
+def wrong_answer(label: str, call: int) -> Verdict:
+    """The failure of a timed call whose answer differs from the reference's (``call`` counts from 0)."""
+    if call == 0:
+        why = (
+            f"{label}: timed call 1 ran on a warm-up call's buffers refilled with new inputs (as a server replaying a "
+            "CUDA graph reuses its buffers) and returned a different answer from the reference's: an answer kept from "
+            "an earlier call, found by buffer address or tensor identity, is a wrong answer once those buffers hold "
+            "new values"
+        )
+    else:
+        why = f"{label}: timed call {call + 1} returned a different answer from the reference's on the same inputs"
+    return Verdict.failed(why, hint=WRONG_HINT)
 
 
 def floor_verdict(label: str, times_us: list[float], floor_us: float, gpu: str, limits: hardware.Ceilings) -> Verdict | None:
@@ -93,7 +139,34 @@ class GpuSpeedChecker(Checker):
     name = "gpu-speed"
     Options = GpuSpeedOptions
 
+    def prepare(self, check_id: str, check: GpuSpeedOptions, lab: Any, seeds: Any) -> None:
+        """Calibrate the device (cached per process and across processes) before the check's turn."""
+        work_fn = lab.support_function(check.work)
+        works = [work_fn(case.inputs) for case in lab.cases(check.cases, seeds, check_id)]
+        hardware.measured_ceilings(tuple({str(w[2]) for w in works}))
+
     def run(self, check_id: str, check: GpuSpeedOptions, ctx: CheckContext) -> Verdict:
+        first = self._round(check_id, check, ctx, 0)
+        near = first.status is Status.failed and first.margin is not None and -check.remeasure_near <= first.margin < 0
+        if not near:
+            return first
+        second = self._round(check_id, check, ctx, 1)
+        if second.status not in (Status.passed, Status.failed):
+            return second  # the second round found a wrong answer's error or an impossible time
+        best = second if (second.fraction or 0.0) > (first.fraction or 0.0) else first
+        assert first.margin is not None
+        note = (
+            f"measured twice: the first round fell {-first.margin:.1%} short of the target (within remeasure_near = "
+            f"{check.remeasure_near:g}), so a second round ran on fresh inputs of its own; the better one counts"
+        )
+        best.message = f"{best.message} ({note})"
+        best.details = {**best.details, "rounds": 2, "first_round_margin": round(first.margin, 4)}
+        return best
+
+    def _round(self, check_id: str, check: GpuSpeedOptions, ctx: CheckContext, round_: int) -> Verdict:
+        """One measurement of every timed shape. Judged in this order: a wrong timed answer fails the
+        check (a stale answer is wrong, whatever its time); then a reference under the floor is the
+        grader's own error; then a submission under the floor is an impossible time."""
         fresh = ctx.lab.support_function(check.fresh)
         work_fn = ctx.lab.support_function(check.work)
         reference = ctx.lab.implementation(check.function, check.reference)
@@ -103,22 +176,26 @@ class GpuSpeedChecker(Checker):
         works = [work_fn(case.inputs) for case in cases]
         measured = hardware.measured_ceilings(tuple({str(w[2]) for w in works}))
         limits = hardware.datasheet_ceilings(gpu, lambda: measured)
-        rows: list[dict[str, Any]] = []
-        ratios: list[float] = []
-        for case, (flops, nbytes, dtype) in zip(cases, works):
-            verdict = self._time_case(check_id, check, ctx, case, fresh, reference, limit)
+        timings: list[tuple[list[float], list[float]]] = []
+        for case in cases:
+            verdict = self._time_case(check_id, check, ctx, case, fresh, reference, limit, round_)
             if isinstance(verdict, Verdict):
                 return verdict
-            times, ref_times = verdict
-            floor_us = limits.floor_us(flops, nbytes, dtype)
+            timings.append(verdict)
+        floors = [limits.floor_us(*work) for work in works]
+        for case, (_, ref_times), floor_us in zip(cases, timings, floors):
             if min(ref_times) < floor_us:
                 raise InfrastructureError(
                     f"the reference solution ran {case.label} in {min(ref_times):.1f} us on the {gpu}, under the floor of "
                     f"{floor_us:.1f} us from {limits.source}: those ceilings are wrong for this GPU"
                 )
+        for case, (times, _), floor_us in zip(cases, timings, floors):
             impossible = floor_verdict(case.label, times, floor_us, gpu, limits)
             if impossible is not None:
                 return impossible
+        rows: list[dict[str, Any]] = []
+        ratios: list[float] = []
+        for case, (times, ref_times), (flops, nbytes, dtype), floor_us in zip(cases, timings, works, floors):
             t_sub, t_ref = statistics.median(times), statistics.median(ref_times)
             roofline_us = measured.roofline_us(flops, nbytes, dtype)
             q = statistics.quantiles(times, n=4) if len(times) >= 4 else [min(times), t_sub, max(times)]
@@ -152,22 +229,23 @@ class GpuSpeedChecker(Checker):
         return status(message, table=rows, details=details, fraction=fraction, margin=geomean / check.target - 1)
 
     def _time_case(
-        self, check_id: str, check: GpuSpeedOptions, ctx: CheckContext, case: Case, fresh: Any, reference: Any, limit: float
-    ) -> tuple[list[float], list[float]] | Verdict:
+        self, check_id: str, check: GpuSpeedOptions, ctx: CheckContext, case: Case, fresh: Any, reference: Any,
+        limit: float, round_: int = 0,
+    ) -> tuple[list[float], list[float]] | Verdict:  # fmt: skip
         """Submission and reference times of one shape (warm-up calls on inputs of their own, then
-        one fresh set per timed call), or a failed verdict when a timed answer is wrong."""
-        warm = [fresh(ctx.rng(check_id, case.index, "warmup", i), case.inputs) for i in range(check.warmup)]
-        timed = [fresh(ctx.rng(check_id, case.index, "timed", i), case.inputs) for i in range(check.repeats)]
+        one fresh set per timed call; a second round draws new ones), or a failed verdict when a
+        timed answer is wrong."""
+        key: tuple[str | int, ...] = (check_id, case.index) if round_ == 0 else (check_id, "round", round_, case.index)
+        warm = [fresh(ctx.rng(*key, "warmup", i), case.inputs) for i in range(check.warmup)]
+        timed = [fresh(ctx.rng(*key, "timed", i), case.inputs) for i in range(check.repeats)]
         sets = warm + timed
         ref_args = [ctx.lab.arguments(check.function, s, ctx.device) for s in sets]
         ref_times, ref_prints = harness.time_calls(reference, ref_args, warmup=len(warm), budget_s=60.0)
         del ref_args
         times, prints, wall = ctx.submission.time(check.function, sets, limit, warmup=len(warm), budget_s=60.0)
         for i, (got, want) in enumerate(zip(prints, ref_prints)):
-            if not _fingerprints_agree(got, want, check.fingerprint_rtol):
-                return Verdict.failed(
-                    f"{case.label}: timed call {i + 1} returned a different answer from the reference's", hint=WRONG_HINT
-                )
+            if not fingerprints_agree(got, want, check.fingerprint_rtol, check.position_tol):
+                return wrong_answer(case.label, i)
         if sum(times) > wall * 1e6:
             return Verdict.error(f"{case.label}: the worker reported more time than passed on the grader's clock")
         return times, ref_times

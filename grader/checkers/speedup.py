@@ -73,6 +73,14 @@ class CpuSpeedupOptions(TimedCheckSpec):
         return out
 
 
+PRINTING_NOTE_BYTES = 4096
+"""Printing this much while being timed gets a failed speed check the hint that printing did it."""
+
+
+def _printed(ctx: CheckContext) -> int:
+    return int(getattr(ctx.submission, "printed", 0))
+
+
 class CpuSpeedupChecker(Checker):
     name = "cpu-speedup"
     Options = CpuSpeedupOptions
@@ -89,6 +97,7 @@ class CpuSpeedupChecker(Checker):
             ctx.lab.cache[key] = (runs, [ctx.lab.call_solution(check.baseline, c.inputs) for c in runs])
         runs, expected = ctx.lab.cache[key]
         ctx.call(check.function, runs[0], check.time_limit_s)  # warm-up, untimed
+        printed = _printed(ctx)
         pairs: list[tuple[float, float]] = []
         medians: list[float] = []
         for _ in range(check.max_rounds):
@@ -131,6 +140,14 @@ class CpuSpeedupChecker(Checker):
         margin = ratio / check.min_speedup - 1
         if ratio >= check.min_speedup:
             return Verdict.passed(summary, details=details, margin=margin)
+        printed = _printed(ctx) - printed
+        if printed >= PRINTING_NOTE_BYTES:
+            details["printed_bytes"] = printed
+            note = (
+                f"{check.function} printed {printed} bytes during its {len(pairs)} timed calls, and printing is timed "
+                "with it (every line crosses a pipe): remove the prints and measure again"
+            )
+            return Verdict.failed(summary, details=details, margin=margin, hint=f"{note}. {check.hint}".strip())
         return Verdict.failed(summary, details=details, margin=margin)
 
     @staticmethod

@@ -33,12 +33,15 @@ def _flat(text: str) -> str:
     return " ".join(printable(text).split())
 
 
+CUT = "… (cut here: the whole message is in scorecard.md and result.json) …"
+
+
 def _wrap(text: str, width: int, indent: str, lines: int = MESSAGE_LINES) -> list[str]:
     """``text`` on at most ``lines`` lines of ``width``; when cut, the end is kept (it holds the
-    expected-versus-got detail) and the middle is elided."""
+    expected-versus-got detail), and the elided middle says where the whole text is."""
     wrapped = textwrap.wrap(_flat(text), max(20, width - len(indent))) or [""]
     if len(wrapped) > lines:
-        wrapped = wrapped[: lines - 2] + ["…"] + wrapped[-1:]
+        wrapped = wrapped[: lines - 2] + [CUT] + wrapped[-1:]
     return [indent + line for line in wrapped]
 
 
@@ -65,6 +68,12 @@ class TerminalReporter(Reporter):
     def render(self, result: GradeResult, out_dir: Path | None = None) -> str:
         c = self.color
         lines = [f"grader {result.environment.grader} · {result.exercise} · {printable(result.submission, 200, False)}"]
+        if not result.gradable and all(ch.message == f"not graded: {result.error}" for ch in result.checks):
+            # Nothing was graded (a missing extra, no sandbox): the reason is the whole answer.
+            lines += _wrap(f"NOT GRADABLE: {result.error}", self.width, "  ", lines=8)
+            if out_dir is not None:
+                lines.append(f"  Reports: {out_dir}/ (result.json, scorecard.md, junit.xml; nothing was graded)")
+            return "\n".join(lines) + "\n"
         if result.sandbox.degraded or result.sandbox.warnings:
             for warning in result.sandbox.warnings:
                 lines.append(_paint(f"  !! {warning}", "1;33", c))

@@ -22,9 +22,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.sandbox import leases
+
 FEATURES = ("memory", "pids", "freeze", "kill")
 V1_CONTROLLER = {"memory": "memory", "pids": "pids", "freeze": "freezer"}
 FREEZE_TIMEOUT_S = 2.0
+PREFIX = "grader-w-"
+"""Worker cgroups: ``<parent>/grader-w-<random>/``, each locked by the grader that made it."""
 
 
 @dataclass(frozen=True)
@@ -205,19 +209,19 @@ class WorkerCgroup:
 
     def __init__(self, memory_bytes: int | None, pids_max: int | None, features: Support | None = None) -> None:
         self.support = features or support()
-        name = f"grader-{os.getpid()}-{secrets.token_hex(4)}"
         self.dirs: dict[str, Path] = {}
         self._tree: Path | None = None
         made: dict[Path, Path] = {}
         self._folders: list[Path] = []
+        self._leases: list[leases.Lease] = []
         try:
             for feature, place in self.support.places.items():
                 if place.parent not in made:
                     _sweep(place.parent)
-                    folder = place.parent / name
-                    folder.mkdir()
-                    made[place.parent] = folder
-                    self._folders.append(folder)
+                    lease = leases.hold(place.parent, PREFIX, 0o755)
+                    self._leases.append(lease)
+                    made[place.parent] = lease.path
+                    self._folders.append(lease.path)
                 self.dirs[feature] = made[place.parent]
             if "freeze" in self.dirs:
                 self._tree = self.dirs["freeze"] / "tree"
@@ -346,7 +350,9 @@ class WorkerCgroup:
                     break
                 except OSError:
                     time.sleep(0.01)  # the last processes are still being torn down
-        self._folders, self._tree = [], None
+        for lease in self._leases:  # after the folders are gone: no sweep meets them unlocked
+            lease.release()
+        self._folders, self._tree, self._leases = [], None, []
 
 
 def thaw_value(state_file: Path) -> str:
@@ -354,20 +360,19 @@ def thaw_value(state_file: Path) -> str:
 
 
 def _sweep(parent: Path) -> None:
-    """Remove the empty worker cgroups that graders which died left under ``parent`` (a keeper
-    outlives its grader only to kill the tree; what it leaves is an empty folder)."""
-    for folder in parent.glob("grader-*-*"):
-        try:
-            creator = int(folder.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if creator == os.getpid() or Path(f"/proc/{creator}").exists():
-            continue
+    """Remove the empty worker cgroups that no grader holds any more under ``parent`` (a keeper
+    outlives its grader only to kill the tree; what it leaves is an empty folder). Held means
+    locked, not "a process of that pid exists": graders sharing a cgroup tree may not share a
+    pid namespace."""
+
+    def remove(folder: Path) -> None:
         for leftover in (folder / "tree", folder):
             try:
                 leftover.rmdir()
             except OSError:
                 pass  # not empty (processes still in it), or not ours to remove
+
+    leases.sweep(parent, PREFIX, remove)
 
 
 def _write_if_present(path: Path, value: str) -> None:

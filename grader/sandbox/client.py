@@ -9,8 +9,11 @@ or breaking a rule, ``failed`` for a wrong kind of answer.
 
 from __future__ import annotations
 
+import codecs
 import functools
+import hashlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -24,7 +27,7 @@ import numpy as np
 from grader.errors import InfrastructureError
 from grader.manifest import LabManifest
 from grader.results import Status
-from grader.sandbox import seccomp
+from grader.sandbox import leases, seccomp
 from grader.sandbox.cgroups import WorkerCgroup
 from grader.sandbox.launchers import Launcher, Limits, WorkerCommand, worker_env
 from grader.sandbox.process import (
@@ -36,6 +39,7 @@ from grader.sandbox.process import (
 from grader.sandbox.uids import UidLease
 from grader.sandbox.values import (
     MAX_MESSAGE_BYTES,
+    ErrorInfo,
     Outputs,
     Reply,
     SubmissionFault,
@@ -48,7 +52,8 @@ from grader.sandbox.values import (
 from grader.text import printable
 
 MAX_RESTARTS = 8
-COPY_PREFIX = "grader-sub-"
+COPY_PREFIX = "grader-copy-"
+"""Private copies of submissions: ``<copies_root()>/grader-copy-<random>/``, each locked by its grading."""
 OVERALL = "the grading's overall deadline passed"
 
 
@@ -76,21 +81,13 @@ class Submission:
         self.torch_device = torch_device
         self.filename = filename
         self.source = source
-        _sweep_stale_copies()
-        self._dir = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-"))
-        os.chmod(self._dir, 0o755)
-        for rel, data in (helpers or {}).items():
-            target = self._dir / rel
-            if ".." in Path(rel).parts or Path(rel).is_absolute():
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(target.parent, 0o755)
-            target.write_bytes(data)
-            os.chmod(target, 0o644)
-        name = _safe_name(filename)
-        self._path = self._dir / (name if name not in (helpers or {}) else f"graded_{name}")
-        self._path.write_bytes(source)
-        os.chmod(self._path, 0o644)
+        self._files: dict[str, str] = {}
+        """What the worker must find in the copy before it imports anything: path -> sha256."""
+        try:
+            self._lease, self._path = self._copy(source, filename, helpers or {})
+        except OSError as exc:
+            raise InfrastructureError(f"cannot write the private copy of the submission in {copies_root()}: {exc}") from None
+        self._dir = self._lease.path
         self._worker: WorkerProcess | None = None
         self._available: dict[str, bool] = {}
         self.import_failure: str | None = None
@@ -99,10 +96,39 @@ class Submission:
         self.restarts = 0
         self._calls = 0
         self._output: list[str] = []
+        self._printed = 0
         settings = manifest.lab.worker
         gpu = torch_device is not None and torch_device.startswith("cuda")
         self._limits = launcher.limits(settings.memory_mb, gpu, heavy="torch" in settings.imports)
+        self._cells = notebook_cells(source) if filename.endswith(".ipynb") else []
         self._env = worker_env({**settings.env, **(settings.gpu_env if gpu else settings.cpu_env)}, settings.threads)
+
+    def _copy(self, source: bytes, filename: str, helpers: Mapping[str, bytes]) -> tuple[leases.Lease, Path]:
+        """The submission (and its helper modules) in a folder this grading holds; the folder and the file."""
+        root = copies_root()
+        _sweep_stale_copies(root)
+        lease = leases.hold(root, COPY_PREFIX)
+        try:
+            os.chmod(lease.path, 0o755)
+            for rel, data in helpers.items():
+                target = lease.path / rel
+                if ".." in Path(rel).parts or Path(rel).is_absolute():
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(target.parent, 0o755)
+                target.write_bytes(data)
+                os.chmod(target, 0o644)
+                self._files[rel] = hashlib.sha256(data).hexdigest()
+            name = _safe_name(filename)
+            path = lease.path / (name if name not in helpers else f"graded_{name}")
+            path.write_bytes(source)
+            os.chmod(path, 0o644)
+            self._files[path.name] = hashlib.sha256(source).hexdigest()
+        except OSError:
+            shutil.rmtree(lease.path, ignore_errors=True)
+            lease.release()
+            raise
+        return lease, path
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -121,6 +147,7 @@ class Submission:
             "functions": list(self.manifest.functions),
             "imports": ["numpy", *lab.worker.imports],
             "threads": lab.worker.threads,
+            "files": self._files,
             "poison": lab.worker.poison_uninitialized,
         }
         # The limit covers the submission's import; starting Python (and torch, triton when the
@@ -153,9 +180,16 @@ class Submission:
             self._fail_import(worker, f"the submission's process {worker.exit_description()} while being imported")
             return
         answer = read_reply(reply.header)
+        if answer is not None and answer.op == "setup_error":  # before the submission ran: the installation's problem
+            worker.kill()
+            raise InfrastructureError(
+                f"the worker could not import what the lab needs ({', '.join(init['imports'])}) before the submission: "
+                f"{format_error(answer.error)}"
+            )
         if answer is not None and answer.op == "import_error":
-            self.import_traceback = answer.error.traceback if answer.error else ""
-            self._fail_import(worker, "importing the submission raised " + format_error(answer.error))
+            error = self._in_cells(answer.error)
+            self.import_traceback = error.traceback if error else ""
+            self._fail_import(worker, "importing the submission raised " + format_error(error) + self._encoding_note())
             return
         if answer is None or answer.op != "ready" or answer.functions is None:
             self._fail_import(worker, "the submission's process answered the import with an invalid message")
@@ -166,6 +200,31 @@ class Submission:
             return
         self._worker = worker
 
+    def _in_cells(self, error: ErrorInfo | None) -> ErrorInfo | None:
+        """For a notebook, the error's lines as the student's cells number them ("cell 3, line 2"),
+        not as the one file its code cells were joined into."""
+        cells = self._cells
+        if error is None or not cells:
+            return error
+
+        def cell_line(match: re.Match[str]) -> str:
+            number = int(match[1])
+            return f"cell {cells[number - 1][0]}, line {cells[number - 1][1]}" if 0 < number <= len(cells) and cells[number - 1][0] else match[0]
+
+        return error.model_copy(update={key: LINE.sub(cell_line, getattr(error, key)) for key in ("where", "traceback", "message")})
+
+    def _encoding_note(self) -> str:
+        """Why a file Python cannot read as source failed, when it is not UTF-8 text."""
+        try:
+            self.source.decode("utf-8")
+            return ""
+        except UnicodeDecodeError:
+            pass
+        for bom, name in ((codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"), (codecs.BOM_UTF32_LE, "UTF-32")):
+            if self.source.startswith(bom):
+                return f"; the file is {name} text, not UTF-8: save it as UTF-8"
+        return "; the file is not UTF-8 text: save it as UTF-8"
+
     def _fail_import(self, worker: WorkerProcess, message: str) -> None:
         worker.kill()
         self._collect_output(worker)
@@ -174,7 +233,13 @@ class Submission:
             message += f" (last output: {last[:200]})"
         self.import_failure = message
 
+    @property
+    def printed(self) -> int:
+        """Bytes the submission has printed so far, across its workers (what was kept or not)."""
+        return self._printed + (self._worker.output.total if self._worker is not None else 0)
+
     def _collect_output(self, worker: WorkerProcess) -> None:
+        self._printed += worker.output.total
         tail = worker.output_tail()
         if tail:
             self._output.append(tail)
@@ -191,6 +256,7 @@ class Submission:
             self._collect_output(self._worker)
             self._worker = None
         shutil.rmtree(self._dir, ignore_errors=True)
+        self._lease.release()
 
     @property
     def output(self) -> str:
@@ -269,7 +335,7 @@ class Submission:
             self._discard_worker()
             raise SubmissionFault(Status.error, f"{function}: the submission's process answered out of turn")
         if not answer.ok:
-            err = answer.error
+            err = self._in_cells(answer.error)
             if err is not None and err.type == "NotImplementedError":
                 raise SubmissionFault(Status.error, f"{function} is not implemented yet (it raises NotImplementedError)", hint=None)
             raise SubmissionFault(Status.error, f"{function} raised " + format_error(err), err.traceback if err else "")
@@ -337,20 +403,19 @@ class Submission:
         return [row.model_dump() for row in answer.code]
 
 
-@functools.lru_cache(maxsize=1)
-def _sweep_stale_copies() -> None:
-    """Remove the private copies that killed graders left behind (their pid is in the name)."""
-    root = Path(tempfile.gettempdir())
-    for folder in root.glob(f"{COPY_PREFIX}*-*"):
-        pid = folder.name[len(COPY_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or folder.is_symlink() or not folder.is_dir():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except OSError:
-            pass  # alive, or another user's
+def copies_root() -> Path:
+    """Where private copies go: ``$SLURM_TMPDIR`` where a site gives each job a folder of its own
+    there, else the temp folder (``$TMPDIR``)."""
+    own = os.environ.get("SLURM_TMPDIR")
+    if own and os.path.isdir(own) and os.access(own, os.W_OK | os.X_OK):
+        return Path(own)
+    return Path(tempfile.gettempdir())
+
+
+@functools.lru_cache(maxsize=4)
+def _sweep_stale_copies(root: Path) -> None:
+    """Remove the private copies that no grading holds any more (graders killed mid-grading)."""
+    leases.sweep(root, COPY_PREFIX, lambda folder: shutil.rmtree(folder, ignore_errors=True))
 
 
 class WorkerSetupError(Exception):
@@ -396,7 +461,7 @@ def launch(
             shutil.rmtree(tmp, ignore_errors=True)
         raise WorkerSetupError(f"could not start a worker process: {exc}") from None
     cmd = worker.command
-    init = dict(init, path=cmd.submission_path)
+    init = dict(init, path=cmd.submission_path, **limits.worker_init())
     arrays: list[np.ndarray] = []
     if cmd.seccomp:
         arrays.append(np.frombuffer(cmd.seccomp, dtype=np.uint8))
@@ -411,6 +476,12 @@ def launch(
         worker.kill()
         last = worker.output_tail().strip().splitlines()
         raise WorkerSetupError(f"the worker ({launcher.mode}) {how} before it was ready" + (f": {last[-1][:300]}" if last else "")) from None
+    if hello.get("op") == "hello" and hello.get("copy"):
+        worker.kill()
+        raise WorkerSetupError(
+            f"the grader's private copy of the submission is not what the grader wrote ({printable(str(hello['copy']), 300, False)}): "
+            "the grader's failure, not the student's; grade it again"
+        )
     problems = _unconfirmed(hello, launcher, cmd)
     if problems:
         worker.kill()
@@ -470,6 +541,26 @@ def probe_worker(launcher: Launcher, python: str) -> tuple[bool, str]:
         if worker is not None:
             worker.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+LINE = re.compile(r"\bline (\d+)")
+CELL_MARK = re.compile(r"^# --- cell (\d+) ---$")
+
+
+def notebook_cells(source: bytes) -> list[tuple[int, int]]:
+    """For each line of a notebook's joined code cells (discovery.notebook_source), its cell's
+    number and its line within that cell; (0, 0) for the lines the joining added."""
+    out: list[tuple[int, int]] = []
+    cell, line = 0, 0
+    for text in source.decode("utf-8", errors="replace").splitlines():
+        mark = CELL_MARK.match(text)
+        if mark:
+            cell, line = int(mark[1]), 0
+            out.append((0, 0))
+            continue
+        line += 1
+        out.append((cell, line) if cell else (0, 0))
+    return out
 
 
 def _safe_name(filename: str) -> str:

@@ -31,21 +31,26 @@ import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.results import Guarantee
+from grader.sandbox import allocation, cgroups, procfs, seccomp
 from grader.sandbox import bwrap as bwrap_detect
-from grader.sandbox import cgroups, procfs, seccomp
 
 BOOT_DIR = Path(__file__).parent / "boot"
 KEEPER = Path(__file__).parent / "keeper.py"
 SANDBOX_BOOT = "/boot"
 SANDBOX_SUB = "/sub"
+REFERENCE_KERNELS = "/reference-kernels"
 SHM_MB = 64
 PROCESSES_WITHOUT_CGROUP = 4
+SHARED_UID_SLACK = 16
+"""Tasks the grader's uid may start elsewhere while a worker sharing that uid runs (no uid or
+user namespace of its own, no pids cgroup), so that the worker's own threads can still start."""
 TIERS = ("bubblewrap", "process")
 OFFICIAL = ("solutions", "secret", "network")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -56,7 +61,15 @@ ETC_FILES = ("ld.so.cache", "nsswitch.conf", "localtime")
 class Limits:
     """Resource limits for one worker (rlimits; docs/sandbox.md says what each one bounds)."""
 
+    data_mb: int | None = 4096
+    """RLIMIT_DATA of each process from its first instruction: its private memory (heap,
+    anonymous and private writable mappings), which is what an allocation takes. The code of
+    shared libraries is not counted, so a CUDA build of torch, which maps gigabytes of libraries
+    it never touches, starts under it."""
     address_space_mb: int | None = 4096
+    """RLIMIT_AS beyond what the interpreter and the lab's imports mapped: the worker sets it from
+    its own mappings just before it imports the submission. It bounds what RLIMIT_DATA does not
+    count (shared anonymous memory) without charging the libraries' mappings."""
     cpu_s: int = 120
     nproc: int = 64
     fsize_mb: int = 64
@@ -65,19 +78,21 @@ class Limits:
     memory_mb: int | None = None
     """One budget for the whole process tree (a memory cgroup); None: none set."""
     budget_mb: int | None = None
-    """The lab's memory budget, whatever enforces it (a cgroup, or address space times processes)."""
+    """The lab's memory budget, whatever enforces it (a cgroup, or private memory times processes)."""
 
-    def prlimit_args(self) -> list[str]:
-        args = [
-            f"--cpu={self.cpu_s}",
-            f"--nproc={self.nproc}",
-            f"--fsize={self.fsize_mb << 20}",
-            f"--nofile={self.nofile}",
-            "--core=0",
-        ]
-        if self.address_space_mb:
-            args.insert(0, f"--as={self.address_space_mb << 20}")
+    def prlimit_args(self, nproc: bool = True) -> list[str]:
+        """prlimit's command line for these limits (``nproc``: with the process limit, which
+        bubblewrap in a user namespace of its own applies inside it instead)."""
+        args = [f"--cpu={self.cpu_s}", f"--fsize={self.fsize_mb << 20}", f"--nofile={self.nofile}", "--core=0"]
+        if nproc:
+            args.insert(1, f"--nproc={self.nproc}")
+        if self.data_mb:
+            args.insert(0, f"--data={self.data_mb << 20}")
         return [shutil.which("prlimit") or "prlimit", *args, "--"]
+
+    def worker_init(self) -> dict[str, int]:
+        """What the worker applies itself, before it imports the submission (see ``address_space_mb``)."""
+        return {"address_space_extra": self.address_space_mb << 20} if self.address_space_mb else {}
 
 
 @dataclass
@@ -117,30 +132,50 @@ class Launcher:
     """Why a stronger configuration was not used, by guarantee name."""
     guarantees: list[Guarantee] = field(default_factory=list)
     official_ok: bool = False
+    reference_kernels: str | None = None
+    """The grader's folder of the reference's compiled Triton kernels (grader/gpu_cache.py), which a
+    GPU worker reads through at REFERENCE_KERNELS: read-only, openable by name only (bubblewrap tier)."""
 
     # -- resources --------------------------------------------------------------------------------
 
     def limits(self, memory_mb: int, gpu: bool = False, heavy: bool = False) -> Limits:
         """The limits of one worker with a memory budget of ``memory_mb``. With a memory cgroup
-        the budget covers the whole tree; without one, the number of processes times the
-        address space of each is kept within it (``heavy``: torch is imported, ~0.8 GiB each)."""
-        if gpu:  # CUDA needs ~20 GiB of address space: no rlimit, and host memory is not budgeted
-            return Limits(address_space_mb=None, nproc=512 + self._base_tasks(), cpu_s=600)
+        the budget covers the whole tree; without one, the number of processes times the private
+        memory of each is kept within it (``heavy``: torch is imported)."""
+        if gpu:  # CUDA maps and reserves ~20 GiB: no memory rlimit, and host memory is not budgeted
+            return Limits(data_mb=None, address_space_mb=None, nproc=512 + self._base_tasks(), cpu_s=600)
         if self.cgroups.has("memory"):
-            return Limits(address_space_mb=memory_mb, nproc=64 + self._base_tasks(), memory_mb=memory_mb, budget_mb=memory_mb)
+            return Limits(
+                data_mb=memory_mb, address_space_mb=memory_mb, nproc=64 + self._base_tasks(), memory_mb=memory_mb,
+                budget_mb=memory_mb,
+            )  # fmt: skip
         # At most 4 tasks (threads count too), each a quarter of the budget; fewer when a quarter
-        # is below what one process needs (torch: ~0.8 GiB of address space; numpy: 256 MiB).
+        # is below what one process needs (private memory after import: numpy 90 MiB, torch's CPU
+        # build 0.2 GiB, its CUDA build 0.7 GiB).
         floor = 1024 if heavy else 256
         count = min(PROCESSES_WITHOUT_CGROUP, max(2, memory_mb // floor))
-        return Limits(address_space_mb=memory_mb // count, nproc=count + self._base_tasks(), budget_mb=memory_mb)
+        share = memory_mb // count
+        return Limits(data_mb=share, address_space_mb=share, nproc=count + self._base_tasks(), budget_mb=memory_mb)
+
+    def own_user_namespace(self) -> bool:
+        """Whether each worker's processes are counted apart from everything else its uid runs:
+        bubblewrap makes a user namespace of its own for a grader that is not root, and from
+        Linux 5.14 RLIMIT_NPROC counts the tasks of a uid per user namespace (a limit set inside
+        counts only the namespace's tasks; the namespace as a whole is held to the limit its
+        creator had)."""
+        return self.mode == "bubblewrap" and os.geteuid() != 0 and per_namespace_nproc()
 
     def _base_tasks(self) -> int:
-        """RLIMIT_NPROC counts every task of the uid: a worker under the grader's own uid adds to
-        what that uid already runs, the keeper and bwrap's two processes among them (a leased
-        uid starts from nothing; root is not counted at all)."""
+        """Tasks the process limit must leave room for besides the submission's own. A leased uid
+        starts from nothing and root is not counted at all; in a user namespace of its own
+        (:meth:`own_user_namespace`) only bwrap's init process is there. Otherwise RLIMIT_NPROC
+        counts every task of the grader's uid (a desktop session, other batch workers, torch's
+        threads): what it runs now, the keeper, and room for it to start a few more meanwhile."""
         if self.drop_uid or os.geteuid() == 0:
             return 0
-        return tasks_of(os.geteuid()) + (3 if self.mode == "bubblewrap" else 1)
+        if self.own_user_namespace():
+            return 1
+        return tasks_of(os.geteuid()) + (3 if self.mode == "bubblewrap" else 1) + SHARED_UID_SLACK
 
     def private_tmp(self, uid: int | None, memory_mb: int | None = None) -> Path | None:
         """A fresh folder for the worker's /tmp where the tier needs one from the host (the
@@ -215,9 +250,13 @@ class Launcher:
         info = self.bwrap
         assert info is not None
         perms = info.has("--perms")
+        if self.gpu and self.reference_kernels:  # boot/kernel_cache.py reads through to them
+            env = dict(env, GRADER_REFERENCE_KERNELS=REFERENCE_KERNELS, TRITON_CACHE_MANAGER="kernel_cache:ReadThroughCacheManager")
         bpf_r = _data_fd(seccomp_program() or b"")
         cleanup: list[Path] = []
-        argv = [*limits.prlimit_args(), info.path]
+        # The process limit applies inside the sandbox (see own_user_namespace): set outside, it
+        # would count every task of the uid and hold the namespace to it too.
+        argv = [*limits.prlimit_args(nproc=False), info.path]
         argv += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         if os.geteuid() != 0:
             argv += ["--unshare-user"]
@@ -264,9 +303,11 @@ class Launcher:
             argv += ["--ro-bind", root, root]
         argv += ["--ro-bind", str(BOOT_DIR), SANDBOX_BOOT]
         argv += ["--ro-bind", str(submission.parent), SANDBOX_SUB]
+        if self.gpu and self.reference_kernels:
+            argv += ["--ro-bind", self.reference_kernels, REFERENCE_KERNELS]
         argv += ["--proc", "/proc", "--dev", "/dev"]
-        if self.gpu:
-            devices, visible = gpu_devices(env)
+        if self.gpu:  # the allocation is the grader's (its Slurm variables); the worker's environment is cleared
+            devices, visible = gpu_devices({**os.environ, **env})
             for dev in devices:
                 argv += ["--dev-bind", dev, dev]
             if visible is not None:
@@ -279,6 +320,7 @@ class Launcher:
         argv += ["--chdir", "/tmp" if tmp is None else "/", "--seccomp", str(bpf_r)]
         if os.geteuid() == 0:
             argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+        argv += [shutil.which("prlimit") or "prlimit", f"--nproc={limits.nproc}", "--"]
         argv += self._setpriv(uid)
         argv += self._worker_argv(python, SANDBOX_BOOT, fds)
         return WorkerCommand(
@@ -314,13 +356,14 @@ def gpu_devices(env: Mapping[str, str], dev: str | None = None) -> tuple[list[st
     """The NVIDIA device files a GPU worker gets, and the CUDA_VISIBLE_DEVICES it then sees.
 
     Only the allocated GPUs: ``CUDA_VISIBLE_DEVICES`` (Slurm sets it to the GPUs it allocated)
-    names them, and each is mapped to its ``/dev/nvidiaN`` through nvidia-smi's minor numbers
-    (an index counts among the GPUs this process can see, as CUDA's does); without nvidia-smi
-    an index is taken as the minor number, which is what a gres.conf ``File=/dev/nvidia[0-N]``
-    gives when cgroups do not renumber. In the sandbox the unbound GPUs do not exist, so the
-    allocated ones are renumbered from 0. The control files (nvidiactl, nvidia-uvm, ...) are
-    always bound. Without the variable, or with entries that cannot be mapped (MIG instances,
-    UUIDs without nvidia-smi), every GPU is bound and the variable passes through unchanged.
+    names them. In a Slurm job each entry is mapped through the allocation
+    (:mod:`grader.sandbox.allocation`: ``SLURM_JOB_GPUS``, gres.conf order, and the renumbering
+    under ``ConstrainDevices``); elsewhere through nvidia-smi's minor numbers (an index counts
+    among the GPUs this process can see, as CUDA's does); without either an index is taken as
+    the minor number. In the sandbox the unbound GPUs do not exist, so the allocated ones are
+    renumbered from 0. The control files (nvidiactl, nvidia-uvm, ...) are always bound. Without
+    the variable, or with entries that cannot be mapped (MIG instances, UUIDs without
+    nvidia-smi), every GPU is bound and the variable passes through unchanged.
     """
     found = sorted(glob.glob(os.path.join(dev or DEV, "nvidia*")))
     per_gpu = {int(m[1]): path for path in found if (m := NVIDIA_GPU_FILE.match(os.path.basename(path)))}
@@ -329,6 +372,10 @@ def gpu_devices(env: Mapping[str, str], dev: str | None = None) -> tuple[list[st
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return every, None
+    allocated = allocation.allocated_files(env)
+    if allocated is not None:
+        present = [path for path in allocated if os.path.exists(path)]
+        return control + present, ",".join(str(i) for i in range(len(present)))
     minors: list[int] = []
     for entry in (e.strip() for e in visible.split(",")):
         if not entry or entry.startswith("-"):
@@ -442,12 +489,15 @@ def assess(launcher: Launcher, lab_dir: Path | None = None, memory_mb: int | Non
         g["memory"] = (True, f"one budget for the whole process tree: {cg.describe('memory')}; tmpfs pages count too")
     else:
         why = "GPU workers have no host-memory budget" if launcher.gpu else f"no memory cgroup ({cg.describe('memory')})"
-        g["memory"] = (False, f"{why}: each process is limited in address space and their number is limited, so the product stays within the budget")
+        g["memory"] = (False, f"{why}: each process is limited in private memory (RLIMIT_DATA) and in address space beyond "
+                              "its libraries (RLIMIT_AS), and their number is limited, so the product stays within the budget")  # fmt: skip
 
     if cg.has("pids"):
         g["pids"] = (True, f"process count of the tree: {cg.describe('pids')}")
     elif launcher.drop_uid:
         g["pids"] = (True, "RLIMIT_NPROC of the worker's own uid")
+    elif launcher.own_user_namespace():
+        g["pids"] = (True, "RLIMIT_NPROC set inside a user namespace of the worker's own, so it counts only the sandbox's tasks")
     else:
         g["pids"] = (False, f"no pids cgroup ({cg.describe('pids')}); RLIMIT_NPROC counts the grader's uid too")
 
@@ -502,6 +552,41 @@ def hidden_from_others(lab_dir: Path) -> bool:
         if stat.S_ISREG(mode) and mode & stat.S_IROTH and not (file.parent == path and file.name in visible):
             return False
     return True
+
+
+def blocked_for_others(python: str) -> str | None:
+    """Why a uid that neither owns nor shares a group with this interpreter's files (a leased
+    worker uid) cannot use it: the first folder on the way to one of its parts (the binary, the
+    libpython it loads, its standard library, its site-packages) that other users cannot search,
+    or a part they cannot read. None when every part is reachable.
+
+    pyenv, conda and uv install Python under the user's home, often mode 0700 (always for
+    /root): the binary still starts (setpriv execs it with the grader's capabilities), but the
+    dynamic loader then cannot read its libpython and takes the system's, another version."""
+    parts = [os.path.realpath(python), *_loaded("libpython"), sysconfig.get_path("stdlib")]
+    parts += [os.path.realpath(p) for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+    for part in dict.fromkeys(parts):
+        path = Path(part)
+        for folder in [*reversed(path.parents), path]:
+            try:
+                mode = os.stat(folder).st_mode
+            except OSError:
+                break
+            if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+                return f"{folder} is mode {stat.S_IMODE(mode):04o}, so other users cannot reach {part}"
+            if stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+                return f"{folder} is mode {stat.S_IMODE(mode):04o}, so other users cannot read it"
+    return None
+
+
+def _loaded(stem: str) -> list[str]:
+    """The files this process has mapped whose name starts with ``stem`` (its libpython, say)."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    files = (line.split(maxsplit=5)[-1] for line in lines if line.count(" ") >= 5)
+    return sorted({f for f in files if f.startswith("/") and os.path.basename(f).startswith(stem)})
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -579,6 +664,13 @@ def _parents(path: str, made: set[str], perms: bool) -> list[str]:
             made.add(parent)
             out += (["--perms", "0755"] if perms else []) + ["--dir", parent]
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def per_namespace_nproc() -> bool:
+    """Whether this kernel counts RLIMIT_NPROC per user namespace (Linux 5.14 and later)."""
+    match = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return bool(match) and (int(match[1]), int(match[2])) >= (5, 14)
 
 
 def tasks_of(uid: int) -> int:

@@ -62,6 +62,11 @@ class OutputTail:
             self.dropped += cut
             del self.tail[:cut]
 
+    @property
+    def total(self) -> int:
+        """Bytes received so far, kept or not."""
+        return len(self.head) + len(self.tail) + self.dropped
+
     def text(self) -> str:
         middle = f"\n... ({self.dropped} bytes of output not kept) ...\n" if self.dropped else ""
         raw = self.head.decode("utf-8", errors="replace") + middle + self.tail.decode("utf-8", errors="replace")

@@ -21,7 +21,7 @@ from grader.sandbox import bwrap as bwrap_detect
 from grader.sandbox import cgroups
 from grader.sandbox.boot import landlock
 from grader.sandbox.client import probe_worker
-from grader.sandbox.launchers import BOOT_DIR, TIERS, Launcher, Limits, assess, refusal, worker_env
+from grader.sandbox.launchers import BOOT_DIR, TIERS, Launcher, Limits, assess, blocked_for_others, refusal, worker_env
 from grader.sandbox.uids import UidLease
 
 
@@ -88,16 +88,26 @@ def _configure(base: Launcher, python: str) -> tuple[Launcher | None, str]:
                 notes = dict(base.notes)
                 uid_failure = next((w for c, w in failures if c.drop_uid), None)
                 if root and not drop:
-                    notes["uid"] = (
-                        f"a worker uid cannot run {python} ({uid_failure}); install Python where other users can read it (e.g. /usr or /opt)"
-                        if uid_failure else "setpriv (util-linux) is not installed"
-                    )
+                    notes["uid"] = unreadable_python(python, uid_failure) if uid_failure else "setpriv (util-linux) is not installed"
                 ll_failure = next((w for c, w in failures if c.landlock and c.drop_uid == drop), None)
                 if base.landlock and not abi and ll_failure:
                     notes["landlock"] = f"Landlock could not be applied ({ll_failure})"
                 candidate.notes = notes
                 return candidate, ""
-    return None, failures[0][1] if failures else "no configuration to try"
+    if not failures:
+        return None, "no configuration to try"
+    return None, unreadable_python(python, failures[0][1]) if root and blocked_for_others(python) else failures[0][1]
+
+
+def unreadable_python(python: str, failure: str) -> str:
+    """What is wrong when a worker uid cannot run ``python``, and what the course staff can do."""
+    blocked = blocked_for_others(python)
+    why = f"{blocked} ({failure})" if blocked else failure
+    return (
+        f"a worker uid cannot use this grader's Python {python}: {why}. Install Python and the grader's virtual "
+        "environment where other users can read them (under /usr or /opt, every folder on the way mode 0755: "
+        "e.g. uv python install --install-dir /opt/python, or pyenv with PYENV_ROOT=/opt/pyenv)"
+    )
 
 
 @functools.lru_cache(maxsize=4)

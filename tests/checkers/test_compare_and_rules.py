@@ -21,9 +21,23 @@ def test_close_values_pass_and_far_ones_fail_with_first_mismatches() -> None:
     got[2, 3] = 7
     result = compare("out", expected, got, TOL)
     assert not result.ok
-    assert "2 of 12 value(s) differ" in result.message and "first at out[1, 2]" in result.message
+    assert "2 of 12 float64 value(s) differ" in result.message and "first at out[1, 2]" in result.message
     assert [m.where for m in result.mismatches] == ["out[1, 2]", "out[2, 3]"]
     assert result.mismatches[1].got == "7"
+
+
+def test_a_mismatch_names_the_dtype_and_shows_the_digits_that_differ() -> None:
+    expected = np.full(4, 0.1, dtype=np.float16)
+    got = expected.copy()
+    got[2] = np.float16(0.1001)  # the next float16 after 0.1: the same at 4 digits
+    result = compare("out", expected, got, EXACT)
+    assert "1 of 4 float16 value(s) differ from the reference (exactly)" in result.message, result.message
+    assert result.mismatches[0].expected != result.mismatches[0].got, result.mismatches[0]
+    assert "where the reference is float32" in compare("out", expected.astype(np.float32), got, TOL).message
+    rows = RowsSumTo(output="w", value=1.0, atol=1e-9).check({"w": np.array([[0.5, 0.5000004]])}, {})
+    assert rows is not None and "sums to 1.0000004, expected 1" in rows, rows
+    total = SumEquals(output="loads", value=3, atol=0.0).check({"loads": np.array([1.0, 2.0000001])}, {})
+    assert total is not None and "adds up to 3.0000001, expected 3" in total, total
 
 
 def test_nan_never_passes_even_against_nan() -> None:

@@ -46,7 +46,7 @@ def fake_context(monkeypatch: pytest.MonkeyPatch, device: str, submission_us: fl
     monkeypatch.delenv(hardware.CEILINGS_ENV, raising=False)
     monkeypatch.setattr(hardware, "measured_ceilings", lambda dtypes: MEASURED)
     monkeypatch.setattr(hardware, "gpu_facts", lambda: {"gpu": device, "gpu_driver": "fake", "gpu_sm_clock_mhz": 1})
-    print_ = [1.0, 2.0, 3.0]
+    print_ = [1.0, 2.0, 3.0, *[0.5] * harness.PROJECTIONS]
     monkeypatch.setattr(harness, "time_calls", lambda fn, sets, warmup, budget_s: ([reference_us] * (len(sets) - warmup), [print_] * (len(sets) - warmup)))
     case = Case("timed", 0, 1, {"T": 8}, {"x": 0})
     lab = types.SimpleNamespace(
@@ -163,6 +163,114 @@ def test_a_speed_checks_device_facts_come_from_the_one_nvidia_smi_reading(monkey
         "gpu": "NVIDIA H200", "gpu_sms": 132, "gpu_l2_mb": 60.0, "gpu_memory_gb": 141.0, "gpu_driver": "580.159.04",
         "gpu_sm_clock_mhz": 345, "gpu_max_sm_clock_mhz": 1980, "gpu_mem_clock_mhz": None,  # unreadable: None
     }  # fmt: skip
+
+
+# --- a timed answer that is wrong is reported as wrong, before any floor judgement -------------
+
+
+def real_print(seed: int, noise: float = 0.0, base: int | None = None) -> list[float]:
+    """The harness's fingerprint of a bf16-like MoE output (8 x 4096), computed by the real code:
+    the answer for inputs ``base`` (default: ``seed``) with relative noise added."""
+    import torch
+
+    out = torch.randn(8, 4096, generator=torch.Generator().manual_seed(seed if base is None else base))
+    out = out + noise * torch.randn(8, 4096, generator=torch.Generator().manual_seed(seed + 10_000))
+    return harness.fingerprint(out)
+
+
+def test_a_stale_answer_has_the_right_sums_but_not_the_right_signed_sums() -> None:
+    want = real_print(1)
+    right = real_print(1, noise=0.014)  # a right answer at the bf16 tolerance, against the reference's
+    stale = real_print(2)  # the answer to another input set drawn alike
+    assert len(want) == 3 + harness.PROJECTIONS
+    assert all(abs(a - b) <= 2e-2 * abs(b) for a, b in zip(stale[1:3], want[1:3]))  # what fooled the old check
+    assert gpu_checks.fingerprints_agree(right, want, 2e-2, 0.1)
+    assert not gpu_checks.fingerprints_agree(stale, want, 2e-2, 0.1)
+    assert not gpu_checks.fingerprints_agree(want[:3], want, 2e-2, 0.1)  # a short fingerprint is no match
+
+
+def scripted_context(monkeypatch: pytest.MonkeyPatch, cases: list[dict[str, Any]]) -> Any:
+    """Cases given as {"sub_us", "ref_us", "stale_calls"}: the submission's timed calls listed in
+    stale_calls return another input's answer. Every round records the rng keys it drew."""
+    monkeypatch.setattr(hardware, "cuda_device", lambda: "Fake GPU Fast")
+    monkeypatch.setattr(hardware, "DATASHEET", TABLE)
+    monkeypatch.delenv(hardware.CEILINGS_ENV, raising=False)
+    monkeypatch.setattr(hardware, "measured_ceilings", lambda dtypes: MEASURED)
+    monkeypatch.setattr(hardware, "gpu_facts", lambda: {"gpu": "Fake GPU Fast"})
+    made = [Case("timed", i, len(cases), {"T": 8 * (i + 1)}, {"x": i}) for i in range(len(cases))]
+    keys: list[tuple[Any, ...]] = []
+    seen: list[set[Any]] = []
+
+    def fresh(rng: Any, inputs: dict) -> dict:
+        return dict(inputs, seed=rng.key)
+
+    def prints(sets: list[dict], warmup: int, case: int, stale: set[int] = frozenset()) -> list[list[float]]:
+        seeds = [hash(s["seed"]) % 10_000 for s in sets[warmup:]]
+        return [real_print(seed, base=seeds[-1] + 1 if i in stale else None) for i, seed in enumerate(seeds)]
+
+    def reference_times(fn: Any, sets: list, warmup: int, budget_s: float) -> tuple[list[float], list[list[float]]]:
+        case = sets[0][0]["x"]
+        return [cases[case]["ref_us"]] * (len(sets) - warmup), prints([s[0] for s in sets], warmup, case)
+
+    def submission_times(function: str, sets: list[dict], limit: float, warmup: int, budget_s: float) -> Any:
+        case = sets[0]["x"]
+        spec = cases[case]
+        seen.append({s["seed"] for s in sets})
+        return [spec["sub_us"]] * (len(sets) - warmup), prints(sets, warmup, case, set(spec.get("stale_calls", ()))), 60.0
+
+    def rng(*key: Any) -> Any:
+        keys.append(key)
+        return types.SimpleNamespace(key=key)
+
+    monkeypatch.setattr(harness, "time_calls", reference_times)
+    lab = types.SimpleNamespace(
+        support_function=lambda name: {"fresh": fresh, "work": lambda inputs: WORK}[name],
+        implementation=lambda function, reference: (lambda *a: None),
+        arguments=lambda function, inputs, device: [inputs],
+    )
+    submission = types.SimpleNamespace(time=submission_times)
+    return types.SimpleNamespace(lab=lab, submission=submission, device="cuda", cases=lambda *a: made, rng=rng, keys=keys, seen=seen)
+
+
+def test_a_stale_answer_on_a_refilled_buffer_fails_as_wrong_even_under_the_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22: pointer_cache's first timed call (a warm-up buffer, refilled) was fast and stale; its
+    sums matched, so the floor spoke first and the student read 'impossible time'."""
+    floor = FAST.floor_us(*WORK)
+    ctx = scripted_context(monkeypatch, [{"sub_us": floor / 10, "ref_us": floor * 2, "stale_calls": [0]}])
+    verdict = gpu_checks.GpuSpeedChecker().run("fused-moe-speed", speed_check(), ctx)
+    assert verdict.status is Status.failed
+    assert verdict.message.startswith("case 1 of 1 (T=8): timed call 1 ran on a warm-up call's buffers refilled")
+    assert "a wrong answer" in verdict.message and "floor" not in verdict.message
+    assert verdict.hint == gpu_checks.WRONG_HINT
+
+
+def test_a_wrong_answer_in_a_later_shape_is_judged_before_an_earlier_shapes_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    floor = FAST.floor_us(*WORK)
+    ctx = scripted_context(monkeypatch, [
+        {"sub_us": floor / 10, "ref_us": floor * 2},  # impossibly fast, but right
+        {"sub_us": floor * 3, "ref_us": floor * 2, "stale_calls": [4]},
+    ])  # fmt: skip
+    verdict = gpu_checks.GpuSpeedChecker().run("fused-moe-speed", speed_check(), ctx)
+    assert verdict.status is Status.failed
+    assert verdict.message.startswith("case 2 of 2 (T=16): timed call 5 returned a different answer from the reference's")
+    honest = scripted_context(monkeypatch, [{"sub_us": floor / 10, "ref_us": floor * 2}])
+    impossible = gpu_checks.GpuSpeedChecker().run("fused-moe-speed", speed_check(), honest)
+    assert impossible.status is Status.error and "no correct kernel can be that fast" in impossible.message
+
+
+def test_a_near_miss_is_measured_again_on_inputs_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second measurement on the inputs of the first could be answered from memory: the second
+    round draws its own warm-up and timed inputs, and the better round counts."""
+    floor = FAST.floor_us(*WORK)
+    ctx = scripted_context(monkeypatch, [{"sub_us": floor * 2 / 0.85, "ref_us": floor * 2}])  # 0.85x: 5.6% short of 0.9
+    verdict = gpu_checks.GpuSpeedChecker().run("fused-moe-speed", speed_check(), ctx)
+    assert verdict.status is Status.failed and verdict.details["rounds"] == 2 and "measured twice" in verdict.message
+    assert len(ctx.seen) == 2 and len(ctx.seen[0]) == len(ctx.seen[1]) == 13  # 3 warm-up + 10 timed sets each
+    assert not ctx.seen[0] & ctx.seen[1]  # no input set of the first round comes back in the second
+    far = scripted_context(monkeypatch, [{"sub_us": floor * 2 / 0.5, "ref_us": floor * 2}])
+    once = gpu_checks.GpuSpeedChecker().run("fused-moe-speed", speed_check(), far)
+    assert once.status is Status.failed and "rounds" not in once.details and all("round" not in k for k in far.keys)
+    assert speed_check().retry_near == 0.0  # the session's same-input retry is off for this kind
 
 
 # --- the timing harness, with a stand-in for torch's CUDA API --------------------------------

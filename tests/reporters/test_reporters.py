@@ -180,6 +180,15 @@ def test_terminal_keeps_expected_versus_got_at_any_width(result: GradeResult, wi
     assert all(len(line) <= max(width, 60) + 40 for line in text.splitlines() if "b-fails" not in line)
 
 
+def test_terminal_says_where_a_message_it_cut_is_whole(result: GradeResult) -> None:
+    result.checks[1].message = "case 3 of 9: out: 17 of 128 float32 value(s) differ from the reference; " * 12 + "expected 1, got 2"
+    text = TerminalReporter(color=False, width=100).render(result)
+    assert "… (cut here: the whole message is in scorecard.md and result.json) …" in text
+    assert "expected 1, got 2" in " ".join(text.split())
+    result.checks[1].message = "short"
+    assert "cut here" not in TerminalReporter(color=False, width=100).render(result)
+
+
 def test_terminal_shows_the_submissions_output_and_traceback(result: GradeResult) -> None:
     result.checks[2].traceback = 'Traceback (your code only):\n  File "your file", line 3, in route\nValueError: bad'
     result.checks[2].hint = ""

@@ -87,3 +87,65 @@ def test_bubblewrap_binds_only_the_allocated_gpu_and_renumbers_it(dev: Path, mon
     assert "--dev-bind" not in cmd.argv  # a CPU worker gets no GPU at all
     for fd in cmd.pass_fds[2:]:
         os.close(fd)
+
+
+def _slurm_node(tmp_path: Path, dev: Path, gres: str, constrained: bool) -> dict[str, str]:
+    """A node's slurm.conf, gres.conf and cgroup.conf; the environment Slurm gives its jobs."""
+    conf = tmp_path / "etc-slurm"
+    conf.mkdir(exist_ok=True)
+    task = "task/affinity,task/cgroup" if constrained else "task/none"
+    (conf / "slurm.conf").write_text(f"ClusterName=c\nTaskPlugin={task}\nGresTypes=gpu\n")
+    (conf / "gres.conf").write_text(gres.replace("DEV", str(dev)))
+    (conf / "cgroup.conf").write_text("CgroupPlugin=autodetect\nConstrainDevices=yes\n")
+    return {"SLURM_CONF": str(conf / "slurm.conf"), "SLURMD_NODENAME": "gpu07"}
+
+
+# gres.conf lists nvidia2 first: its GPU index 0 is /dev/nvidia2, whatever its minor number says.
+GRES = """# the node's GPUs, not in the order of their numbers
+NodeName=gpu[01-04] Name=gpu Type=a100 File=DEV/nvidia0
+NodeName=gpu[05-08] Name=gpu Type=h100 File=DEV/nvidia2
+NodeName=gpu[05-08] Name=gpu Type=h100 File=DEV/nvidia[0-1]
+NodeName=gpu[05-08] Name=gpu Type=h100 File=DEV/nvidia10
+"""
+
+
+@pytest.mark.parametrize(
+    ("constrained", "visible", "job_gpus", "files"),
+    [
+        (False, "1", "1", ["nvidia0"]),  # index 1 in gres.conf order, not minor 1
+        (False, "0,3", "0,3", ["nvidia2", "nvidia10"]),
+        (True, "0", "1", ["nvidia0"]),  # ConstrainDevices: the job's own GPUs are 0, 1, ...
+        (True, "0", "3", ["nvidia10"]),
+        (True, "0,1", "2,0", ["nvidia2", "nvidia1"]),  # the n-th of the job's GPUs in index order
+        (True, "1", "0,3", ["nvidia10"]),
+    ],
+)
+def test_a_slurm_allocation_is_mapped_through_gres_conf_order_and_cgroup_renumbering(
+    dev: Path, tmp_path: Path, constrained: bool, visible: str, job_gpus: str, files: list[str]
+) -> None:
+    env = _slurm_node(tmp_path, dev, GRES, constrained) | {"CUDA_VISIBLE_DEVICES": visible, "SLURM_JOB_GPUS": job_gpus}
+    bound, seen = gpu_devices(env)
+    assert names(bound) == [*CONTROL, *files] and seen == ",".join(str(i) for i in range(len(files)))
+    # Inside a step, the step's GPUs count (a step may get fewer than its job).
+    step = env | {"SLURM_STEP_GPUS": job_gpus.split(",")[-1], "CUDA_VISIBLE_DEVICES": "0" if constrained else job_gpus.split(",")[-1]}
+    assert len(gpu_devices(step)[0]) == len(CONTROL) + 1
+
+
+def test_without_a_readable_slurm_configuration_the_old_rules_apply(dev: Path, tmp_path: Path) -> None:
+    env = {"CUDA_VISIBLE_DEVICES": "1", "SLURM_JOB_GPUS": "1", "SLURM_CONF": str(tmp_path / "missing" / "slurm.conf")}
+    assert names(gpu_devices(env)[0]) == [*CONTROL, "nvidia1"]  # an index taken as the minor number
+    # gres.conf without File= (AutoDetect=nvml): nothing names the files; other nodes' lines do not count
+    env = _slurm_node(tmp_path, dev, "AutoDetect=nvml\nNodeName=gpu01 Name=gpu File=DEV/nvidia2\n", True) | {
+        "CUDA_VISIBLE_DEVICES": "0", "SLURM_JOB_GPUS": "1",
+    }  # fmt: skip
+    assert names(gpu_devices(env)[0]) == [*CONTROL, "nvidia0"]
+
+
+def test_host_lists_expand_as_slurm_s_do() -> None:
+    from grader.sandbox.allocation import expand
+
+    assert expand("/dev/nvidia[0-3]") == [f"/dev/nvidia{i}" for i in range(4)]
+    assert expand("gpu[01-03,7],login") == ["gpu01", "gpu02", "gpu03", "gpu7", "login"]
+    assert expand("r[1-2]n[0-1]") == ["r1n0", "r1n1", "r2n0", "r2n1"]
+    with pytest.raises(ValueError):
+        expand("gpu[a-b]")

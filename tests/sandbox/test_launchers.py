@@ -51,7 +51,12 @@ def test_bubblewrap_command_isolates() -> None:
     for flag in ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--die-with-parent", "--new-session", "--clearenv"):
         assert flag in argv
     prlimit = next(i for i, a in enumerate(argv) if a.endswith("prlimit"))
-    assert argv[prlimit + 1 :].index(V080.path) > 0 and "--nproc=64" in argv and "--as=4294967296" in argv
+    assert argv[prlimit + 1 :].index(V080.path) > 0 and "--data=4294967296" in argv[prlimit : argv.index(V080.path)]
+    # the process limit is set inside the sandbox, after bwrap made its namespaces; no address-space
+    # limit on the command line: the worker sets it from its own mappings (Limits.worker_init)
+    inner = next(i for i, a in enumerate(argv) if a.endswith("prlimit") and i > argv.index(V080.path))
+    assert argv[inner + 1 : inner + 3] == ["--nproc=64", "--"] and not any(a.startswith("--as=") for a in argv)
+    assert launcher.limits(4096).worker_init() == {"address_space_extra": 4096 << 20}
     assert argv[argv.index("--seccomp") + 1] == str(cmd.pass_fds[2])
     assert ["--ro-bind", "/tmp/x", "/sub"] == argv[argv.index("/sub") - 2 : argv.index("/sub") + 1]
     assert ["--size", str(256 << 20), "--tmpfs", "/tmp"] in [argv[i : i + 4] for i in range(len(argv))]
@@ -66,12 +71,12 @@ def test_bubblewrap_command_isolates() -> None:
         os.close(fd)
 
 
-def test_without_a_memory_cgroup_processes_times_address_space_stay_within_the_budget() -> None:
+def test_without_a_memory_cgroup_processes_times_private_memory_stay_within_the_budget() -> None:
     launcher = Launcher("bubblewrap", drop_uid=True, bwrap=V080)
-    for budget, heavy, (address_space, count) in ((4096, False, (1024, 4)), (1024, False, (256, 4)), (4096, True, (1024, 4)), (2048, True, (1024, 2))):
+    for budget, heavy, (share, count) in ((4096, False, (1024, 4)), (1024, False, (256, 4)), (4096, True, (1024, 4)), (2048, True, (1024, 2))):
         limits = launcher.limits(budget, heavy=heavy)
-        assert (limits.address_space_mb, limits.nproc) == (address_space, count)
-        assert limits.address_space_mb * limits.nproc <= budget and limits.memory_mb is None
+        assert (limits.data_mb, limits.address_space_mb, limits.nproc) == (share, share, count)
+        assert limits.data_mb * limits.nproc <= budget and limits.memory_mb is None
 
 
 def _fake_bwrap(tmp_path: Path, version: str, options: str) -> Path:
@@ -100,8 +105,8 @@ def test_a_bwrap_without_perms_clearenv_or_size_gets_a_command_it_accepts(tmp_pa
     private.mkdir()
     cmd = launcher.command(sys.executable, Path("/tmp/x/sub.py"), (5, 6), worker_env({"X": "1"}, 1), launcher.limits(4096), 1900000001, tmp=private)
     options = [a for a in cmd.argv if a.startswith("--") and a != "--"]
-    assert set(options) <= set(V040.split()) | {"--cgroup", "--as", "--cpu", "--nproc", "--fsize", "--nofile", "--core"} | {
-        a for a in options if a.startswith(("--as=", "--cpu=", "--nproc=", "--fsize=", "--nofile=", "--core=", "--reuid=", "--regid=", "--clear-groups", "--inh-caps=", "--bounding-set="))
+    assert set(options) <= set(V040.split()) | {"--cgroup", "--data", "--cpu", "--nproc", "--fsize", "--nofile", "--core"} | {
+        a for a in options if a.startswith(("--data=", "--cpu=", "--nproc=", "--fsize=", "--nofile=", "--core=", "--reuid=", "--regid=", "--clear-groups", "--inh-caps=", "--bounding-set="))
     }, options
     assert ["--bind", str(private), "/tmp"] == cmd.argv[cmd.argv.index(str(private)) - 1 : cmd.argv.index(str(private)) + 2]
     assert cmd.env["X"] == "1" and "--setenv" not in cmd.argv
@@ -205,3 +210,32 @@ def test_seccomp_filter_allows_only_unix_sockets_and_no_hidden_memory(tmp_path: 
     lines = out.stdout.splitlines()
     for expected in ("unshare -1 1", "shmget -1 1", "inet 1", "vsock 1", "netlink 1", "memfd 1", "unix ok", "fork 7"):
         assert expected in lines, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root, to lease a worker uid")
+def test_an_interpreter_other_users_cannot_reach_is_named_with_what_to_do() -> None:
+    """pyenv, conda or uv under a 0700 home: a worker uid cannot use that Python. The probe says
+    which folder is in the way and what the course staff can do, before anything is graded."""
+    import sysconfig
+
+    from grader.sandbox.tiers import _configure
+
+    base = Path(tempfile.mkdtemp(prefix="grader-home-"))  # under /tmp, itself reachable by everyone
+    try:
+        base.chmod(0o755)
+        private = base / "alice"
+        private.mkdir(mode=0o700)
+        venv = private / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--copies", "--without-pip", str(venv)], check=True)
+        site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+        (site / "outer.pth").write_text(sysconfig.get_path("purelib") + "\n")
+        python = str(venv / "bin" / "python")
+        launcher, why = _configure(Launcher("process", landlock=0), python)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert launcher is not None and not launcher.drop_uid, why
+    note = launcher.notes["uid"]
+    assert f"a worker uid cannot use this grader's Python {python}: {private} is mode 0700, so other users cannot reach" in note
+    assert "Install Python and the grader's virtual environment where other users can read them" in note
+    assert any(w.startswith("uid: a worker uid cannot use") for w in assess(launcher, LAB01).warnings)
+

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.api import Tolerance, compare
+from grader.api import Tolerance, compare, digits_apart
 
 # Top-k must not hinge on rounding: the k-th and (k+1)-th largest logits of every row are kept
 # at least this far apart, so float32 and float64 arithmetic select the same experts.
@@ -157,7 +157,7 @@ def grouped_keeps_every_assignment(probe, rng: np.random.Generator) -> str | Non
     wanted = {int(e): round(float(w), 4) for e, w in zip(ids[t], weights[t])}
     total = sum(found.values())
     why = (
-        f"they add up to {total:.4g}, not 1: a contribution was dropped or counted twice"
+        f"they add up to {digits_apart(total, 1.0)}, not 1: a contribution was dropped or counted twice"
         if abs(total - 1.0) > 1e-4
         else "they add up to 1, but not on the experts the token picked"
     )

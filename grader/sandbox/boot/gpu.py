@@ -122,11 +122,40 @@ def block_fp8(recipe: dict[str, Any], device: str) -> Any:
     return out
 
 
-def fingerprint(t: Any) -> list[float]:
-    """A cheap, order-independent summary of a tensor: sum, sum of |x| and sum of squares (float64)."""
+PROJECTIONS = 8
+"""Signed sums in a fingerprint. Two answers to *different* inputs drawn alike have equal sums of
+|x| and x^2 within a percent, so those alone cannot tell a stale answer from a fresh one; a sum
+of x times a fixed pattern of signs differs between them by about its own size."""
+
+
+PERIOD = 65521
+"""The signed sums' patterns repeat every PERIOD positions (a prime, so no row length that is a
+power of two lines up with it): the output is folded to PERIOD partial sums in one pass."""
+
+
+def signed_sums(f: Any) -> list[float]:
+    """sum(f * s_j) for PROJECTIONS fixed patterns s_j of +1/-1 (f flat, float64). s_j[i] is a bit
+    of a multiplicative hash (Knuth's 2654435761, mod 2^32) of i mod PERIOD, so every process
+    computes the same patterns without sharing a generator."""
     torch = _torch()
-    f = t.detach().to(torch.float64)
-    return [float(f.sum()), float(f.abs().sum()), float((f * f).sum())]
+    n = f.numel()
+    folded = torch.zeros(-(-n // PERIOD) * PERIOD, dtype=torch.float64, device=f.device)
+    folded[:n] = f
+    folded = folded.view(-1, PERIOD).sum(0)
+    r = torch.arange(PERIOD, dtype=torch.int64, device=f.device)
+    out = []
+    for j in range(PROJECTIONS):
+        bit = ((((r + 7919 * j) * 2654435761) & 0xFFFFFFFF) >> (16 + j)) & 1
+        out.append(float(torch.where(bit.bool(), folded, -folded).sum()))
+    return out
+
+
+def fingerprint(t: Any) -> list[float]:
+    """A cheap summary of a tensor, in float64: sum, sum of |x|, sum of squares, then the
+    PROJECTIONS signed sums, which depend on where each value is."""
+    torch = _torch()
+    f = t.detach().to(torch.float64).reshape(-1)
+    return [float(f.sum()), float(f.abs().sum()), float((f * f).sum()), *signed_sums(f)]
 
 
 def flush_buffer(torch: Any) -> Any:

@@ -9,6 +9,7 @@ patched anything in this process, so nothing here decides a verdict.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib
 import importlib.util
 import io
@@ -79,6 +80,20 @@ def apply_seccomp(program: bytes) -> None:
         raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP failed")
 
 
+def limit_address_space(extra: int) -> None:
+    """RLIMIT_AS at what this process has mapped now (the interpreter and the lab's imports) plus
+    ``extra`` bytes, soft and hard, before the submission runs. Libraries are mapped whole but
+    mostly never touched (a CUDA build of torch maps gigabytes), so the limit is sized from them
+    rather than fixed; RLIMIT_DATA, set before the interpreter started, bounds private memory."""
+    import resource
+
+    with open("/proc/self/status") as fh:
+        size = next(int(line.split()[1]) << 10 for line in fh if line.startswith("VmSize:"))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = size + extra if hard == resource.RLIM_INFINITY else min(hard, size + extra)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def confinement() -> dict[str, Any]:
     """This process's uid, seccomp mode, no_new_privs and effective capabilities, from /proc."""
     out: dict[str, Any] = {"uid": os.getuid(), "pid": os.getpid(), "python": sys.version}
@@ -97,6 +112,27 @@ def confinement() -> dict[str, Any]:
     return out
 
 
+def read_copy(path: str, files: dict[str, str]) -> tuple[bytes | None, str | None]:
+    """The submission's bytes, once every file of the grader's private copy (beside ``path``) is
+    there with the content the grader wrote; else None and what is wrong. Checked before anything
+    of the student's runs, so the answer can be trusted: a missing or changed copy is the grader's
+    failure (another grader's sweep took it, say), never the student's."""
+    source = None
+    folder = os.path.dirname(path)
+    for rel, digest in files.items():
+        try:
+            fd = os.open(os.path.join(folder, rel), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            return None, f"{rel}: {exc.strerror or exc}"
+        if hashlib.sha256(data).hexdigest() != digest:
+            return None, f"{rel}: its content is not what the grader wrote"
+        if rel == os.path.basename(path):
+            source = data
+    return source, None
+
+
 def describe(exc: BaseException, path: str) -> dict[str, Any]:
     """Exception type, message, the innermost line of the submission it came from, and the
     traceback cut to the submission's own frames (what a student can act on)."""
@@ -106,6 +142,8 @@ def describe(exc: BaseException, path: str) -> dict[str, Any]:
         where = f"line {exc.lineno}"
     if isinstance(exc, SystemExit):
         message = f"called sys.exit({exc.code!r})"
+    elif isinstance(exc, SyntaxError) and where:
+        message = str(exc.msg)  # str() would add "(file, line N)", which ``where`` says already
     else:
         try:
             message = str(exc)
@@ -406,14 +444,23 @@ def main() -> int:
     except OSError as exc:
         chan.send({"op": "setup_error", "error": f"{exc.strerror or exc} ({exc.__class__.__name__})"}, [])
         return 1
-    chan.send({"op": "hello", "landlock": applied, **confinement()}, [])
+    source, copy = read_copy(init["path"], init.get("files") or {})
+    chan.send({"op": "hello", "landlock": applied, "copy": copy, **confinement()}, [])
+    if copy is not None:
+        return 1
     for name in init.get("imports", []):
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except BaseException as exc:  # noqa: BLE001 - the lab's own imports: the installation's problem
+            chan.send({"op": "setup_error", "error": describe(exc, ""), "module": name}, [])
+            return 1
         if name == "torch":
             torch = module
             torch.set_num_threads(int(init.get("threads", 2)))
         if name == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
             repair_interpreter()
+    if init.get("address_space_extra"):
+        limit_address_space(int(init["address_space_extra"]))
     path = init["path"]
     sys.path.insert(0, os.path.dirname(path))  # the upload's own helper modules import as they did at home
     try:
@@ -421,7 +468,10 @@ def main() -> int:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        if source is None:
+            spec.loader.exec_module(module)
+        else:  # the bytes checked above, not a second read of the file (running them is this process's job)
+            exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)  # noqa: S102
     except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are the submission's too
         chan.send({"op": "import_error", "error": describe(exc, path)}, [])
         return 0

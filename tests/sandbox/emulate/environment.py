@@ -1,7 +1,7 @@
 """Run a command as the grader would run in a place courses use, emulated on a root machine.
 
     python environment.py docker  [--reachable PATH]... -- COMMAND...
-    python environment.py nonroot [--reachable PATH]... -- COMMAND...
+    python environment.py nonroot [--reachable PATH]... [--user NAME] -- COMMAND...
 
 ``docker``: Docker's defaults. The capability set Docker grants (everything else leaves the
 bounding set, dropped with ``capsh``, so CAP_SYS_ADMIN is gone); the namespace rules of Docker's
@@ -12,7 +12,8 @@ no_new_privs as runc does; the cgroup file system mounted read-only, as Docker m
 Landlock stays allowed, as the profile has allowed it since 2022. /dev/shm is a 64 MiB tmpfs
 (Docker's ``--shm-size`` default).
 
-``nonroot``: an ordinary user (uid 65534, no capabilities, no groups).
+``nonroot``: an ordinary user (uid 65534, or ``--user NAME``, e.g. one made with ``useradd``; no
+capabilities, no groups).
 
 Both first make the interpreter and the repository reachable for other users (``--reachable``):
 course images install Python under /usr or /opt, while a CI machine may keep it under root's
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import pwd
 import shutil
 import stat
 import struct
@@ -155,6 +157,8 @@ def main(argv: list[str]) -> int:
     split = rest.index("--")
     options, command = rest[:split], rest[split + 1 :]
     reachable = [options[i + 1] for i, o in enumerate(options) if o == "--reachable"]
+    users = [options[i + 1] for i, o in enumerate(options) if o == "--user"]
+    uid = pwd.getpwnam(users[-1]).pw_uid if users else NONROOT_UID
     if os.geteuid() != 0:
         print("environment.py: needs root", file=sys.stderr)
         return 2
@@ -168,7 +172,7 @@ def main(argv: list[str]) -> int:
         capsh = shutil.which("capsh") or "/usr/sbin/capsh"
         os.execv(capsh, [capsh, f"--drop={drop}", "--", "-c", 'exec "$@"', "emulate-docker", *command])
     setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
-    os.execv(setpriv, [setpriv, f"--reuid={NONROOT_UID}", f"--regid={NONROOT_UID}", "--clear-groups", "--", *command])
+    os.execv(setpriv, [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *command])
     return 127
 
 
