@@ -112,20 +112,22 @@ INTERPRETED = textwrap.dedent("""
     import worker
 
     @triton.jit
-    def cast(x_ptr, q_ptr, f_ptr, n, BLOCK: tl.constexpr):
+    def cast(x_ptr, q_ptr, f_ptr, b_ptr, n, BLOCK: tl.constexpr):
         offs = tl.arange(0, BLOCK)
         x = tl.load(x_ptr + offs, mask=offs < n)
         tl.store(q_ptr + offs, x.to(tl.float8e4nv), mask=offs < n)
         tl.store(f_ptr + offs, tl.load(q_ptr + offs, mask=offs < n).to(tl.float32), mask=offs < n)
+        tl.store(b_ptr + offs, tl.load(q_ptr + offs, mask=offs < n).to(tl.bfloat16), mask=offs < n)
 
     x = torch.tensor([1.0625, 1.94, 0.0029296875, 0.007, 500.0, -1e4, float("nan"), 0.1219])
     want = x.clamp(-448, 448).to(torch.float8_e4m3fn)
     for mode in ("shipped", "repaired"):
         if mode == "repaired":
             worker.repair_interpreter()
-        q, f = torch.empty(8, dtype=torch.float8_e4m3fn), torch.empty(8)
-        cast[(1,)](x, q, f, 8, BLOCK=8)
-        print(mode, q.view(torch.uint8).tolist() == want.view(torch.uint8).tolist(), f[:6].tolist() == want.float()[:6].tolist(), bool(f[6].isnan()))
+        q, f, b = torch.empty(8, dtype=torch.float8_e4m3fn), torch.empty(8), torch.empty(8, dtype=torch.bfloat16)
+        cast[(1,)](x, q, f, b, 8, BLOCK=8)
+        widened = f[:6].tolist() == want.float()[:6].tolist() and b[:6].float().tolist() == want.float()[:6].tolist()
+        print(mode, q.view(torch.uint8).tolist() == want.view(torch.uint8).tolist(), widened, bool(f[6].isnan() and b[6].isnan()))
 """)
 
 

@@ -323,8 +323,10 @@ def _repair_fp8(interp: Any) -> None:
             if values is not None:
                 toward_zero = rounding_mode is not None and "RTZ" in str(rounding_mode)
                 return to_e4m3fn(values, toward_zero).reshape(np.shape(input))
-        if input_dtype == e4m3 and output_dtype in (tl.float32, tl.float16, tl.float64):
+        if input_dtype == e4m3 and output_dtype in (tl.float32, tl.float16, tl.float64, tl.bfloat16):
             wide = wire.E4M3FN[np.asarray(input).view(np.uint8)]
+            if output_dtype == tl.bfloat16:  # exact: an e4m3 value has at most 4 significant bits
+                return (wide.view(np.uint32) >> 16).astype(np.uint16)
             return wide.astype(widths[output_dtype]).view(getattr(np, f"uint{output_dtype.primitive_bitwidth}"))
         return original(input, input_dtype, output_dtype, rounding_mode)
 
