@@ -58,10 +58,12 @@ def grader_register_reporters() -> list[type[Reporter]]:
 
 @hookspec
 def grader_register_lms_formats() -> list[type[LmsFormat]]:
-    """Register LMS result formats (Gradescope, PrairieLearn, ...).
+    """Register LMS platforms: one :class:`~grader.lms.base.LmsFormat` subclass each.
 
-    Fires once when the grader builds its plugin registry. ``grader lms NAME`` and batch
-    outputs use them by name; names are unique.
+    Fires once when the grader builds its plugin registry (the command line builds it before
+    parsing). A platform's class is the whole platform: its result file, its grading container
+    (``grader lms NAME run``), its score upload (``grader lms NAME scores``), its export (read
+    by ``grader batch``) and its own actions. Names are unique.
 
     :return: a list of :class:`~grader.lms.base.LmsFormat` subclasses
     """
