@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from grader.batch import BatchOutcome
     from grader.batch.shard import Shard
     from grader.lms.base import LmsFormat
-    from grader.lms.container import Container
 
 
 class Parser(argparse.ArgumentParser):
@@ -123,7 +122,7 @@ def _platform_parser(platforms: argparse._SubParsersAction, fmt: LmsFormat) -> N
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
     if fmt.container is not None:
         run = actions.add_parser("run", help=f"grade the upload inside {fmt.label}'s grading container")
-        _container_flags(run, fmt.container)
+        _container_flags(run, fmt)
         run.set_defaults(handler=functools.partial(cmd_lms_run, fmt))
     if fmt.score_header:
         scores = actions.add_parser(
@@ -137,7 +136,9 @@ def _platform_parser(platforms: argparse._SubParsersAction, fmt: LmsFormat) -> N
     fmt.add_commands(actions, _manifest)
 
 
-def _container_flags(p: argparse.ArgumentParser, container: Container) -> None:
+def _container_flags(p: argparse.ArgumentParser, fmt: LmsFormat) -> None:
+    container = fmt.container
+    assert container is not None
     p.add_argument("--exercise", "-e", help="lab id or prefix (default: from the upload, else the only lab)")
     p.add_argument(
         "--root", type=Path, default=container.root(),

@@ -9,7 +9,8 @@ import socket
 import sys
 from importlib import metadata
 
-from grader import __version__, hardware
+from grader import hardware
+from grader.version import __version__
 from grader.results import Environment
 
 

@@ -79,7 +79,7 @@ def grader_grading_started(manifest: LabManifest, submission: Path) -> None:
     Fires after the submission was read and its lab resolved, before any worker starts.
 
     :param manifest: the lab's validated manifest
-    :param submission: the path of the submitted file
+    :param submission: the graded file's name, as a path
     """
 
 
@@ -99,7 +99,8 @@ def grader_check_finished(manifest: LabManifest, result: CheckResult) -> None:
 def grader_grading_finished(result: GradeResult, out_dir: Path | None) -> None:
     """A grading is complete and its reports have been written.
 
-    Fires once per submission, after every reporter ran; ``result`` is final.
+    Fires once per submission graded, whatever the entry point, after every reporter ran;
+    ``result`` is final.
 
     :param result: the whole grading result, as written to result.json
     :param out_dir: the folder the reports were written to (None if none were written)
