@@ -254,14 +254,18 @@ class SubmissionFile:
 
     def to_wire(self) -> dict[str, Any]:
         """As plain JSON for a trusted channel (the batch's workers): bytes in base64."""
-        encode = lambda data: base64.b64encode(data).decode("ascii")  # noqa: E731
-        return {"name": self.name, "data": encode(self.data), "helpers": {k: encode(v) for k, v in self.helpers.items()}}
+        helpers = {k: _b64(v) for k, v in self.helpers.items()}
+        return {"name": self.name, "data": _b64(self.data), "helpers": helpers}
 
     @classmethod
     def from_wire(cls, message: Mapping[str, Any]) -> SubmissionFile:
         decode = base64.b64decode
         helpers = {str(k): decode(v) for k, v in dict(message.get("helpers") or {}).items()}
         return cls(str(message["name"]), decode(message["data"]), helpers)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import sys
 from importlib import metadata
 
 from grader import hardware
-from grader.version import __version__
 from grader.results import Environment
+from grader.version import __version__
 
 
 @functools.lru_cache(maxsize=8)

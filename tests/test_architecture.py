@@ -137,7 +137,7 @@ def test_labs_import_only_the_public_api() -> None:
 # --- the layers docs/architecture.md states --------------------------------------------------------
 
 DOC = PACKAGE.parent / "docs" / "architecture.md"
-LAYER_LINE = re.compile(r"^(\d+)\. \*\*(.+?)\*\*: (.+)$", re.M)
+LAYER_LINE = re.compile(r"^(\d+)\. \*\*(.+?)\*\*: (.+)$", re.MULTILINE)
 
 
 def _layers(text: str) -> list[tuple[str, list[str]]]:

@@ -28,8 +28,8 @@ import shlex
 import stat
 import sys
 import zipfile
-from importlib import metadata
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +244,7 @@ def read_metadata(path: Path) -> dict[str, list[dict[str, str]]]:
     from an export's ``submission_metadata.yml`` (YAML with Ruby-symbol keys: ``:submitters:``).
     UsageError (one line) if the file is not YAML."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=_MetadataLoader)  # noqa: S506
+        data = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=_MetadataLoader)
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: is not valid YAML ({type(exc).__name__}); re-download the export") from None
     out: dict[str, list[dict[str, str]]] = {}
