@@ -269,6 +269,12 @@ def _named(source: str, names: set[str]) -> list[str]:
     return found
 
 
+def test_the_container_adapter_is_reached_through_the_platform_only() -> None:
+    """cli and the batch get a platform's container from its format, never from lms.container."""
+    users = sorted(n for n, imports in GRAPH.items() if "grader.lms.container" in imports)
+    assert all(n.startswith("grader.lms.") or n == "grader.api" for n in users), users
+
+
 def test_no_module_outside_lms_names_a_platform() -> None:
     names = _platform_names()
     assert {"gradescope", "prairielearn"} <= names

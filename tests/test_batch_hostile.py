@@ -160,7 +160,7 @@ def test_links_left_out_of_a_students_folder_are_a_loud_warning(lab, run_cli, tm
     (folder / "ada" / "helper.py").symlink_to(LAB01 / "solution.py")
     code, _, err = batch(run_cli, folder, out)
     assert code == 0, err
-    assert "WARNING: student ada: ada: helper.py is a symbolic link (skipped)" in err
+    assert "WARNING: student ada: helper.py is a symbolic link (skipped)" in err
     assert gradebook(out)["ada"]["percent"] == "100.0"
     assert "helper.py is a symbolic link" in (out / "summary.md").read_text()
 

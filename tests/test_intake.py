@@ -261,3 +261,22 @@ def test_several_files_on_the_command_line_are_one_upload(run_cli, tmp_path: Pat
     code, out, _ = run_cli("submit", tmp_path / "moe.py", "--out", tmp_path / "r", "-q")  # the helper left out
     assert code == 0 and "moe.py: 0/10" in out
     assert "No module named 'routing_helpers'" in (tmp_path / "r" / "scorecard.md").read_text()
+
+
+def test_grade_file_fires_the_finished_hook_once_with_or_without_reports(manifest, tmp_path: Path) -> None:
+    """The LMS containers and the labs' pytest write no reports; the hook fires for them too."""
+    from grader import hookimpl, plugins
+    from grader.session import grade_file
+
+    seen: list[tuple[str, Path | None]] = []
+
+    class Recorder:
+        @hookimpl
+        def grader_grading_finished(self, result, out_dir):
+            seen.append((result.submission, out_dir))
+
+    registry = plugins.build(autoload=False, extra=[Recorder()])
+    file = discovery.intake(LAB01 / "solution.py", manifest)
+    grade_file(file, manifest, plugins=registry)
+    grade_file(file, manifest, out=tmp_path / "r", plugins=registry)
+    assert seen == [("solution.py", None), ("solution.py", tmp_path / "r")]

@@ -183,7 +183,7 @@ def _finish(
                 key = f"{key}-{hashlib.sha256(own).hexdigest()[:6]}"
             if key.lower() in RESERVED:
                 key += "-student"
-            warning = f"{shown}: " + "; ".join(upload.notes) if upload.notes else None
+            warning = "; ".join(upload.notes) or None
             out.append(Entry(key, rel, submission, layout, warning, people))
     out.sort(key=lambda e: (e.student.lower(), e.file))
     skipped.sort(key=lambda s: s.name)
