@@ -324,7 +324,7 @@ class Upload:
             )
         base = PurePosixPath(name).parent
         helpers: dict[str, bytes] = {}
-        for other in sorted(self.files):
+        for other in sorted(self.files, key=lambda n: (n.count("/"), n)):  # the nearest first, if over MAX_HELPERS
             rel = PurePosixPath(other)
             if other == name or rel.suffix != ".py" or len(helpers) >= MAX_HELPERS:
                 continue
