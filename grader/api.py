@@ -16,9 +16,10 @@ For a checker plugin:
     ``case_set_problems``, ``tolerance_problems`` and ``support_function_problems``
     (cross-reference checks for ``Options.problems``), ``LabManifest``, ``Hardware``.
 
-For a reporter or LMS plugin:
-    ``Reporter``, ``LmsFormat``, and the result model ``GradeResult``, ``CheckResult``,
-    ``Status``, ``Visibility``, ``Mismatch``.
+For a reporter or a platform (LMS) plugin:
+    ``Reporter``; ``LmsFormat`` with ``Container`` (its grading container) and ``Export``
+    (its export of submissions); the result model ``GradeResult``, ``CheckResult``,
+    ``Status``, ``Visibility``, ``Mismatch``, ``Problem``.
 
 For any plugin: ``hookimpl``.
 """
@@ -30,7 +31,8 @@ from grader.checkers.base import CheckContext, Checker, Probe, TimedCheckSpec, V
 from grader.checkers.compare import compare, digits_apart, sort_rows
 from grader.hookspecs import hookimpl
 from grader.lab import Case
-from grader.lms.base import LmsFormat
+from grader.lms.base import Export, LmsFormat
+from grader.lms.container import Container
 from grader.manifest import (
     CheckSpec,
     Hardware,
@@ -41,7 +43,7 @@ from grader.manifest import (
     tolerance_problems,
 )
 from grader.reporters.base import Reporter
-from grader.results import CheckResult, GradeResult, Mismatch, Status, Visibility
+from grader.results import CheckResult, GradeResult, Mismatch, Problem, Status, Visibility
 from grader.sandbox.values import Outputs, SubmissionFault
 
 __all__ = [
@@ -50,6 +52,8 @@ __all__ = [
     "CheckResult",
     "CheckSpec",
     "Checker",
+    "Container",
+    "Export",
     "GradeResult",
     "Hardware",
     "LabManifest",
@@ -57,6 +61,7 @@ __all__ = [
     "Mismatch",
     "Outputs",
     "Probe",
+    "Problem",
     "Reporter",
     "Status",
     "SubmissionFault",

@@ -16,8 +16,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion
 
-from grader import __version__, hardware
+from grader import hardware
 from grader.results import Environment
+from grader.version import __version__
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 """The folder above the package: a source checkout when it holds pyproject.toml."""

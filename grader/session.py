@@ -1,12 +1,13 @@
 """Grading: the one path from a submitted file to a result and its reports.
 
 Every caller (``grader submit``, the batch workers, the LMS containers, ``grader selftest`` and
-the labs' pytest tests) grades through :class:`Grader` (or :func:`grade_file` for one file) and
-writes through :func:`write_reports`. This module owns what must be the same everywhere: the
-file is read once; the sandbox tier is chosen (and refused for official grading when degraded);
+the labs' pytest tests) takes what was handed in through the one intake
+(:mod:`grader.discovery`) and grades it through :func:`grade_file` (or
+:meth:`Grader.grade_file`, to grade many with one grader). This module owns what must be the
+same everywhere: the sandbox tier is chosen (and refused for official grading when degraded);
 every check runs under the grading's overall deadline; whatever the grader itself cannot do
-becomes a not-gradable result instead of an exception; the reports are written atomically and
-the finished hook fires once per written result.
+becomes a not-gradable result instead of an exception; the reports are written atomically; the
+finished hook fires once per submission, reports or not.
 
 A :class:`Grader` belongs to one lab and may grade many submissions in turn (the batch and the
 self-test reuse it, and with it the lab's cached inputs and reference outputs).
@@ -29,7 +30,7 @@ from typing import Any
 
 from grader import gpu_cache, hardware
 from grader.checkers.base import CheckContext, Verdict
-from grader.discovery import SubmissionFile, read_submission
+from grader.discovery import SubmissionFile, intake
 from grader.environment import environment, requirements_problem
 from grader.errors import InfrastructureError, OutputError, UsageError
 from grader.lab import Lab
@@ -253,10 +254,23 @@ class Grader:
             )
         return self._launcher
 
+    def grade_file(self, submission: SubmissionFile | Path, out: Path | None = None) -> GradeResult:
+        """Grade one submission and, with ``out``, write its reports there (checked before grading);
+        the finished hook fires either way."""
+        if out is not None:
+            prepare_out(out)
+        result = self.grade(submission)
+        if out is not None:
+            write_reports(result, out, self.plugins)
+        else:
+            self.plugins.grading_finished(result, None)
+        return result
+
     def grade(self, submission: SubmissionFile | Path) -> GradeResult:
-        """Grade one submission. Raises UsageError only when a path cannot be read as a submission;
-        anything else the grader cannot do becomes a not-gradable result."""
-        file = submission if isinstance(submission, SubmissionFile) else read_submission(submission)
+        """Grade one submission (a path goes through the intake first). Raises UsageError only
+        when a path holds no submission; anything else the grader cannot do becomes a
+        not-gradable result. Callers use :meth:`grade_file`, which also reports."""
+        file = submission if isinstance(submission, SubmissionFile) else intake(submission, self.manifest)
         self.plugins.grading_started(self.manifest, Path(file.name))
         try:
             launcher = self.launcher()
@@ -460,16 +474,24 @@ def write_reports(result: GradeResult, out: Path, plugins: Plugins | None = None
 
 
 def grade_file(
-    path: Path | SubmissionFile,
+    submission: SubmissionFile | Path,
     lab: Lab | LabManifest,
     options: GradingOptions | None = None,
     out: Path | None = None,
     plugins: Plugins | None = None,
 ) -> GradeResult:
-    """Grade one file of ``lab`` and, with ``out``, write its reports there (checked before grading)."""
-    if out is not None:
-        prepare_out(out)
-    result = Grader(lab, options, plugins).grade(path)
-    if out is not None:
-        write_reports(result, out, plugins)
-    return result
+    """Grade one submission of ``lab`` and, with ``out``, write its reports there (checked before
+    grading): what every entry point calls, once per submission."""
+    return Grader(lab, options, plugins).grade_file(submission, out)
+
+
+def refused(
+    lab: Lab | LabManifest, reason: str, options: GradingOptions | None = None, problem: Problem = Problem.submission
+) -> GradeResult:
+    """The result for an upload that was not graded, for a platform that needs a result for
+    every upload: by default one that holds no submission (nothing to grade, several
+    candidates, a file for another lab: the student's to fix, ``problem: submission``); every
+    check at 0, the reason once. The platform's format decides what the student sees of it."""
+    manifest = lab.manifest if isinstance(lab, Lab) else lab
+    seeds = Seeds.from_env((options or GradingOptions()).seed)
+    return not_gradable(manifest, "(none)", "", reason, seeds=seeds, problem=problem)

@@ -718,8 +718,8 @@ def refusal(launcher: Launcher) -> str:
         + "; ".join(f"{name} open ({how})" for name, how in missing.items())
         + ". For the course staff: "
         + remedies(launcher)
-        + "; or, to accept this isolation, grade with --allow-unsandboxed (GRADER_ALLOW_UNSANDBOXED=1 in the "
-        "Gradescope zip's grader.env) and every result says it was degraded"
+        + "; or, to accept this isolation, grade with --allow-unsandboxed (an LMS autograder: build or configure it "
+        "with that flag) and every result says it was degraded"
     )
 
 

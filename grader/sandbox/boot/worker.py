@@ -131,25 +131,32 @@ def read_copy(path: str, files: dict[str, str]) -> tuple[bytes | None, str | Non
     return source, None
 
 
+def _base(filename: object) -> str:
+    return os.path.basename(filename) if isinstance(filename, str) and filename else "?"
+
+
 def describe(exc: BaseException, path: str) -> dict[str, Any]:
     """Exception type, message, the innermost line of the submission it came from, and the
     traceback cut to the submission's own frames (what a student can act on)."""
     frames = [entry for entry in traceback.extract_tb(exc.__traceback__) if entry.filename == path]
     where = f"line {frames[-1].lineno}, in {frames[-1].name}" if frames else ""
-    if isinstance(exc, SyntaxError) and exc.filename == path and exc.lineno:
-        where = f"line {exc.lineno}"
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        # the file and line once, in ``where`` (str() of a SyntaxError repeats them); a helper module by its name
+        own_file = exc.filename == path
+        where = f"line {exc.lineno}" if own_file else f"{_base(exc.filename)}, line {exc.lineno}"
     if isinstance(exc, SystemExit):
         message = f"called sys.exit({exc.code!r})"
     elif isinstance(exc, SyntaxError) and where:
         message = str(exc.msg)  # str() would add "(file, line N)", which ``where`` says already
     else:
         try:
-            message = str(exc)
+            message = str(exc.msg) if isinstance(exc, SyntaxError) else str(exc)
         except BaseException:  # noqa: BLE001 - a hostile __str__
             message = "(its message could not be read)"
     own = "".join(traceback.format_list(frames)).replace(path, "your file")
     if isinstance(exc, SyntaxError) and exc.lineno:
-        own += f'  File "your file", line {exc.lineno}\n    {(exc.text or "").rstrip()}\n'
+        shown = "your file" if exc.filename == path else _base(exc.filename)
+        own += f'  File "{shown}", line {exc.lineno}\n    {str(exc.text or "").rstrip()}\n'
     return {
         "type": type(exc).__name__,
         "message": message[:2000],
