@@ -331,6 +331,7 @@ def test_a_speed_check_failed_by_printing_says_printing_did_it(run_cli, tmp_path
     source += (
         "\n\n_fast = moe_forward_grouped\n\ndef moe_forward_grouped(x, w_gate, w1s, w2s, k):\n"
         "    for t in range(x.shape[0]):\n        print('token', t, 'routed', flush=True)\n"
+        "    import time\n    time.sleep(0.02)\n"  # slow for certain, whatever this machine's terminal pipe costs
         "    return _fast(x, w_gate, w1s, w2s, k)\n"
     )
     (tmp_path / "moe.py").write_text(source)

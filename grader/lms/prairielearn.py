@@ -142,7 +142,8 @@ class PrairieLearnFormat(LmsFormat):
         print(json.dumps({"id": "<your question id>", "autoPoints": auto, **({"manualPoints": manual} if manual else {})}))
         for line in self.describe_plan(manifest):
             print(line)
-        print("Give the container GRADER_SECRET_SEED too (a secret of the course's, never in the question's files).")
+        print('Add the course\'s secret to "environment" as "GRADER_SECRET_SEED" (info.json is never served to students); '
+              "never put it in the image or in clientFiles (docs/lms.md)")
         return 0
 
 
