@@ -9,12 +9,16 @@ the real ones, whatever the synthetic trace omits (module annotations, say).
 
 from __future__ import annotations
 
+import csv
 import functools
+import gzip
 import importlib.util
+import io
 import math
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -398,18 +402,17 @@ def compare_launches(got: list[dict], want: list[dict]) -> str | None:
     return None
 
 
-def _rows_cases(rng: np.random.Generator, shipped: str, heldout: str) -> list[tuple[str, dict, list[dict]]]:
-    """(what, trace, reference rows): one shipped capture, one held back, two synthetic traces."""
+def _rows_cases(rng: np.random.Generator, shipped: str, heldout: str) -> Iterator[tuple[str, dict, list[dict]]]:
+    """(what, trace, reference rows): one shipped capture, one held back, two synthetic traces,
+    each made when it is asked for (a reader that fails the first never waits for the rest)."""
     ref = reference()
-    out = []
     for name in (shipped, heldout):
-        out.append((f"the capture {name}" + ("" if name in SHIPPED else " (held back)"), capture(name), _reading(name)[0]))
+        yield (f"the capture {name}" + ("" if name in SHIPPED else " (held back)"), capture(name), _reading(name)[0])
     for annotated, streams, cold in ((True, 2, True), (False, 1, False)):
         source = SOURCES[int(rng.integers(len(SOURCES)))]
         trace, _ = synthetic(rng, source, int(rng.integers(1, 3)), steps=3, streams=streams, annotated=annotated, cold=cold)
         what = f"a synthetic trace from {source}'s layers ({'annotated' if annotated else 'no annotations'}, {streams} stream(s))"
-        out.append((what, trace, ref.kernel_rows(trace)))
-    return out
+        yield what, trace, ref.kernel_rows(trace)
 
 
 SOURCES = [n for n in SHIPPED + HELDOUT if not describe(n)["cold"]]
@@ -756,3 +759,37 @@ def napkin_within_band(probe, rng: np.random.Generator) -> Finding:
     if problems:
         return Finding(f"outside a factor of {BAND} of the measurement: " + "; ".join(problems), table=table)
     return Finding(None, f"within a factor of {BAND} on all {len(NAPKIN)} held-back captures", table=table)
+
+
+# --- the label tables shipped beside the captures ------------------------------------------------
+
+LABEL_COLUMNS = ("step", "correlation", "category", "dur_us", "kind", "op", "scope", "name")
+
+
+def label_table(name: str) -> str:
+    """The reference's label of every row of a shipped capture, as CSV text (what
+    capture/<name>.labels.csv.gz holds)."""
+    rows, labels, _ = _reading(name)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(LABEL_COLUMNS)
+    for r, c in zip(rows, labels):
+        writer.writerow([r["step"], r["correlation"], c, f"{r['dur']:g}", r["kind"], r["op"] or "", r["scope"] or "", r["name"]])
+    return out.getvalue()
+
+
+def label_table_path(name: str) -> Path:
+    return HERE / "capture" / f"{name}.labels.csv.gz"
+
+
+def write_label_tables() -> None:
+    """Rewrite capture/*.labels.csv.gz from the reference, after a change of the labeller:
+    ``python -c "import runpy; runpy.run_path('lab.py')['write_label_tables']()"`` in this folder."""
+    for name in SHIPPED:
+        with open(label_table_path(name), "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
+            gz.write(label_table(name).encode("utf-8"))
+
+
+
+# --- capture (lab02cap) --------------------------------------------------------------------------
+# The capture function's grader side (configurations, steady-state checks) goes below this line.

@@ -418,3 +418,7 @@ def napkin(config):
         weight_bytes = E * (1 - (1 - k / E) ** T) * per_expert
     weight_bytes += config.get("shared_experts", 0) * per_expert
     return config["moe_layers"] * weight_bytes / 2.7e12 * 1e6
+
+
+# --- capture (lab02cap) -----------------------------------------------------------------------
+# The capture function (warm-up, steady-state decode steps under torch.profiler) goes below this line.
