@@ -30,6 +30,14 @@ points = 1
 claim = "echo_round_trips"
 trials = 1
 
+[checks.echo-partly]
+kind = "property"
+title = "a claim that measures how well: partial credit and a table"
+function = "echo"
+points = 2
+claim = "echo_partly"
+trials = 1
+
 [checks.rows-have-their-form]
 kind = "property"
 title = "rows gives n rows"
@@ -47,6 +55,12 @@ VALUE = {"traceEvents": [{"name": "k\\u00e9", "ts": 1.5, "dur": 2, "args": {"cor
 def echo_round_trips(probe, rng):
     got = probe.submission("echo", {"value": VALUE})["value"]
     return None if got == VALUE else f"came back as {str(got)[:80]}"
+
+
+def echo_partly(probe, rng):
+    from grader.api import Finding
+    got = probe.submission("echo", {"value": [1, 2]})["value"]
+    return Finding("half of it", fraction=0.5, table=[{"sent": "[1, 2]", "got": str(got)}])
 
 
 def rows_have_their_form(probe, rng):
@@ -76,7 +90,11 @@ def plain_lab(tmp_path: Path) -> Path:
 
 def test_plain_values_cross_both_ways(plain_lab: Path, grade, tmp_path: Path) -> None:
     result = grade(plain_lab, plain_lab / "solution.py")
-    assert result.gradable and result.score == 2, [c.message for c in result.checks]
+    by_id = {c.id: c for c in result.checks}
+    assert result.gradable and result.score == 3, [c.message for c in result.checks]
+    partly = by_id["echo-partly"]
+    assert partly.status.value == "failed" and partly.score == 1 and partly.message == "half of it"
+    assert partly.table == [{"sent": "[1, 2]", "got": "[1, 2]"}]
 
 
 NUMPY_ROWS = '''
@@ -92,7 +110,7 @@ def rows(n):
 
 def test_numpy_numbers_are_plain_numbers(plain_lab: Path, grade, tmp_path: Path) -> None:
     result = grade(plain_lab, NUMPY_ROWS, tmp_path)
-    assert result.score == 2, [c.message for c in result.checks]
+    assert result.score == 3, [c.message for c in result.checks]
 
 
 HOSTILE = [

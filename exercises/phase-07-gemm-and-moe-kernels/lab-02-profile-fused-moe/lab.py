@@ -592,7 +592,7 @@ def _table_problem(table: dict) -> str | None:
         return "'shares' should be a dict {category: share}"
     missing = [c for c in cats if c not in shares]
     if missing or set(shares) - set(cats):
-        bad = missing[0] if missing else sorted(set(shares) - set(cats))[0]
+        bad = missing[0] if missing else min(set(shares) - set(cats))
         return f"'shares' should have exactly the nine categories as keys ({'missing' if missing else 'unknown'}: {bad!r})"
     for key in FIELDS + ("steps",):
         if not isinstance(table[key], (int, float)):
