@@ -7,7 +7,9 @@ For a lab's ``lab.py`` (input generators and claims):
     ``Tolerance`` and ``compare`` (how outputs are compared), ``digits_apart`` (a number in a
     message with the digits that tell it from the one it was checked against), ``recipes`` (inputs described
     instead of sent, for weights too large for the pipe), ``Probe`` (what a claim receives),
-    ``SubmissionFault`` (what a probe's calls raise).
+    ``SubmissionFault`` (what a probe's calls raise), ``Finding`` (a claim's result with partial
+    credit and a table), ``plain`` (the strict, bounded reader of plain values and JSON files:
+    ``plain.read_file``, ``plain.loads``, ``plain.Limits``, ``plain.PlainError``).
 
 For a checker plugin:
     ``Checker``, ``CheckSpec`` (its options' base; ``TimedCheckSpec`` for a timing, whose
@@ -27,7 +29,7 @@ For any plugin: ``hookimpl``.
 from __future__ import annotations
 
 from grader import recipes
-from grader.checkers.base import CheckContext, Checker, Probe, TimedCheckSpec, Verdict
+from grader.checkers.base import CheckContext, Checker, Finding, Probe, TimedCheckSpec, Verdict
 from grader.checkers.compare import compare, digits_apart, sort_rows
 from grader.hookspecs import hookimpl
 from grader.lab import Case
@@ -44,6 +46,7 @@ from grader.manifest import (
 )
 from grader.reporters.base import Reporter
 from grader.results import CheckResult, GradeResult, Mismatch, Problem, Status, Visibility
+from grader.sandbox.boot import plain
 from grader.sandbox.values import Outputs, SubmissionFault
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "Checker",
     "Container",
     "Export",
+    "Finding",
     "GradeResult",
     "Hardware",
     "LabManifest",
@@ -73,6 +77,7 @@ __all__ = [
     "compare",
     "digits_apart",
     "hookimpl",
+    "plain",
     "recipes",
     "sort_rows",
     "support_function_problems",
