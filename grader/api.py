@@ -6,7 +6,9 @@ change. docs/plugins.md shows each in use.
 For a lab's ``lab.py`` (input generators and claims):
     ``Tolerance`` and ``compare`` (how outputs are compared), ``recipes`` (inputs described
     instead of sent, for weights too large for the pipe), ``Probe`` (what a claim receives),
-    ``SubmissionFault`` (what a probe's calls raise).
+    ``SubmissionFault`` (what a probe's calls raise), ``Finding`` (a claim's result with partial
+    credit and a table), ``plain`` (the strict, bounded reader of plain values and JSON files:
+    ``plain.read_file``, ``plain.loads``, ``plain.Limits``, ``plain.PlainError``).
 
 For a checker plugin:
     ``Checker``, ``CheckSpec`` (its options' base; ``TimedCheckSpec`` for a timing, whose
@@ -25,7 +27,7 @@ For any plugin: ``hookimpl``.
 from __future__ import annotations
 
 from grader import recipes
-from grader.checkers.base import CheckContext, Checker, Probe, TimedCheckSpec, Verdict
+from grader.checkers.base import CheckContext, Checker, Finding, Probe, TimedCheckSpec, Verdict
 from grader.checkers.compare import compare, sort_rows
 from grader.hookspecs import hookimpl
 from grader.lab import Case
@@ -41,6 +43,7 @@ from grader.manifest import (
 )
 from grader.reporters.base import Reporter
 from grader.results import CheckResult, GradeResult, Mismatch, Status, Visibility
+from grader.sandbox.boot import plain
 from grader.sandbox.values import Outputs, SubmissionFault
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "CheckResult",
     "CheckSpec",
     "Checker",
+    "Finding",
     "GradeResult",
     "Hardware",
     "LabManifest",
@@ -66,6 +70,7 @@ __all__ = [
     "case_set_problems",
     "compare",
     "hookimpl",
+    "plain",
     "recipes",
     "sort_rows",
     "support_function_problems",

@@ -63,6 +63,20 @@ class Verdict:
         return cls(Status.error, message, **kw)
 
 
+@dataclass
+class Finding:
+    """What a lab's claim (a property check) may return instead of a message: partial credit and a table."""
+
+    problem: str | None
+    """What broke the claim, or None when it holds."""
+    message: str = ""
+    """What was measured, for a claim that holds (the scorecard's line)."""
+    fraction: float | None = None
+    """Partial credit in [0, 1] when it does not hold fully; None means all or nothing."""
+    table: list[dict[str, Any]] = field(default_factory=list)
+    """Rows shown under the check (e.g. prediction against measurement, category by category)."""
+
+
 class TimedCheckSpec(CheckSpec):
     """Options every timed check has: a measurement that fails close to its requirement is repeated.
 

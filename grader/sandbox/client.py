@@ -224,13 +224,13 @@ class Submission:
             return self.deadline, True
         return own, False
 
-    def _encode(self, function: str, inputs: Mapping[str, Any], arrays: list[np.ndarray]) -> list[dict[str, Any]]:
+    def _encode(self, function: str, inputs: Mapping[str, Any], arrays: list[np.ndarray | bytes]) -> list[dict[str, Any]]:
         spec = self.manifest.functions[function]
         device = self.torch_device if spec.arrays == "torch" else None
         return [encode_input(inputs[name], arrays, device) for name in spec.args]
 
     def _request(
-        self, function: str, header: dict[str, Any], arrays: list[np.ndarray], limit: float
+        self, function: str, header: dict[str, Any], arrays: list[np.ndarray | bytes], limit: float
     ) -> tuple[Reply, list[bytes], float]:
         """Send one request, wait for its answer under ``limit``; SubmissionFault on any failure."""
         worker = self._ready(function)
@@ -287,7 +287,7 @@ class Submission:
         ``noop_kernels`` runs it with the submission's own Triton kernels turned into no-ops (ghost replay).
         """
         spec = self.manifest.functions[function]
-        arrays: list[np.ndarray] = []
+        arrays: list[np.ndarray | bytes] = []
         args = self._encode(function, inputs, arrays)
         header = {
             "op": "call",
@@ -307,7 +307,7 @@ class Submission:
 
         Returns per-call device times (us), a fingerprint of each timed output, and the wall time
         of the whole request on the grader's own clock."""
-        arrays: list[np.ndarray] = []
+        arrays: list[np.ndarray | bytes] = []
         sets = [self._encode(function, inputs, arrays) for inputs in input_sets]
         header = {"op": "time", "input_sets": sets, "warmup": warmup, "budget_s": budget_s}
         answer, _, wall = self._request(function, header, arrays, time_limit_s)
@@ -318,7 +318,7 @@ class Submission:
 
     def profile(self, function: str, inputs: Mapping[str, Any], time_limit_s: float) -> tuple[list[dict[str, Any]], list[str]]:
         """The kernel table of a few profiled calls, and the names of the submission's own kernels."""
-        arrays: list[np.ndarray] = []
+        arrays: list[np.ndarray | bytes] = []
         header = {"op": "profile", "input_sets": [self._encode(function, inputs, arrays)]}
         answer, _, _ = self._request(function, header, arrays, time_limit_s)
         if answer.kernels is None or answer.defined is None:
@@ -386,7 +386,7 @@ def launch(
         raise WorkerSetupError(f"could not start a worker process: {exc}") from None
     cmd = worker.command
     init = dict(init, path=cmd.submission_path)
-    arrays: list[np.ndarray] = []
+    arrays: list[np.ndarray | bytes] = []
     if cmd.seccomp:
         arrays.append(np.frombuffer(cmd.seccomp, dtype=np.uint8))
         init["seccomp_frame"] = 0

@@ -144,7 +144,7 @@ class WorkerProcess:
 
     # -- messages -----------------------------------------------------------------------------
 
-    def send(self, header: dict[str, Any], arrays: list[np.ndarray], deadline: float) -> None:
+    def send(self, header: dict[str, Any], arrays: list[np.ndarray | bytes], deadline: float) -> None:
         view = memoryview(wire.encode(header, arrays))
         while view:
             remaining = deadline - time.monotonic()
