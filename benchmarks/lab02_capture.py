@@ -7,7 +7,8 @@ backend), batch 1 and 64: prefill a distinct random prompt per sequence, step de
 a ``DynamicCache`` (never ``generate()``), warm up, and record ``--steps`` decode steps under
 torch.profiler, every module's forward annotated ``module:<dotted name>:<class>``. ``__cold``
 captures record from the first decode step after prefill instead. Configurations are built in
-code (nothing reaches for the hub).
+code (nothing reaches for the hub). The capture method is lab-02's own (the capture section of its
+solution.py), so a re-taken capture and a reference capture are taken by the same code.
 
     python benchmarks/lab02_capture.py OUT [--models mixtral,deepseek_v3,olmoe]
         [--backends grouped_mm,batched_mm,eager,lab05] [--batches 1,64] [--steps 5] [--warmup 4]
@@ -29,7 +30,6 @@ import argparse
 import datetime
 import gzip
 import importlib.util
-import io
 import json
 import os
 import platform
@@ -45,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PHASE = ROOT / "exercises" / "phase-07-gemm-and-moe-kernels"
 LAB05_SOLUTION = PHASE / "lab-05-fused-moe-kernel" / "solution.py"
+LAB02_SOLUTION = PHASE / "lab-02-profile-fused-moe" / "solution.py"
 
 # The flagship checkpoints' per-layer sizes are transformers' default configs; only depth changes
 # (and DeepSeek-V3's first dense layers, so that two of its three layers are MoE layers).
@@ -74,101 +75,13 @@ BACKENDS = ("grouped_mm", "batched_mm", "eager", "lab05")
 PREFILL_BACKEND = {"batched_mm": "grouped_mm"}
 
 
-# ----------------------------------------------------------------------------------------------
-# The capture method (lab-02's reference capture uses the same steps).
-
-
-def build_model(config: dict, device: str, seed: int = 0):
-    """A causal LM of ``config`` (a dict with ``model_type``) with random weights on ``device``
-    (bf16 on CUDA, float32 on the CPU), sdpa attention, every submodule's forward annotated."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    cfg = AutoConfig.for_model(**config)
-    cfg._attn_implementation = "sdpa"
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
-    model.eval()
-    annotate_modules(model)
-    return model
-
-
-def annotate_modules(model) -> None:
-    """Wrap every submodule's forward in a profiler range ``module:<dotted name>:<class name>``."""
-    import torch
-
-    def enter(label):
-        def hook(module, args):
-            scope = torch.profiler.record_function(label)
-            scope.__enter__()
-            module.__dict__.setdefault("_capture_scopes", []).append(scope)
-
-        return hook
-
-    def leave(module, args, output):
-        scopes = module.__dict__.get("_capture_scopes")
-        if scopes:
-            scopes.pop().__exit__(None, None, None)
-
-    for name, module in model.named_modules():
-        if name:
-            module.register_forward_pre_hook(enter(f"module:{name}:{type(module).__name__}"))
-            module.register_forward_hook(leave)
-
-
-def decode_capture(model, backend: str, batch: int, prompt_len: int, steps: int, warmup: int = 4,
-                   profiler_warmup: int = 1, prefill_backend: str | None = None, seed: int = 0):
-    """Prefill a random prompt per sequence with ``prefill_backend`` (default ``backend``), pin
-    ``backend``, take ``warmup`` unrecorded decode steps, then profile ``profiler_warmup`` + ``steps``
-    decode steps of which the last ``steps`` are recorded. Returns (the Chrome trace as a dict, the
-    recorded steps' wall times in seconds, the device synchronised at the end of each)."""
-    import torch
-    from transformers import DynamicCache
-
-    cuda = model.device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_len),
-                           generator=torch.Generator().manual_seed(seed)).to(model.device)
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-    traces: list[dict] = []
-    walls: list[float] = []
-    with torch.no_grad():
-        cache = DynamicCache(config=model.config)
-        model.set_experts_implementation(prefill_backend or backend)
-        token = model(input_ids=prompt, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
-        model.set_experts_implementation(backend)
-
-        def step(token):
-            return model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
-
-        for _ in range(warmup):
-            token = step(token)
-        sync()
-        # repeat=1: one cycle, exported when it completes (a repeating schedule would start a
-        # second, empty cycle before the profiler closes).
-        schedule = torch.profiler.schedule(wait=0, warmup=profiler_warmup, active=steps, repeat=1)
-        with torch.profiler.profile(activities=activities, record_shapes=True, schedule=schedule,
-                                    on_trace_ready=lambda prof: traces.append(chrome_trace(prof))) as prof:
-            for i in range(profiler_warmup + steps):
-                started = time.perf_counter()
-                token = step(token)
-                sync()
-                if i >= profiler_warmup:
-                    walls.append(time.perf_counter() - started)
-                prof.step()
-    if len(traces) != 1:
-        raise RuntimeError(f"the profiler produced {len(traces)} traces, not one")
-    return traces[0], walls
-
-
-def chrome_trace(prof) -> dict:
-    """The profiler's Chrome trace as a dict (export_chrome_trace writes only to a path)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+def load_lab02():
+    """lab-02's solution.py: its capture section is the capture method (build_model, the module
+    annotations, decode_capture); its reading functions import nothing heavy."""
+    spec = importlib.util.spec_from_file_location("lab02_solution", LAB02_SOLUTION)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,7 +181,7 @@ def pack(staged: Path, out: Path, limit_bytes: int, max_files: int) -> tuple[lis
                 current = None
                 continue
             tars.append({"tar": f"captures-{len(tars) + 1}.tar", "members": []})
-            current = tarfile.open(out / tars[-1]["tar"], "w")
+            current = tarfile.open(out / tars[-1]["tar"], "w")  # noqa: SIM115 - closed when the next opens, or at the end
             size = 0
         current.add(path, arcname=member)
         tars[-1]["members"].append(member)
@@ -367,6 +280,8 @@ def main(argv=None) -> int:
     }
     import transformers  # noqa: F401 - the versions above; the import itself is part of the run
 
+    lab02 = load_lab02()
+
     lab05_problem = None
     if "lab05" in args.backends:
         try:
@@ -397,13 +312,13 @@ def main(argv=None) -> int:
                     model = None
                     if cuda:
                         torch.cuda.empty_cache()
-                    model = build_model(configs[name], device)
+                    model = lab02.build_model(configs[name], device)
                     model_name = name
                     (staged / name).mkdir(exist_ok=True)
                     (staged / name / "config.json").write_text(model.config.to_json_string(use_diff=False))
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
-                trace, walls = decode_capture(
+                trace, walls = lab02.decode_capture(
                     model, backend, batch, args.prompt_len, args.steps,
                     warmup=0 if cold else args.warmup, profiler_warmup=0 if cold else 1,
                     prefill_backend=PREFILL_BACKEND.get(backend))
