@@ -117,7 +117,7 @@ HOSTILE = [
 
 @pytest.mark.parametrize("trace", HOSTILE, ids=range(len(HOSTILE)))
 def test_a_hostile_trace_fails_every_capture_check_with_a_message(trace, monkeypatch):
-    requests = lab._capture_requests(np.random.default_rng(0), "cpu")
+    requests = lab._capture_requests(np.random.default_rng(0), "cpu", 1)
     for claim in (lab.capture_records_the_steps, lab.capture_is_warm, lab.capture_pins_the_backend):
         problem = claim(Answers(trace), np.random.default_rng(0))
         assert isinstance(problem, str) and problem.startswith(lab._asked(requests[0]))
@@ -125,7 +125,7 @@ def test_a_hostile_trace_fails_every_capture_check_with_a_message(trace, monkeyp
 
 def test_requests_are_of_two_architectures_and_two_backends_one_not_the_default():
     for seed in range(20):
-        requests = lab._capture_requests(np.random.default_rng(seed), "cpu")
+        requests = lab._capture_requests(np.random.default_rng(seed), "cpu", 2)
         assert len({r["config"]["model_type"] for r in requests}) == 2
         assert len({r["backend"] for r in requests}) == 2
         for r in requests:

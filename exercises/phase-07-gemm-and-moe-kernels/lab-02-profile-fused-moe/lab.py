@@ -9,12 +9,16 @@ the real ones, whatever the synthetic trace omits (module annotations, say).
 
 from __future__ import annotations
 
+import csv
 import functools
+import gzip
 import importlib.util
+import io
 import math
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -398,18 +402,17 @@ def compare_launches(got: list[dict], want: list[dict]) -> str | None:
     return None
 
 
-def _rows_cases(rng: np.random.Generator, shipped: str, heldout: str) -> list[tuple[str, dict, list[dict]]]:
-    """(what, trace, reference rows): one shipped capture, one held back, two synthetic traces."""
+def _rows_cases(rng: np.random.Generator, shipped: str, heldout: str) -> Iterator[tuple[str, dict, list[dict]]]:
+    """(what, trace, reference rows): one shipped capture, one held back, two synthetic traces,
+    each made when it is asked for (a reader that fails the first never waits for the rest)."""
     ref = reference()
-    out = []
     for name in (shipped, heldout):
-        out.append((f"the capture {name}" + ("" if name in SHIPPED else " (held back)"), capture(name), _reading(name)[0]))
+        yield (f"the capture {name}" + ("" if name in SHIPPED else " (held back)"), capture(name), _reading(name)[0])
     for annotated, streams, cold in ((True, 2, True), (False, 1, False)):
         source = SOURCES[int(rng.integers(len(SOURCES)))]
         trace, _ = synthetic(rng, source, int(rng.integers(1, 3)), steps=3, streams=streams, annotated=annotated, cold=cold)
         what = f"a synthetic trace from {source}'s layers ({'annotated' if annotated else 'no annotations'}, {streams} stream(s))"
-        out.append((what, trace, ref.kernel_rows(trace)))
-    return out
+        yield what, trace, ref.kernel_rows(trace)
 
 
 SOURCES = [n for n in SHIPPED + HELDOUT if not describe(n)["cold"]]
@@ -758,7 +761,38 @@ def napkin_within_band(probe, rng: np.random.Generator) -> Finding:
     return Finding(None, f"within a factor of {BAND} on all {len(NAPKIN)} held-back captures", table=table)
 
 
-# === capture: the student's own trace of steady decode steps (helper lab02cap) ===================
+# --- the label tables shipped beside the captures ------------------------------------------------
+
+LABEL_COLUMNS = ("step", "correlation", "category", "dur_us", "kind", "op", "scope", "name")
+
+
+def label_table(name: str) -> str:
+    """The reference's label of every row of a shipped capture, as CSV text (what
+    capture/<name>.labels.csv.gz holds)."""
+    rows, labels, _ = _reading(name)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(LABEL_COLUMNS)
+    for r, c in zip(rows, labels):
+        writer.writerow([r["step"], r["correlation"], c, f"{r['dur']:g}", r["kind"], r["op"] or "", r["scope"] or "", r["name"]])
+    return out.getvalue()
+
+
+def label_table_path(name: str) -> Path:
+    return HERE / "capture" / f"{name}.labels.csv.gz"
+
+
+def write_label_tables() -> None:
+    """Rewrite capture/*.labels.csv.gz from the reference, after a change of the labeller:
+    ``python -c "import runpy; runpy.run_path('lab.py')['write_label_tables']()"`` in this folder."""
+    for name in SHIPPED:
+        with open(label_table_path(name), "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0) as gz:
+            gz.write(label_table(name).encode("utf-8"))
+
+
+
+# --- capture (lab02cap) --------------------------------------------------------------------------
+# The capture function's grader side (configurations, steady-state checks) goes below this line.
 #
 # The grader asks capture() for traces of models it chooses (tiny ones on the CPU, real per-layer
 # sizes on a GPU) and reads what it returns as the untrusted data it is: the recorded steps, the
@@ -841,12 +875,14 @@ GPU_CONFIGS = {
 }
 
 
-def _capture_requests(rng: np.random.Generator, device: str, count: int = 2) -> list[dict]:
-    """``count`` capture requests of distinct architectures and backends. Batches are those whose operator (and
-    kernel) mix cannot depend on the routing: eager's loop runs once per expert hit, so it is
-    asked for one sequence (exactly k experts hit); on the CPU grouped_mm loops over groups too."""
+def _capture_requests(rng: np.random.Generator, device: str, count: int) -> list[dict]:
+    """``count`` capture requests of distinct architectures and backends (of two, one at least is
+    not the model's default), each at sizes drawn for it. A capture costs a grading a second or
+    two, so each check asks for what it needs. Batches are those whose operator (and kernel) mix
+    cannot depend on the routing: eager's loop runs once per expert hit, so it is asked for one
+    sequence (exactly k experts hit); on the CPU grouped_mm loops over groups too."""
     archs = [str(a) for a in rng.permutation(sorted(CAPTURE_PREFIX))[:count]]
-    backends = [str(b) for b in rng.permutation(sorted(BACKEND_SIGNS))[:count]]  # one at least is not the default
+    backends = [str(b) for b in rng.permutation(sorted(BACKEND_SIGNS))[:count]]
     requests = []
     for arch, backend in zip(archs, backends):
         if device == "cuda":
@@ -988,9 +1024,9 @@ def _capture(probe, request: dict) -> dict | str:
     return _identity_problem(request, facts) or facts
 
 
-def _each_capture(probe, rng: np.random.Generator, judge) -> str | None:
+def _each_capture(probe, rng: np.random.Generator, judge, count: int) -> str | None:
     _capture_ready()
-    for request in _capture_requests(rng, probe.device):
+    for request in _capture_requests(rng, probe.device, count):
         facts = _capture(probe, request)
         problem = facts if isinstance(facts, str) else judge(request, facts, probe.device == "cuda")
         if problem:
@@ -1067,17 +1103,18 @@ def _backend_problem(request: dict, facts: dict, gpu: bool) -> str | None:
 def capture_records_the_steps(probe, rng: np.random.Generator) -> str | None:
     """Exactly the requested number of recorded steps, each one decode forward of one new token
     per sequence, the cache growing by one per step, the same operators in each."""
-    return _each_capture(probe, rng, _steps_problem)
+    return _each_capture(probe, rng, _steps_problem, 1)
 
 
 def capture_is_warm(probe, rng: np.random.Generator) -> str | None:
     """No prefill and no compilation in the window, and at least CAPTURE_MIN_WARMUP decode steps before it."""
-    return _each_capture(probe, rng, _warm_problem)
+    return _each_capture(probe, rng, _warm_problem, 1)
 
 
 def capture_pins_the_backend(probe, rng: np.random.Generator) -> str | None:
-    """Every experts scope of every recorded step runs the requested backend's operators."""
-    return _each_capture(probe, rng, _backend_problem)
+    """Every experts scope of every recorded step runs the requested backend's operators, for two
+    backends (so one at least is not the model's default)."""
+    return _each_capture(probe, rng, _backend_problem, 2)
 
 
 def _agreement_problem(probe, trace: dict) -> str | None:
@@ -1108,7 +1145,7 @@ def capture_on_the_gpu(probe, rng: np.random.Generator) -> str | None:
     every step, a small step-time spread), then the submission's breakdown of its own trace
     agrees with the grader's reading of it."""
     _capture_ready()
-    for request in _capture_requests(rng, "cuda"):
+    for request in _capture_requests(rng, "cuda", 2):
         trace = probe.submission("capture", request)["trace"]
         facts = capture_facts(trace)
         problem = facts if isinstance(facts, str) else _identity_problem(request, facts)

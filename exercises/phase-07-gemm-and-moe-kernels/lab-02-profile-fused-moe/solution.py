@@ -420,7 +420,8 @@ def napkin(config):
     return config["moe_layers"] * weight_bytes / 2.7e12 * 1e6
 
 
-# === capture: taking a trace of steady decode steps (helper lab02cap) ============================
+# --- capture (lab02cap) -----------------------------------------------------------------------
+# The capture function (warm-up, steady-state decode steps under torch.profiler) goes below this line.
 #
 # torch and transformers are imported inside the functions: the reading functions above stay
 # plain Python, and only a capture needs the two.

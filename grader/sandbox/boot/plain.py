@@ -238,8 +238,21 @@ def parse_form(text: str) -> Any:
     return form
 
 
-_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "number": "a number", "bool": "true or false",
-          "none": "None", "list": "a list", "dict": "a dict"}
+_ONE = {"any": "any value", "str": "a string", "int": "an integer", "float": "a number", "number": "a number",
+        "bool": "true or false", "none": "None", "list": "a list", "dict": "a dict"}
+_MANY = {"any": "values", "str": "strings", "int": "integers", "float": "numbers", "number": "numbers",
+         "bool": "booleans", "none": "Nones", "list": "lists", "dict": "dicts"}
+
+
+def _wanted(form: Any, many: bool = False) -> str:
+    """A form in words: 'a list of dicts', 'a dict of numbers or dicts'."""
+    if isinstance(form, str):
+        return (_MANY if many else _ONE)[form]
+    if form[0] == "|":
+        return " or ".join(_wanted(f, many) for f in form[1])
+    if many:
+        return _MANY[form[0]]
+    return f"{_ONE[form[0]]} of {_wanted(form[1], True)}"
 
 
 def _describe(value: Any) -> str:
@@ -252,14 +265,6 @@ def _describe(value: Any) -> str:
     if isinstance(value, str):
         return f"the string {value[:30]!r}"
     return {list: "a list", dict: "a dict"}.get(type(value), type(value).__name__)
-
-
-def _wanted(form: Any) -> str:
-    if isinstance(form, str):
-        return _NAMES.get(form, form)
-    if form[0] == "|":
-        return " or ".join(_wanted(f) for f in form[1])
-    return f"a {form[0]} of " + _wanted(form[1]).removeprefix("a ").removeprefix("an ") + ("s" if form[0] == "list" else " values")
 
 
 def _matches_scalar(value: Any, form: str) -> bool:
