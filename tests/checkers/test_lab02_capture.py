@@ -137,3 +137,67 @@ def test_a_grader_without_transformers_refuses_rather_than_charging_the_student(
     monkeypatch.setattr(lab, "CAPTURE_REQUIRES", ("torch", "transformers_that_is_not_installed"))
     with pytest.raises(lab.CaptureUnavailable, match="transformers_that_is_not_installed installed beside the grader"):
         lab.capture_is_warm(Answers(None), np.random.default_rng(0))
+
+
+class Reader:
+    """A probe whose submission reads traces as the reference does, labels through ``label``."""
+
+    device = "cuda"
+
+    def __init__(self, label=None):
+        self.ref = lab.reference()
+        self.label = label or self.ref.categorize
+
+    def submission(self, function, inputs, dims=None):
+        if function == "categorize":
+            return {"categories": self.label(inputs["rows"])}
+        key = {"kernel_rows": "rows", "step_walls": "walls", "breakdown": "table"}[function]
+        return {key: getattr(self.ref, function)(**inputs)}
+
+
+def test_the_gpu_check_compares_the_students_breakdown_of_its_own_trace():
+    trace = lab.well_formed_trace(lab.capture("mixtral__b1__grouped_mm"))
+    assert lab._agreement_problem(Reader(), trace) is None
+    problem = lab._agreement_problem(Reader(lambda rows: ["other"] * len(rows)), trace)
+    assert problem == "your breakdown of it gives other 100.0% of device time, the grader's reading 5.8%"
+
+
+def test_a_malformed_event_is_left_out_not_obeyed():
+    """A crafted event that would trip the reference reader (a list for a correlation id, a
+    string for a time) is dropped before anyone reads the student's trace."""
+    trace = lab.capture("mixtral__b1__grouped_mm")
+    crafted = {"traceEvents": [*trace["traceEvents"],
+                               {"ph": "X", "cat": "kernel", "name": "k", "ts": 1.0, "dur": 1.0, "args": {"correlation": [1]}},
+                               {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": "1", "dur": 1.0, "pid": 1, "tid": 1}]}
+    with pytest.raises(TypeError):
+        lab.reference().kernel_rows(crafted)
+    clean = lab.well_formed_trace(crafted)
+    assert lab.reference().kernel_rows(clean) == lab.reference().kernel_rows(trace)
+
+
+class Captured(Reader):
+    """A probe whose capture answers with the lab's real H100 capture of the request, and whose
+    readers are the reference's."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = iter(names)
+
+    def submission(self, function, inputs, dims=None):
+        if function == "capture":
+            return {"trace": lab.capture(next(self.names))}
+        return super().submission(function, inputs, dims)
+
+
+@pytest.mark.parametrize("names, said", [
+    (["mixtral__b1__grouped_mm", "mixtral__b1__batched_mm"], None),
+    (["mixtral__b1__eager", "mixtral__b1__lab05__cold"], "0 earlier decode step(s)"),
+])
+def test_the_gpu_check_on_real_h100_captures(names, said, monkeypatch):
+    requests = [request_of(n.removesuffix("__cold")) for n in names]
+    monkeypatch.setattr(lab, "_capture_requests", lambda rng, device, count: requests)
+    if "lab05" in names[-1]:
+        # the grader never asks for lab05 (a sandbox has no lab-05 kernel): no operators to look for
+        monkeypatch.setitem(lab.BACKEND_SIGNS, "lab05", (set(), set()))
+    problem = lab.capture_on_the_gpu(Captured(names), np.random.default_rng(0))
+    assert problem is None if said is None else said in problem

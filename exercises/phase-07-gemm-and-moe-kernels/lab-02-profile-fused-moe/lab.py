@@ -918,7 +918,7 @@ class _Within:
 
 def _dims(row: dict, index: int) -> list[int] | None:
     """The shape of an operator's input ``index``, as record_shapes keeps it; None if absent or not a shape."""
-    dims = row.get("args", {}).get("Input Dims") if isinstance(row.get("args"), dict) else None
+    dims = row.get("args", {}).get("Input Dims")
     if isinstance(dims, list) and len(dims) > index and isinstance(dims[index], list):
         shape = dims[index]
         if all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
@@ -936,31 +936,52 @@ def _kernel_family(name: str) -> str:
     return "a cuBLAS or CUTLASS GEMM" if LIBRARY_GEMM.search(name) else name
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _well_formed(event: Any) -> bool:
+    """A complete ("X") event with the fields a reader of it relies on, each of its type: a
+    student's trace is data, and an event a reader would trip over is left out, not obeyed."""
+    if not (isinstance(event, dict) and event.get("ph") == "X" and isinstance(event.get("name"), str)
+            and isinstance(event.get("cat", ""), str) and _number(event.get("ts")) and _number(event.get("dur"))
+            and event["dur"] >= 0 and isinstance(event.get("args", {}), dict)):
+        return False
+    if any(not isinstance(event.get(key, 0), (int, str)) or isinstance(event.get(key), bool) for key in ("pid", "tid")):
+        return False
+    args = event.get("args", {})
+    for key in ("correlation", "stream"):
+        if key in args and (not isinstance(args[key], int) or isinstance(args[key], bool)):
+            return False
+    return True
+
+
+def well_formed_trace(trace: dict) -> dict:
+    """The trace with only its well-formed events: what the checks, the reference and the
+    submission's own reader read of a student's capture."""
+    return {"traceEvents": [e for e in trace["traceEvents"] if _well_formed(e)]}
+
+
 def capture_facts(trace: Any) -> dict | str:
     """What the capture checks read from a trace, or why it cannot be read. Per recorded step:
     its wall time, operator names, module forwards, decode inputs, key lengths, experts scopes'
     operators, kernel names (GPU) and compilation rows."""
     if not isinstance(trace, dict) or not isinstance(trace.get("traceEvents"), list):
         return "the answer is not a Chrome trace (a dict whose 'traceEvents' is a list, as export_chrome_trace writes)"
-    rows = [
-        e for e in trace["traceEvents"]
-        if isinstance(e, dict) and e.get("ph") == "X" and isinstance(e.get("name"), str)
-        and isinstance(e.get("ts"), (int, float)) and isinstance(e.get("dur"), (int, float))
-        and not isinstance(e.get("ts"), bool) and math.isfinite(e["ts"]) and math.isfinite(e["dur"]) and e["dur"] >= 0
-    ]
+    rows = well_formed_trace(trace)["traceEvents"]
     steps = sorted((e for e in rows if e.get("cat") == "user_annotation" and e["name"].startswith("ProfilerStep#")),
                    key=lambda e: e["ts"])
     ops = _Within([e for e in rows if e.get("cat") == "cpu_op"])
     scopes = _Within([e for e in rows if e.get("cat") == "user_annotation" and e["name"].startswith("module:")])
     launches = {}
     for e in rows:
-        corr = e.get("args", {}).get("correlation") if isinstance(e.get("args"), dict) else None
-        if e.get("cat") in ("cuda_runtime", "cuda_driver") and isinstance(corr, int):
+        corr = e.get("args", {}).get("correlation")
+        if e.get("cat") in ("cuda_runtime", "cuda_driver") and corr is not None:
             launches[corr] = e
     kernels = []
     for e in rows:
-        corr = e.get("args", {}).get("correlation") if isinstance(e.get("args"), dict) else None
-        if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset") and isinstance(corr, int) and corr in launches:
+        corr = e.get("args", {}).get("correlation")
+        if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset") and corr in launches:
             kernels.append({"name": _kernel_family(e["name"]), "ts": launches[corr]["ts"], "dur": 0})
     kernels = _Within(kernels)
     marks = _Within([e for e in rows if any(m in e["name"] for m in COMPILE_MARKS)])
@@ -1151,7 +1172,7 @@ def capture_on_the_gpu(probe, rng: np.random.Generator) -> str | None:
         problem = facts if isinstance(facts, str) else _identity_problem(request, facts)
         for judge in (_steps_problem, _warm_problem, _backend_problem):
             problem = problem or judge(request, facts, True)
-        problem = problem or _agreement_problem(probe, trace)
+        problem = problem or _agreement_problem(probe, well_formed_trace(trace))
         if problem:
             return f"{_asked(request)}: {problem}"
     return None
