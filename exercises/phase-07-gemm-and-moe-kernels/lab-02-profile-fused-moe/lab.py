@@ -797,3 +797,386 @@ def write_label_tables() -> None:
 
 # --- capture (lab02cap) --------------------------------------------------------------------------
 # The capture function's grader side (configurations, steady-state checks) goes below this line.
+#
+# The grader asks capture() for traces of models it chooses (tiny ones on the CPU, real per-layer
+# sizes on a GPU) and reads what it returns as the untrusted data it is: the recorded steps, the
+# operators and kernels in each, the module scopes, and the shapes record_shapes keeps (the
+# decode input [batch, 1] of the embedding, the key length sdpa sees). Every claim first checks
+# that the trace is of the model, batch and prompt it asked for, so a canned trace fails them all.
+
+import bisect
+import itertools
+
+CAPTURE_REQUIRES = ("torch", "transformers")
+"""What a capture imports in the worker (the same interpreter as the grader's). The one place
+that says so: once a manifest can declare a lab's required distributions (issue 21), this moves
+to the manifest's [lab] requires and _capture_ready goes."""
+
+
+class CaptureUnavailable(RuntimeError):
+    """The grader's Python lacks what a capture needs: the grader's failure, not the student's."""
+
+CAPTURE_MIN_WARMUP = 2
+"""Decode steps that must run, unrecorded, before the first recorded one."""
+
+CAPTURE_PREFIX = {"mixtral": "Mixtral", "deepseek_v3": "DeepseekV3", "olmoe": "Olmoe"}
+"""transformers' class-name prefix of each architecture the lab captures."""
+
+BACKEND_SIGNS = {
+    # operators that must run in every experts scope of a step, and operators that must not
+    "grouped_mm": ({"aten::_grouped_mm", "aten::histc"}, {"aten::bmm", "aten::index_add_", "aten::nonzero"}),
+    "batched_mm": ({"aten::bmm", "aten::repeat_interleave"}, {"aten::_grouped_mm", "aten::index_add_", "aten::nonzero"}),
+    "eager": ({"aten::one_hot", "aten::nonzero", "aten::linear", "aten::index_add_"}, {"aten::_grouped_mm", "aten::bmm"}),
+}
+
+COMPILE_MARKS = ("Torch-Compiled Region", "TorchDynamo", "CompiledFunction", "torch/_dynamo", "torch/_inductor",
+                 "cuModuleLoad", "cuLibraryLoad", "triton_compile", "autotune")
+"""Rows that mean compilation or autotuning ran inside a recorded step (names start with, or hold, one)."""
+
+CAPTURE_SPREAD = 2.0
+"""On a GPU, the slowest recorded step may take at most this many times the median step."""
+
+CAPTURE_AGREEMENT = {"share": 0.05, "relative": 0.02}
+"""How close the submission's breakdown of its own GPU capture must come to the grader's reading
+of it: each category's share within 5 points, busy and wall time within 2%."""
+
+
+def _capture_ready() -> None:
+    missing = [name for name in CAPTURE_REQUIRES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CaptureUnavailable(
+            f"lab-02's capture checks need {' and '.join(missing)} installed beside the grader "
+            "(pip install -e '.[transformers]'); nothing was charged to the submission"
+        )
+
+
+def _tiny_config(rng: np.random.Generator, arch: str) -> dict:
+    """A small random configuration of ``arch`` (sizes drawn, so no trace can be canned)."""
+    common = {
+        "model_type": arch, "hidden_size": int(rng.choice([32, 48, 64])), "vocab_size": int(rng.integers(160, 600)),
+        "max_position_embeddings": 128, "num_attention_heads": 4, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+    }
+    if arch == "mixtral":
+        return {**common, "num_hidden_layers": int(rng.integers(1, 3)), "intermediate_size": int(rng.choice([32, 64])),
+                "num_local_experts": int(rng.integers(4, 9)), "num_experts_per_tok": 2, "num_key_value_heads": 2}
+    if arch == "olmoe":
+        return {**common, "num_hidden_layers": int(rng.integers(1, 3)), "intermediate_size": int(rng.choice([16, 32])),
+                "num_experts": int(rng.choice([8, 16])), "num_experts_per_tok": int(rng.integers(2, 5)),
+                "num_key_value_heads": 4}
+    # DeepSeek-V3: one dense layer, then one MoE layer; grouped top-k over 4 groups of 2 or 4 experts.
+    return {**common, "num_hidden_layers": 2, "first_k_dense_replace": 1, "intermediate_size": 64,
+            "moe_intermediate_size": int(rng.choice([16, 32])), "n_routed_experts": int(rng.choice([8, 16])),
+            "n_group": 4, "topk_group": 2, "num_experts_per_tok": int(rng.integers(2, 5)), "n_shared_experts": 1,
+            "num_key_value_heads": 4, "q_lora_rank": 32, "kv_lora_rank": 16, "qk_rope_head_dim": 8,
+            "qk_nope_head_dim": 16, "v_head_dim": 16, "head_dim": 8}
+
+
+GPU_CONFIGS = {
+    # Real per-layer sizes (transformers' defaults, the flagship checkpoints'), two layers.
+    "mixtral": {"model_type": "mixtral", "num_hidden_layers": 2, "max_position_embeddings": 4096},
+    "olmoe": {"model_type": "olmoe", "num_hidden_layers": 2},
+    "deepseek_v3": {"model_type": "deepseek_v3", "num_hidden_layers": 2, "first_k_dense_replace": 1},
+}
+
+
+def _capture_requests(rng: np.random.Generator, device: str, count: int) -> list[dict]:
+    """``count`` capture requests of distinct architectures and backends (of two, one at least is
+    not the model's default), each at sizes drawn for it. A capture costs a grading a second or
+    two, so each check asks for what it needs. Batches are those whose operator (and kernel) mix
+    cannot depend on the routing: eager's loop runs once per expert hit, so it is asked for one
+    sequence (exactly k experts hit); on the CPU grouped_mm loops over groups too."""
+    archs = [str(a) for a in rng.permutation(sorted(CAPTURE_PREFIX))[:count]]
+    backends = [str(b) for b in rng.permutation(sorted(BACKEND_SIGNS))[:count]]
+    requests = []
+    for arch, backend in zip(archs, backends):
+        if device == "cuda":
+            batch = 1 if backend == "eager" else int(rng.choice([1, 4, 8]))
+            request = {"config": dict(GPU_CONFIGS[arch]), "backend": backend, "batch": batch, "prompt_len": 32, "steps": 5}
+        else:
+            batch = int(rng.integers(2, 4)) if backend == "batched_mm" else 1
+            request = {"config": _tiny_config(rng, arch), "backend": backend, "batch": batch,
+                       "prompt_len": int(rng.integers(3, 9)), "steps": int(rng.integers(2, 5))}
+        requests.append(request)
+    return requests
+
+
+def _asked(request: dict) -> str:
+    c = request["config"]
+    return (f"capture({c['model_type']}, {c['num_hidden_layers']} layer(s), hidden {c.get('hidden_size', 'default')}; "
+            f"backend {request['backend']}, batch {request['batch']}, prompt_len {request['prompt_len']}, "
+            f"steps {request['steps']})")
+
+
+class _Within:
+    """Rows sorted by start, for the rows that start inside a range."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = sorted(rows, key=lambda e: e["ts"])
+        self.starts = [e["ts"] for e in self.rows]
+
+    def inside(self, span: dict) -> list[dict]:
+        lo = bisect.bisect_left(self.starts, span["ts"])
+        hi = bisect.bisect_right(self.starts, span["ts"] + span["dur"])
+        return self.rows[lo:hi]
+
+
+def _dims(row: dict, index: int) -> list[int] | None:
+    """The shape of an operator's input ``index``, as record_shapes keeps it; None if absent or not a shape."""
+    dims = row.get("args", {}).get("Input Dims")
+    if isinstance(dims, list) and len(dims) > index and isinstance(dims[index], list):
+        shape = dims[index]
+        if all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+            return shape
+    return None
+
+
+LIBRARY_GEMM = re.compile(r"^nvjet_|gemm|gemv|cutlass|xmma|cublas", re.IGNORECASE)
+"""cuBLAS and CUTLASS GEMM kernels: the library picks the tile per shape, so as the KV cache grows
+the same GEMM of one step may run under another name in the next (DeepSeek-V3's attention does,
+measured on the H100 captures); steady steps launch as many of them, not the same names."""
+
+
+def _kernel_family(name: str) -> str:
+    return "a cuBLAS or CUTLASS GEMM" if LIBRARY_GEMM.search(name) else name
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _well_formed(event: Any) -> bool:
+    """A complete ("X") event with the fields a reader of it relies on, each of its type: a
+    student's trace is data, and an event a reader would trip over is left out, not obeyed."""
+    if not (isinstance(event, dict) and event.get("ph") == "X" and isinstance(event.get("name"), str)
+            and isinstance(event.get("cat", ""), str) and _number(event.get("ts")) and _number(event.get("dur"))
+            and event["dur"] >= 0 and isinstance(event.get("args", {}), dict)):
+        return False
+    if any(not isinstance(event.get(key, 0), (int, str)) or isinstance(event.get(key), bool) for key in ("pid", "tid")):
+        return False
+    args = event.get("args", {})
+    for key in ("correlation", "stream"):
+        if key in args and (not isinstance(args[key], int) or isinstance(args[key], bool)):
+            return False
+    return True
+
+
+def well_formed_trace(trace: dict) -> dict:
+    """The trace with only its well-formed events: what the checks, the reference and the
+    submission's own reader read of a student's capture."""
+    return {"traceEvents": [e for e in trace["traceEvents"] if _well_formed(e)]}
+
+
+def capture_facts(trace: Any) -> dict | str:
+    """What the capture checks read from a trace, or why it cannot be read. Per recorded step:
+    its wall time, operator names, module forwards, decode inputs, key lengths, experts scopes'
+    operators, kernel names (GPU) and compilation rows."""
+    if not isinstance(trace, dict) or not isinstance(trace.get("traceEvents"), list):
+        return "the answer is not a Chrome trace (a dict whose 'traceEvents' is a list, as export_chrome_trace writes)"
+    rows = well_formed_trace(trace)["traceEvents"]
+    steps = sorted((e for e in rows if e.get("cat") == "user_annotation" and e["name"].startswith("ProfilerStep#")),
+                   key=lambda e: e["ts"])
+    ops = _Within([e for e in rows if e.get("cat") == "cpu_op"])
+    scopes = _Within([e for e in rows if e.get("cat") == "user_annotation" and e["name"].startswith("module:")])
+    launches = {}
+    for e in rows:
+        corr = e.get("args", {}).get("correlation")
+        if e.get("cat") in ("cuda_runtime", "cuda_driver") and corr is not None:
+            launches[corr] = e
+    kernels = []
+    for e in rows:
+        corr = e.get("args", {}).get("correlation")
+        if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset") and corr in launches:
+            kernels.append({"name": _kernel_family(e["name"]), "ts": launches[corr]["ts"], "dur": 0})
+    kernels = _Within(kernels)
+    marks = _Within([e for e in rows if any(m in e["name"] for m in COMPILE_MARKS)])
+    facts = []
+    for step in steps:
+        inside = ops.inside(step)
+        mods = scopes.inside(step)
+        attn0 = [m for m in mods if m["name"].startswith("module:model.layers.0.self_attn:")]
+        sdpa = [o for m in attn0 for o in ops.inside(m) if o["name"] == "aten::scaled_dot_product_attention"]
+        facts.append({
+            "wall_us": float(step["dur"]),
+            "ops": Counter(o["name"] for o in inside),
+            "forwards": [m for m in mods if m["name"].startswith("module:model:")],
+            "inputs": [_dims(o, 1) for o in inside if o["name"] == "aten::embedding"],
+            "embedding": [_dims(o, 0) for o in inside if o["name"] == "aten::embedding"],
+            "keys": [d[2] if d and len(d) == 4 else None for d in (_dims(o, 1) for o in sdpa)],
+            "queries": [d[2] if d and len(d) == 4 else None for d in (_dims(o, 0) for o in sdpa)],
+            "experts": [Counter(o["name"] for o in ops.inside(m)) for m in mods if ".mlp.experts:" in m["name"]],
+            "layers": sorted({m["name"].split(":")[1] for m in mods if re.fullmatch(r"module:model\.layers\.\d+:\w+", m["name"])}),
+            "decoder": sorted({m["name"].split(":")[2] for m in mods if re.fullmatch(r"module:model\.layers\.\d+:\w+", m["name"])}),
+            "kernels": Counter(k["name"] for k in kernels.inside(step)),
+            "marks": sorted({m["name"][:80] for m in marks.inside(step)}),
+        })
+    return {"steps": facts}
+
+
+def _identity_problem(request: dict, facts: dict) -> str | None:
+    """Why the trace is not of the capture asked for (model, layers, sizes, batch), or None."""
+    steps = facts["steps"]
+    if not steps:
+        return "the trace has no ProfilerStep#N range (step the profiler with prof.step() once per decode step)"
+    config = request["config"]
+    first = steps[0]
+    if not first["forwards"]:
+        return ("the recorded steps hold no 'module:model:<class>' range: annotate every module's forward "
+                "(annotate_modules) before profiling")
+    decoder = f"{CAPTURE_PREFIX[config['model_type']]}DecoderLayer"
+    if first["decoder"] != [decoder]:
+        return f"the trace's decoder layers are {first['decoder'] or 'not annotated'}, not {decoder}: it is not of the model asked for"
+    layers = [f"model.layers.{i}" for i in range(config["num_hidden_layers"])]
+    if sorted(first["layers"]) != sorted(layers):
+        return f"the trace runs {len(first['layers'])} decoder layer(s), the model asked for has {len(layers)}"
+    emb = next((d for d in first["embedding"] if d), None)
+    if emb is None:
+        return "the trace has no aten::embedding with input shapes: profile with record_shapes=True"
+    want_h = config.get("hidden_size")
+    want_v = config.get("vocab_size")
+    if (want_v is not None and emb[0] != want_v) or (want_h is not None and emb[1] != want_h):
+        return f"the embedding is {emb[0]} x {emb[1]}, the model asked for has {want_v} x {want_h}"
+    batches = {d[0] for s in steps for d in s["inputs"] if d}
+    if batches != {request["batch"]}:
+        return f"the recorded steps run batch {sorted(batches)}, not {request['batch']}"
+    return None
+
+
+def _capture(probe, request: dict) -> dict | str:
+    """The submission's trace of ``request``, read; or a message saying why it is not a capture of it."""
+    facts = capture_facts(probe.submission("capture", request)["trace"])
+    if isinstance(facts, str):
+        return facts
+    return _identity_problem(request, facts) or facts
+
+
+def _each_capture(probe, rng: np.random.Generator, judge, count: int) -> str | None:
+    _capture_ready()
+    for request in _capture_requests(rng, probe.device, count):
+        facts = _capture(probe, request)
+        problem = facts if isinstance(facts, str) else judge(request, facts, probe.device == "cuda")
+        if problem:
+            return f"{_asked(request)}: {problem}"
+    return None
+
+
+def _steps_problem(request: dict, facts: dict, gpu: bool) -> str | None:
+    steps = facts["steps"]
+    if len(steps) != request["steps"]:
+        return f"the trace records {len(steps)} step(s), {request['steps']} were asked for"
+    for i, step in enumerate(steps):
+        if len(step["forwards"]) != 1:
+            return (f"recorded step {i} runs the model {len(step['forwards'])} time(s): one decode step is one "
+                    "model forward, and prof.step() follows each")
+        if any(d != [request["batch"], 1] for d in step["inputs"]):
+            return f"recorded step {i} feeds the model {step['inputs'][0]}, not one new token per sequence [{request['batch']}, 1]"
+    keys = [s["keys"][0] if s["keys"] else None for s in steps]
+    if None in keys:
+        return "a recorded step has no aten::scaled_dot_product_attention with its shapes in layer 0 (sdpa attention, record_shapes=True)"
+    if any(b - a != 1 for a, b in itertools.pairwise(keys)):
+        return f"the key length seen by attention goes {keys} over the recorded steps: each step should add one token to the cache"
+    what = "kernels" if gpu else "ops"
+    if gpu and not all(s["kernels"] for s in steps):
+        return "a recorded step launched no CUDA kernel: profile with ProfilerActivity.CUDA too"
+    for i, step in enumerate(steps[1:], 1):
+        if step[what] != steps[0][what]:
+            diff = (steps[0][what] - step[what]) + (step[what] - steps[0][what])
+            name, count = diff.most_common(1)[0]
+            return (f"recorded steps 0 and {i} run different {'kernels' if gpu else 'operators'} ({name[:80]!r} "
+                    f"differs by {count}): not the same steady decode step")
+    if gpu:
+        walls = sorted(s["wall_us"] for s in steps)
+        median = walls[len(walls) // 2]
+        if walls[-1] > CAPTURE_SPREAD * median:
+            return (f"the slowest recorded step took {walls[-1] / 1e3:.1f} ms, over {CAPTURE_SPREAD:g}x the median "
+                    f"{median / 1e3:.1f} ms: not steady (first calls, compilation or prefill inside the window?)")
+    return None
+
+
+def _warm_problem(request: dict, facts: dict, gpu: bool) -> str | None:
+    steps = facts["steps"]
+    for i, step in enumerate(steps):
+        if any(d and d[1] != 1 for d in step["inputs"]) or any(q not in (None, 1) for q in step["queries"]):
+            return f"recorded step {i} feeds the model the whole prompt: the prefill is inside the recorded window"
+        if step["marks"]:
+            return f"recorded step {i} compiles or autotunes ({step['marks'][0]!r}): that belongs in the warm-up"
+    key = steps[0]["keys"][0] if steps[0]["keys"] else None
+    if key is None:
+        return "the first recorded step has no attention shapes in layer 0 (sdpa attention, record_shapes=True)"
+    before = key - request["prompt_len"] - 1
+    if before < CAPTURE_MIN_WARMUP:
+        return (f"the first recorded step attends over {key} positions: the {request['prompt_len']}-token prompt, "
+                f"{before} earlier decode step(s) and itself; at least {CAPTURE_MIN_WARMUP} decode steps must run "
+                "before the profiler records")
+    return None
+
+
+def _backend_problem(request: dict, facts: dict, gpu: bool) -> str | None:
+    need, forbid = BACKEND_SIGNS[request["backend"]]
+    for i, step in enumerate(facts["steps"]):
+        if not step["experts"]:
+            return f"recorded step {i} has no 'module:...mlp.experts:<class>' range (annotate every module)"
+        for scope in step["experts"]:
+            missing = sorted(need - set(scope))
+            wrong = sorted(forbid & set(scope))
+            if missing or wrong:
+                said = f"runs {wrong[0]}" if wrong else f"never runs {missing[0]}"
+                return (f"in recorded step {i} an experts scope {said}: that is not the {request['backend']} backend "
+                        "(pin it with model.set_experts_implementation before the warm-up)")
+    return None
+
+
+def capture_records_the_steps(probe, rng: np.random.Generator) -> str | None:
+    """Exactly the requested number of recorded steps, each one decode forward of one new token
+    per sequence, the cache growing by one per step, the same operators in each."""
+    return _each_capture(probe, rng, _steps_problem, 1)
+
+
+def capture_is_warm(probe, rng: np.random.Generator) -> str | None:
+    """No prefill and no compilation in the window, and at least CAPTURE_MIN_WARMUP decode steps before it."""
+    return _each_capture(probe, rng, _warm_problem, 1)
+
+
+def capture_pins_the_backend(probe, rng: np.random.Generator) -> str | None:
+    """Every experts scope of every recorded step runs the requested backend's operators, for two
+    backends (so one at least is not the model's default)."""
+    return _each_capture(probe, rng, _backend_problem, 2)
+
+
+def _agreement_problem(probe, trace: dict) -> str | None:
+    """The submission's own reading of its trace (kernel_rows, categorize, step_walls, breakdown)
+    against the reference's reading of the same trace."""
+    ref = reference()
+    rows = probe.submission("kernel_rows", {"trace": trace})["rows"]
+    labels = probe.submission("categorize", {"rows": rows})["categories"]
+    walls = probe.submission("step_walls", {"trace": trace})["walls"]
+    table = probe.submission("breakdown", {"rows": rows, "categories": labels, "walls": walls})["table"]
+    problem = _table_problem(table)
+    if problem:
+        return f"your breakdown of it: {problem}"
+    want_rows = ref.kernel_rows(trace)
+    want = ref.breakdown(want_rows, ref.categorize(want_rows), ref.step_walls(trace))
+    for key in ("busy_us", "wall_us"):
+        if not math.isclose(table[key], want[key], rel_tol=CAPTURE_AGREEMENT["relative"]):
+            return f"your breakdown of it gives {key} {table[key]:.1f}, the grader's reading {want[key]:.1f}"
+    worst = max(want["shares"], key=lambda c: abs(table["shares"][c] - want["shares"][c]))
+    if abs(table["shares"][worst] - want["shares"][worst]) > CAPTURE_AGREEMENT["share"]:
+        return (f"your breakdown of it gives {worst} {table['shares'][worst]:.1%} of device time, the grader's "
+                f"reading {want['shares'][worst]:.1%}")
+    return None
+
+
+def capture_on_the_gpu(probe, rng: np.random.Generator) -> str | None:
+    """On a GPU, at real per-layer sizes: every capture check with kernels (the same kernels in
+    every step, a small step-time spread), then the submission's breakdown of its own trace
+    agrees with the grader's reading of it."""
+    _capture_ready()
+    for request in _capture_requests(rng, "cuda", 2):
+        trace = probe.submission("capture", request)["trace"]
+        facts = capture_facts(trace)
+        problem = facts if isinstance(facts, str) else _identity_problem(request, facts)
+        for judge in (_steps_problem, _warm_problem, _backend_problem):
+            problem = problem or judge(request, facts, True)
+        problem = problem or _agreement_problem(probe, well_formed_trace(trace))
+        if problem:
+            return f"{_asked(request)}: {problem}"
+    return None

@@ -422,3 +422,120 @@ def napkin(config):
 
 # --- capture (lab02cap) -----------------------------------------------------------------------
 # The capture function (warm-up, steady-state decode steps under torch.profiler) goes below this line.
+#
+# torch and transformers are imported inside the functions: the reading functions above stay
+# plain Python, and only a capture needs the two.
+
+CAPTURE_WARMUP = 4
+"""Decode steps taken before the profiler starts: the first calls of every kernel (cuBLAS
+handles, lazily loaded modules, Triton compilation, allocator growth) happen in them."""
+
+
+def capture(config, backend, batch, prompt_len, steps):
+    """The Chrome trace (a dict) of ``steps`` steady decode steps of a random-weight model of
+    ``config`` (a transformers config as a dict, with ``model_type``), its experts computed by
+    ``backend``, ``batch`` sequences of ``prompt_len`` random tokens each: prefill first, then
+    CAPTURE_WARMUP unrecorded decode steps and the profiler's own warm-up step, then ``steps``
+    recorded ones, each a ProfilerStep#N range, every module's forward annotated."""
+    import torch
+
+    model = build_model(config, "cuda" if torch.cuda.is_available() else "cpu")
+    trace, _ = decode_capture(model, backend, batch, prompt_len, steps)
+    return trace
+
+
+def build_model(config, device, seed=0):
+    """A causal LM of ``config`` with random weights on ``device`` (bf16 on CUDA, float32 on the
+    CPU), sdpa attention, every submodule's forward annotated."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(**config)  # built here from the dict: nothing is read from the hub
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    model.eval()
+    annotate_modules(model)
+    return model
+
+
+def annotate_modules(model):
+    """Wrap every submodule's forward in a profiler range ``module:<dotted name>:<class name>``
+    (entered by a forward pre-hook, left by a forward hook)."""
+    import torch
+
+    def enter(label):
+        def hook(module, args):
+            scope = torch.profiler.record_function(label)
+            scope.__enter__()
+            module.__dict__.setdefault("_capture_scopes", []).append(scope)
+
+        return hook
+
+    def leave(module, args, output):
+        scopes = module.__dict__.get("_capture_scopes")
+        if scopes:
+            scopes.pop().__exit__(None, None, None)
+
+    for name, module in model.named_modules():
+        if name:
+            module.register_forward_pre_hook(enter(f"module:{name}:{type(module).__name__}"))
+            module.register_forward_hook(leave)
+
+
+def decode_capture(model, backend, batch, prompt_len, steps, warmup=CAPTURE_WARMUP, profiler_warmup=1,
+                   prefill_backend=None, seed=0):
+    """Prefill a random prompt per sequence (with ``prefill_backend``, default ``backend``), pin
+    ``backend``, take ``warmup`` unrecorded decode steps, then profile ``profiler_warmup`` +
+    ``steps`` decode steps, recording the last ``steps``. Returns (the Chrome trace as a dict, the
+    recorded steps' wall times in seconds, the device synchronised at the end of each)."""
+    import json
+    import os
+    import tempfile
+    import time
+
+    import torch
+    from transformers import DynamicCache
+
+    cuda = model.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_len),
+                           generator=torch.Generator().manual_seed(seed)).to(model.device)
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    traces, walls = [], []
+
+    def export(prof):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "trace.json")
+            prof.export_chrome_trace(path)
+            with open(path, encoding="utf-8") as f:
+                traces.append(json.load(f))
+
+    with torch.no_grad():
+        cache = DynamicCache(config=model.config)
+        model.set_experts_implementation(prefill_backend or backend)
+        token = model(input_ids=prompt, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        model.set_experts_implementation(backend)
+
+        def step(token):
+            return model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+
+        for _ in range(warmup):
+            token = step(token)
+        sync()
+        # repeat=1: one cycle, exported when it completes (a repeating schedule would open a
+        # second, empty cycle before the profiler closes).
+        schedule = torch.profiler.schedule(wait=0, warmup=profiler_warmup, active=steps, repeat=1)
+        with torch.profiler.profile(activities=activities, record_shapes=True, schedule=schedule,
+                                    on_trace_ready=export) as prof:
+            for i in range(profiler_warmup + steps):
+                started = time.perf_counter()
+                token = step(token)
+                sync()
+                if i >= profiler_warmup:
+                    walls.append(time.perf_counter() - started)
+                prof.step()
+    if len(traces) != 1:
+        raise RuntimeError(f"the profiler produced {len(traces)} traces, not one")
+    return traces[0], walls

@@ -92,3 +92,55 @@ def napkin(config):
 
 # --- capture (lab02cap) -----------------------------------------------------------------------
 # The capture function goes below this line.
+#
+# Needs torch and transformers (pip install -e '.[transformers]'); import them inside capture().
+# On a laptop it runs on the tiny configurations the grader sends; on a GPU at real sizes.
+
+
+def capture(config, backend, batch, prompt_len, steps):
+    """The Chrome trace (the dict json.load gives of what prof.export_chrome_trace writes) of
+    `steps` steady decode steps, as the shipped captures were taken:
+
+    - the model: transformers.AutoConfig.for_model(**config) (config is a dict with
+      "model_type"; never from_pretrained: nothing comes from the hub), then
+      AutoModelForCausalLM.from_config(cfg, dtype=...) under `with torch.device(device):`, with
+      cfg._attn_implementation = "sdpa", model.eval(), random weights; bf16 on a GPU, float32 on
+      the CPU; annotate_modules(model) below, so the trace shows each module's scope;
+    - its experts computed by `backend` ("grouped_mm", "batched_mm" or "eager"):
+      model.set_experts_implementation(backend);
+    - `batch` sequences of `prompt_len` random token ids each, prefilled into a
+      transformers.DynamicCache under torch.no_grad();
+    - then decode stepped by hand, one new token per sequence a step:
+      model(input_ids=token, past_key_values=cache, use_cache=True), the next token the argmax of
+      the last logits (never generate(): it runs a prefill of its own and, on a GPU, switches the
+      experts backend for decode);
+    - some decode steps before profiling (their first calls compile, load and allocate), then
+      torch.profiler.profile(activities=[CPU] (+ CUDA on a GPU), record_shapes=True,
+      schedule=torch.profiler.schedule(wait=0, warmup=1, active=steps, repeat=1)) with
+      prof.step() after each decode step: exactly `steps` recorded steps.
+    """
+    raise NotImplementedError("capture")
+
+
+def annotate_modules(model):
+    """Given: wrap every submodule's forward in a profiler range "module:<dotted name>:<class>"
+    (the scopes kernel_rows reads), entered by a forward pre-hook and left by a forward hook."""
+    import torch
+
+    def enter(label):
+        def hook(module, args):
+            scope = torch.profiler.record_function(label)
+            scope.__enter__()
+            module.__dict__.setdefault("_capture_scopes", []).append(scope)
+
+        return hook
+
+    def leave(module, args, output):
+        scopes = module.__dict__.get("_capture_scopes")
+        if scopes:
+            scopes.pop().__exit__(None, None, None)
+
+    for name, module in model.named_modules():
+        if name:
+            module.register_forward_pre_hook(enter(f"module:{name}:{type(module).__name__}"))
+            module.register_forward_hook(leave)
