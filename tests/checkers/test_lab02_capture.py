@@ -133,10 +133,17 @@ def test_requests_are_of_two_architectures_and_two_backends_one_not_the_default(
             assert r["batch"] == 1 or r["backend"] == "batched_mm"
 
 
-def test_a_grader_without_transformers_refuses_rather_than_charging_the_student(monkeypatch):
-    monkeypatch.setattr(lab, "CAPTURE_REQUIRES", ("torch", "transformers_that_is_not_installed"))
-    with pytest.raises(lab.CaptureUnavailable, match="transformers_that_is_not_installed installed beside the grader"):
-        lab.capture_is_warm(Answers(None), np.random.default_rng(0))
+def test_the_lab_requires_transformers_before_grading() -> None:
+    """A grader without transformers refuses the lab in one line (lab.requires, checked before
+    anything is graded) rather than charging the student for the capture checks."""
+    from grader.environment import requirements_problem
+    from grader.manifest import load_manifest
+    from grader.plugins import default as default_plugins
+
+    manifest = load_manifest(LAB02, default_plugins().checkers())
+    assert any(r.startswith("transformers") for r in manifest.lab.requires)
+    problem = requirements_problem(manifest.id, ["transformers_that_is_not_installed>=5"])
+    assert problem and problem.startswith(f"{manifest.id} needs transformers_that_is_not_installed")
 
 
 class Reader:
