@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.requirements import Requirement
 
 from grader import __version__
+from grader.environment import extra_for
 from grader.errors import UsageError
 from grader.flags import positive
 from grader.lms.base import Export, LabLoader, LmsFormat
@@ -275,6 +277,17 @@ def needs_triton(manifest: LabManifest) -> bool:
     return "triton" in worker.imports or any("TRITON" in key for key in {**worker.env, **worker.cpu_env})
 
 
+def lab_extras(manifest: LabManifest) -> tuple[str, ...]:
+    """The grader's extras the lab needs: triton where its workers import it, and the extra that
+    installs each distribution of ``lab.requires`` (transformers for lab-02)."""
+    names = {"triton"} if needs_triton(manifest) else set()
+    for text in manifest.lab.requires:
+        extra = extra_for(Requirement(text).name)
+        if extra:
+            names.add(extra)
+    return tuple(sorted(names))
+
+
 def pinned_requirements(extras: tuple[str, ...] = ()) -> list[str]:
     """``name==version`` for every distribution this grader installs with (its requirements and
     theirs, markers evaluated here), as installed on the machine building the zip: the image
@@ -345,7 +358,7 @@ def build_autograder(
     root = _project_root()
     lab_dir = manifest.directory
     lab_rel = f"exercises/{lab_dir.parent.name}/{lab_dir.name}"
-    extras = ("triton",) if needs_triton(manifest) else ()
+    extras = lab_extras(manifest)
     settings = {
         "EXERCISE": manifest.id,
         "GRADER_SECRET_SEED": secret_seed or secrets.token_hex(16),

@@ -145,6 +145,19 @@ def test_every_installed_distribution_is_pinned(tmp_path: Path, run_cli) -> None
         assert "torch" not in pins  # from the CPU index, pinned in grader.env
 
 
+def test_a_lab_s_required_distributions_are_installed_in_its_image(tmp_path: Path, run_cli) -> None:
+    """lab-02's lab.requires names transformers: its zip installs the transformers extra, pinned."""
+    from importlib import metadata
+
+    archive = tmp_path / "lab-02.zip"
+    assert run_cli("lms", "gradescope", "build", "-e", "lab-02", "--out", archive)[0] == 0
+    with zipfile.ZipFile(archive) as zf:
+        pins = dict(line.split("==") for line in zf.read("constraints.txt").decode().split())
+        settings = zf.read("grader.env").decode()
+    assert "GRADER_EXTRAS=transformers" in settings
+    assert pins["transformers"] == metadata.version("transformers")
+
+
 FAKE_TOOL = """#!/bin/sh
 # Records its calls. `pythonX.Y -m venv DIR` (DIR inside $FAKE_ROOT only) makes a venv whose pip
 # and grader only record how they were called; $FAIL (a word) makes the call containing it fail.
