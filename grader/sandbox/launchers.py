@@ -369,11 +369,6 @@ def _smi_gpus() -> tuple[tuple[str, str, str], ...]:
     return tuple(rows) if proc.returncode == 0 else ()  # type: ignore[return-value]
 
 
-@functools.lru_cache(maxsize=4)
-def _seccomp_program(deny_ip_sockets: bool) -> bytes:
-    return seccomp.build(deny_ip_sockets)
-
-
 # -- guarantees ---------------------------------------------------------------------------------
 
 

@@ -179,7 +179,7 @@ def test_worker_environment_is_clean(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.skipif(not seccomp.supported(), reason="no seccomp table for this machine")
-def test_seccomp_filter_allows_only_unix_sockets_and_no_hidden_memory(tmp_path: Path) -> None:
+def test_seccomp_filter_allows_only_socket_pairs_and_no_hidden_memory(tmp_path: Path) -> None:
     script = tmp_path / "probe.py"
     script.write_text(
         "import ctypes, os, socket, sys\n"
@@ -193,7 +193,12 @@ def test_seccomp_filter_allows_only_unix_sockets_and_no_hidden_memory(tmp_path: 
         "                        ('netlink', socket.AF_NETLINK, socket.SOCK_RAW)):\n"
         "    try:\n        socket.socket(fam, kind)\n        print(name, 'ok')\n    except OSError as e:\n        print(name, e.errno)\n"
         "try:\n    os.memfd_create('x')\n    print('memfd ok')\nexcept OSError as e:\n    print('memfd', e.errno)\n"
-        "socket.socket(socket.AF_UNIX).close(); print('unix ok')\n"
+        "for name, fn in (('unix', lambda: socket.socket(socket.AF_UNIX)), ('pair', socket.socketpair),\n"
+        "                 ('seqpacket', lambda: socket.socketpair(type=socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)),\n"
+        "                 ('dgram', lambda: socket.socketpair(type=socket.SOCK_DGRAM))):\n"
+        "    try:\n        fn()\n        print(name, 'ok')\n    except OSError as e:\n        print(name, e.errno)\n"
+        "for name, nr in (('statmount', 457), ('listmount', 458), ('open_tree_attr', 467), ('unknown', 470)):\n"
+        "    print(name, libc.syscall(nr, 0, 0, 0, 0), ctypes.get_errno())\n"
         "pid = os.fork()\n"
         "if pid == 0:\n    os._exit(7)\n"
         "print('fork', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
@@ -203,5 +208,7 @@ def test_seccomp_filter_allows_only_unix_sockets_and_no_hidden_memory(tmp_path: 
     boot = Path(seccomp.__file__).parent / "boot"
     out = subprocess.run([sys.executable, str(script), str(boot), str(bpf)], capture_output=True, text=True, timeout=30)
     lines = out.stdout.splitlines()
-    for expected in ("unshare -1 1", "shmget -1 1", "inet 1", "vsock 1", "netlink 1", "memfd 1", "unix ok", "fork 7"):
+    expected_lines = ("unshare -1 1", "shmget -1 1", "inet 1", "vsock 1", "netlink 1", "memfd 1", "unix 1", "pair ok",
+                      "seqpacket ok", "dgram 1", "statmount -1 1", "listmount -1 1", "open_tree_attr -1 1", "unknown -1 38", "fork 7")  # fmt: skip
+    for expected in expected_lines:
         assert expected in lines, out.stdout + out.stderr
