@@ -239,7 +239,7 @@ class Grader:
                         verdict = self._run(check_id, check, file, launcher, gpu, handles, deadline)
                         if _near_miss(check, verdict) and time.monotonic() < deadline:
                             # timing noise is as likely as a verdict this close: measure again
-                            again = self._run(check_id, check, file, launcher, gpu, handles, deadline)
+                            again = self._run(check_id, check, file, launcher, gpu, handles, deadline, attempt=1)
                             verdict = _better(verdict, again, check)
                     except InfrastructureError as exc:
                         infra = str(exc)
@@ -303,6 +303,7 @@ class Grader:
         gpu: str | None,
         handles: dict[str, Submission],
         deadline: float,
+        attempt: int = 0,
     ) -> Verdict:
         waiting = [c for c in check.after if self._passed.get(c) is not True]
         if waiting:
@@ -317,7 +318,7 @@ class Grader:
         handle.start()
         if handle.import_failure is not None:
             return Verdict.error(handle.import_failure, hint="", traceback=handle.import_traceback)
-        ctx = CheckContext(self.lab, handle, self.seeds, device)
+        ctx = CheckContext(self.lab, handle, self.seeds, device, attempt)
         try:
             return self.plugins.checker(check.kind).run(check_id, check, ctx)
         except SubmissionFault as fault:
