@@ -404,10 +404,19 @@ def launch(
     if problems:
         worker.kill()
         raise WorkerSetupError(f"the worker ({launcher.mode}) could not set up its isolation: {'; '.join(problems)}")
+    # The worker waits for this go-ahead before it imports anything: until then it is ours, so
+    # a worker that cannot be found, or is gone, is the grader's problem; from then on, what
+    # happens to it is the submission's.
     worker.started(int(hello.get("pid", -1)))
     if worker.tree.worker is None:
         worker.kill()
         raise WorkerSetupError(f"the worker ({launcher.mode}) could not be found among its processes")
+    try:
+        worker.send({"op": "go"}, [], deadline)
+    except (WorkerTimeout, WorkerDied) as exc:
+        how = "did not read its go-ahead in time" if isinstance(exc, WorkerTimeout) else worker.exit_description()
+        worker.kill()
+        raise WorkerSetupError(f"the worker ({launcher.mode}) {how} before it was ready") from None
     return worker
 
 
