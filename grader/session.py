@@ -33,7 +33,7 @@ from grader.lab import Lab
 from grader.manifest import CheckSpec, Hardware, LabManifest
 from grader.plugins import Plugins
 from grader.plugins import default as default_plugins
-from grader.results import CheckResult, GradeResult, LeaderboardEntry, Problem, SandboxInfo, Status
+from grader.results import CheckResult, GradeResult, LeaderboardEntry, Problem, SandboxInfo, Status, Visibility
 from grader.sandbox import tiers
 from grader.sandbox.client import Submission
 from grader.sandbox.launchers import Launcher
@@ -157,6 +157,24 @@ def _better(first: Verdict, second: Verdict, check: CheckSpec) -> Verdict:
     )
 
 
+def grading_order(manifest: LabManifest) -> list[tuple[int, str, CheckSpec]]:
+    """The checks in the order they are graded, each with its worker group: 0 the visible checks,
+    1 those a student may not see yet (hidden, after the due date, after publishing), 2 visible
+    checks that wait for one of those. Manifest order within a group. Each group gets a fresh
+    worker, run in this order, so nothing a later visible check shows (an exception, a wrong
+    answer) can carry the inputs of a check the student may not see: that worker never saw them."""
+    default = manifest.lab.visibility
+    late = {cid for cid, c in manifest.checks.items() if (c.visibility or default) is not Visibility.visible}
+    waiting = {cid for cid, c in manifest.checks.items() if cid not in late and any(a in late for a in c.after)}
+    changed = True
+    while changed:  # a visible check waiting on a check that waits on a late one waits too
+        more = {cid for cid, c in manifest.checks.items() if cid not in late | waiting and any(a in waiting for a in c.after)}
+        waiting |= more
+        changed = bool(more)
+    group = {cid: 1 if cid in late else 2 if cid in waiting else 0 for cid in manifest.checks}
+    return sorted(((group[cid], cid, c) for cid, c in manifest.checks.items()), key=lambda entry: entry[0])
+
+
 def internal_error(exc: BaseException) -> str:
     """A grader bug in one line: the exception and the innermost frame of the grader's own code."""
     where = ""
@@ -221,12 +239,13 @@ class Grader:
         started_at = _now()
         deadline = started + self.deadline_s
         gpu = hardware.cuda_device() if any(c.requires is Hardware.gpu for c in self.manifest.checks.values()) else None
-        handles: dict[str, Submission] = {}
+        workers: dict[int, dict[str, Submission]] = {}
         results: list[CheckResult] = []
         self._passed = {}
         infra: str | None = None
         try:
-            for check_id, check in self.manifest.checks.items():
+            for group, check_id, check in grading_order(self.manifest):
+                handles = workers.setdefault(group, {})
                 t0 = time.monotonic()
                 if infra is not None:
                     verdict = Verdict.error(f"not graded: {infra}")
@@ -271,9 +290,12 @@ class Grader:
                 self.plugins.check_finished(self.manifest, result)
         finally:
             output = ""
-            for handle in handles.values():
-                handle.close()
-                output += handle.output
+            for group in sorted(workers):
+                for handle in workers[group].values():
+                    handle.close()
+                    output += handle.output
+        order = list(self.manifest.checks)
+        results.sort(key=lambda r: order.index(r.id))
         return GradeResult(
             exercise=self.manifest.id,
             submission=file.name,
