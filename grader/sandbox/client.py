@@ -297,6 +297,14 @@ class Submission:
             "noop_kernels": noop_kernels,
         }
         answer, frames, wall = self._request(function, header, arrays, time_limit_s or self.manifest.lab.time_limit_s)
+        changed = [spec.args[i] for i in answer.changed or [] if 0 <= i < len(spec.args)]
+        if changed:
+            names = " and ".join(repr(name) for name in changed)
+            raise SubmissionFault(
+                Status.error,
+                f"{function} changed its argument{'s' if len(changed) > 1 else ''} {names} in place; the caller's arrays must stay as they were",
+                hint="work on copies (x.copy(), t.clone()) or new arrays; a model calling this function would lose its data",
+            )
         arg_dtypes = {name: dtype_name(inputs[name]) for name in spec.args}
         return decode_outputs(function, spec, answer, frames, dims, wall, arg_dtypes)
 

@@ -9,6 +9,7 @@ patched anything in this process, so nothing here decides a verdict.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib
 import importlib.util
 import io
@@ -132,6 +133,52 @@ def to_input(spec: dict[str, Any], frames: list[bytes]) -> Any:
     if spec.get("dtype") == "bfloat16":
         tensor = tensor.view(torch.bfloat16)
     return tensor.to(spec.get("device", "cpu"))
+
+
+def unchanged_check(spec: dict[str, Any], frames: list[bytes], value: Any) -> Any:
+    """How to tell, after the call, whether the function changed this argument in place: an array
+    or tensor that came in a frame is compared with the frame's bytes (nothing to do before the
+    call but note its shape and type, so nothing is added to a timed call's own time); one made
+    here from a recipe (on the GPU, too big to copy) keeps a fingerprint taken now. None: nothing
+    to compare (a number)."""
+    if spec["t"] in ("ndarray", "tensor"):
+        return ("frame", frames[spec["f"]], _layout(value))
+    if spec["t"] == "recipe":
+        return ("fingerprint", fingerprint(value))
+    return None
+
+
+def _layout(value: Any) -> tuple[tuple[int, ...], str]:
+    return tuple(value.shape), str(value.dtype)
+
+
+def fingerprint(value: Any) -> tuple[Any, ...]:
+    """The shape, type and content of a tensor or array: exact (a hash of its bytes) on the CPU;
+    on a GPU two sums, of its bits as integers and of its values, computed there."""
+    if torch is not None and isinstance(value, torch.Tensor):
+        t = value.detach()
+        if t.device.type != "cpu":
+            bits = t.contiguous().view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+            return (*_layout(t), int(bits.sum(dtype=torch.int64)), float(t.sum(dtype=torch.float64)))
+        value = as_numpy(t)[0]
+    return (*_layout(value), hashlib.blake2b(np.ascontiguousarray(value).reshape(-1).view(np.uint8)).digest())
+
+
+def changed(value: Any, check: Any) -> bool:
+    """Whether ``value`` differs from what it was when the call began (see unchanged_check)."""
+    if check is None:
+        return False
+    try:
+        if check[0] == "fingerprint":
+            return fingerprint(value) != check[1]
+        _, frame, layout = check
+        if _layout(value) != layout:
+            return True
+        array = as_numpy(value)[0] if torch is not None and isinstance(value, torch.Tensor) else np.asarray(value)
+        data = np.frombuffer(frame, dtype=np.uint8, count=array.nbytes, offset=len(frame) - array.nbytes)
+        return not np.array_equal(np.ascontiguousarray(array).reshape(-1).view(np.uint8), data)
+    except Exception:  # noqa: BLE001 - an argument the submission turned into something else
+        return True
 
 
 def as_numpy(value: Any) -> tuple[np.ndarray, str | None]:
@@ -315,6 +362,7 @@ def main() -> int:
             chan.send(reply, [])
             continue
         args = [to_input(spec, frames) for spec in request["args"]]
+        checks = [unchanged_check(spec, frames, arg) for spec, arg in zip(request["args"], args)]
         started = time.perf_counter()
         try:
             if not callable(fn):
@@ -330,6 +378,8 @@ def main() -> int:
             chan.send({"op": "result", "id": call_id, "ok": False, "error": describe(exc, path)}, [])
             continue
         elapsed = time.perf_counter() - started
+        # Reported for the student's sake: a forger can leave it out, and gains what a correct file has.
+        mutated = [i for i, (arg, check) in enumerate(zip(args, checks)) if changed(arg, check)]
         as_tuple = isinstance(result, tuple | list) and request.get("outputs", 1) > 1
         outputs = list(result) if as_tuple else [result]
         arrays: list[np.ndarray] = []
@@ -343,6 +393,7 @@ def main() -> int:
                 "py": type(result).__name__,
                 "values": values,
                 "elapsed_s": elapsed,
+                "changed": mutated,
             }
         except BaseException as exc:  # noqa: BLE001 - a hostile __array__ or __len__
             chan.send({"op": "result", "id": call_id, "ok": False, "error": describe(exc, path)}, [])
