@@ -18,11 +18,14 @@ memory, the baseline, processes, cleanup and escapes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +49,7 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "docker": {
         "mode": "process", "held": ["filesystem", "uid", "pids", "tmp"], "missing": ["memory"],
         "hostile": ["reads_the_solution.py", "snoops_environment.py", "sockets_beyond_unix.py", "escape_attempts.py",
-                    "kills_other_processes.py", "fills_tmp_with_files.py", *CONTAINMENT],
+                    "kills_other_processes.py", "fills_tmp_with_files.py", "connects_to_host_sockets.py", *CONTAINMENT],
     },
     "nonroot": {"mode": "bubblewrap", "held": ["filesystem", "processes"], "missing": ["uid", "memory"], "hostile": CONTAINMENT},
 }  # fmt: skip
@@ -64,14 +67,15 @@ def _needs(name: str) -> None:
         pytest.skip(why)
 
 
-def _grade_in(name: str, tmp: Path) -> dict[str, dict[str, Any]]:
-    """Grade the environment's files there; {file name: result as JSON}."""
+def _grade_in(name: str, tmp: Path, hostile: list[str] | None = None, **extra_env: str) -> dict[str, dict[str, Any]]:
+    """Grade the environment's files there (``hostile``: others instead); {file name: result as JSON}."""
     lab = tmp / "lab" / LAB01.name
     shutil.copytree(LAB01, lab, ignore=shutil.ignore_patterns("__pycache__"))
     manifest = lab / "manifest.toml"
     manifest.write_text(tight_limits(manifest.read_text()) + "\n[lab.worker]\nmemory_mb = 1024\n")
-    files = [LAB01 / "solution.py", LAB01 / "starter.py", *(CORPUS / f for f in ENVIRONMENTS[name]["hostile"])]
-    env = dict(os.environ, GRADER_SECRET_SEED=SECRET, HOME=str(tmp))
+    hostile = ENVIRONMENTS[name]["hostile"] if hostile is None else hostile
+    files = [LAB01 / "solution.py", LAB01 / "starter.py", *(CORPUS / f for f in hostile)]
+    env = dict(os.environ, GRADER_SECRET_SEED=SECRET, HOME=str(tmp), **extra_env)
     command = [sys.executable, str(EMULATE / "grade.py"), str(lab), *map(str, files)]
     reachable: list[str] = []
     for path in (sys.executable, sys.prefix, sys.base_prefix, ROOT, lab, *files):
@@ -86,7 +90,8 @@ def _grade_in(name: str, tmp: Path) -> dict[str, dict[str, Any]]:
             os.chmod(folder, 0o755)
         command = [sys.executable, str(EMULATE / "environment.py"), name, *reachable, "--", *command]
         env["TMPDIR"] = "/tmp"
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp)
+    with host_sockets():
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = {}
     for line in proc.stdout.splitlines():
@@ -95,6 +100,30 @@ def _grade_in(name: str, tmp: Path) -> dict[str, dict[str, Any]]:
             results[entry["file"]] = entry["result"]
     assert len(results) == len(files), proc.stdout[-2000:] + proc.stderr[-3000:]
     return results
+
+
+@contextlib.contextmanager
+def host_sockets() -> Iterator[list[Path]]:
+    """A world-writable stream socket (listening) and datagram socket on the host, as D-Bus and
+    /dev/log are, for connects_to_host_sockets.py to reach for while the environment grades."""
+    made, socks = [], []
+    try:
+        for kind, name in ((socket.SOCK_STREAM, "stream"), (socket.SOCK_DGRAM, "dgram")):
+            path = Path(f"/tmp/grader-corpus-{os.getpid()}-{name}.sock")
+            path.unlink(missing_ok=True)
+            sock = socket.socket(socket.AF_UNIX, kind)
+            sock.bind(str(path))
+            os.chmod(path, 0o777)
+            if kind == socket.SOCK_STREAM:
+                sock.listen(16)
+            made.append(path)
+            socks.append(sock)
+        yield made
+    finally:
+        for sock in socks:
+            sock.close()
+        for path in made:
+            path.unlink(missing_ok=True)
 
 
 _GRADED: dict[str, dict[str, dict[str, Any]]] = {}
@@ -150,3 +179,14 @@ def test_hostile_files_get_their_verdicts(graded: tuple[str, dict[str, dict[str,
     assert result.score <= max_score
     if file in POST:
         POST[file](result)
+
+
+def test_official_grading_refuses_a_process_tier_worker_that_keeps_uid_0(tmp_path: Path) -> None:
+    """Docker's defaults where no worker uid can be leased (here: a malformed range): the worker
+    would keep uid 0, which Landlock does not fully confine (root's files, sockets, processes
+    where no rule reaches). Official grading refuses; nothing is graded, nothing is charged."""
+    _needs("docker")
+    results = _grade_in("docker", tmp_path, [], GRADER_WORKER_UIDS="not-a-range")
+    for result in results.values():
+        assert not result["gradable"] and result["problem"] == "infrastructure", result["error"]
+        assert "a worker uid other than 0" in result["error"] and "the worker keeps uid 0" in result["error"], result["error"]

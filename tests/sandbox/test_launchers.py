@@ -4,6 +4,7 @@ that leaves solutions, secret or network in reach, telling the course staff what
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -121,9 +122,30 @@ def _weak() -> Launcher:
 def test_a_weak_tier_says_what_it_lacks() -> None:
     launcher = assess(_weak(), LAB01)
     assert launcher.degraded and not launcher.official_ok
-    assert launcher.warnings[0].startswith("DEGRADED ISOLATION: solutions, secret within the submission's reach")
+    assert launcher.warnings[0].startswith("DEGRADED ISOLATION: solutions, secret, "), launcher.warnings[0]
     held = {g.name: g.held for g in launcher.guarantees}
     assert held["network"] is seccomp.supported() and not held["filesystem"] and not held["uid"]
+
+
+@pytest.mark.parametrize(
+    ("root", "drop_uid", "abi", "ok", "open_"),
+    [
+        (True, True, 7, True, ""),
+        (True, False, 7, False, "uid open (the worker keeps uid 0"),  # Landlock does not cover all that uid 0 owns
+        (False, False, 6, True, ""),
+        (False, False, 5, False, "processes open"),  # the grader's own uid, and nothing scopes its signals
+        (True, True, 5, True, ""),  # a uid of its own cannot signal the grader anyway
+    ],
+)
+def test_the_process_tier_is_official_only_with_a_uid_not_0_and_signals_kept_in(
+    monkeypatch: pytest.MonkeyPatch, root: bool, drop_uid: bool, abi: int, ok: bool, open_: str
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0 if root else 1000)
+    launcher = assess(Launcher("process", drop_uid=drop_uid, landlock=abi), LAB01)
+    assert launcher.official_ok is ok, launcher.warnings
+    if not ok:
+        assert open_ in refusal(launcher) and "without bubblewrap" in refusal(launcher)
+    assert assess(dataclasses.replace(launcher, mode="bubblewrap", bwrap=None), LAB01).official_ok  # namespaces hold these
 
 
 def test_official_grading_refuses_and_tells_the_staff_what_to_do() -> None:
@@ -133,7 +155,8 @@ def test_official_grading_refuses_and_tells_the_staff_what_to_do() -> None:
     assert "--allow-unsandboxed" in message  # named last, as the staff's choice, never as the fix
 
 
-def test_landlock_alone_keeps_the_official_guarantees() -> None:
+def test_landlock_alone_keeps_the_official_guarantees(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # a root grader must also hand the worker a uid of its own
     launcher = assess(Launcher("process", drop_uid=False, landlock=6), LAB01)
     assert launcher.official_ok, launcher.warnings
     assert {g.name for g in launcher.guarantees if g.held} >= set(OFFICIAL) | {"filesystem", "processes"}
