@@ -7,7 +7,8 @@ run in the grader's process on the same inputs beside each timed call, so that a
 (a batch running jobs side by side) slows both sides of each pair alike; pairs alternate which
 side goes first, so a trend in the load does not favour either. The submission's whole process
 tree is frozen while the baseline runs (the sandbox freezes it between calls), so nothing it
-started can slow the baseline down.
+started can slow the baseline down; where the freezing is SIGSTOP, a tree that ran anyway (a
+timer resumed it) is found after the baseline and the check is an error.
 
 The median of the per-pair ratios decides. A median short of ``margin`` times the requirement,
 and not under half of it, is measured again with another round of pairs, up to ``max_rounds``,
@@ -96,6 +97,7 @@ class CpuSpeedupChecker(Checker):
                 got = ctx.call(check.function, case, check.time_limit_s)
                 if not baseline_first:
                     t_base, answer = self._time_baseline(ctx, check, case)
+                    ctx.submission.check_frozen(check.function)  # (before the next call, its thaw checks too)
                 for out in spec.returns:
                     result = compare(out.name, answer[out.name], got[out.name], tol)
                     if not result.ok:

@@ -198,6 +198,16 @@ class Submission:
 
     # -- calls --------------------------------------------------------------------------------
 
+    def check_frozen(self, function: str) -> None:
+        """SubmissionFault if the submission's processes ran since the worker last answered (a
+        check calls this after timing the baseline: what ran then was the baseline's rival)."""
+        if self._worker is None:
+            return
+        broken = self._worker.tree.ran_while_frozen()
+        if broken is not None:
+            self._discard_worker()
+            raise SubmissionFault(Status.error, _ran_while_frozen(function, broken))
+
     def defines(self, function: str) -> bool:
         self.start()
         return self.import_failure is None and self._available.get(function, False)
@@ -236,7 +246,10 @@ class Submission:
         worker = self._ready(function)
         self._calls += 1
         header = dict(header, id=self._calls, function=function)
-        worker.thaw()
+        broken = worker.thaw()
+        if broken is not None:
+            self._discard_worker()
+            raise SubmissionFault(Status.error, _ran_while_frozen(function, broken))
         started = time.monotonic()
         deadline, cut = self._deadline(limit)
         try:
@@ -257,7 +270,10 @@ class Submission:
             raise SubmissionFault(Status.error, f"{function} produced an invalid answer ({exc})") from None
         wall = time.monotonic() - started
         if not worker.settle():
+            resumed = worker.tree.resumed
             self._discard_worker()
+            if resumed is not None:
+                raise SubmissionFault(Status.error, _ran_while_frozen(function, resumed))
             raise SubmissionFault(Status.error, f"{function}: the submission's processes could not be paused after the call")
         answer = read_reply(reply.header)
         if answer is None:
@@ -332,6 +348,13 @@ class Submission:
         if answer.kernels is None or answer.defined is None:
             raise SubmissionFault(Status.error, f"{function}: the profiler returned an invalid answer")
         return [row.model_dump() for row in answer.kernels], list(answer.defined)
+
+
+def _ran_while_frozen(function: str, how: str) -> str:
+    return (
+        f"{function}: the submission's processes ran while they were frozen between calls ({how}); "
+        "a process that resumes itself (a timer sending SIGCONT) breaks the sandbox's containment"
+    )
 
 
 @functools.lru_cache(maxsize=1)

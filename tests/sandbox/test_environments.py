@@ -38,7 +38,9 @@ from grader.results import GradeResult
 EMULATE = Path(__file__).resolve().parent / "emulate"
 # The hostile files each environment grades besides the solution and the starter: what attacks
 # the parts of the sandbox that differ there.
-CONTAINMENT = ["memory_across_processes.py", "shared_memory.py", "starves_the_baseline.py", "fork_bomb.py", "daemon_keeps_pipe.py"]
+CONTAINMENT = ["memory_across_processes.py", "shared_memory.py", "starves_the_baseline.py", "fork_bomb.py", "daemon_keeps_pipe.py",
+               "frozen_by_signals/resumes_itself_between_calls.py"]  # fmt: skip
+"""Attacks on containment; in docker and nonroot no cgroup freezer is writable, so SIGSTOP freezes."""
 ENVIRONMENTS: dict[str, dict[str, Any]] = {
     # the tier, guarantees that must hold and must be missing there, the hostile files
     "debian": {"mode": "bubblewrap", "held": ["filesystem", "uid", "memory", "tmp"], "missing": [], "hostile": []},
@@ -169,7 +171,7 @@ def test_solution_full_marks_and_starter_zero(graded: tuple[str, dict[str, dict[
 )
 def test_hostile_files_get_their_verdicts(graded: tuple[str, dict[str, dict[str, Any]]], file: str) -> None:
     name, results = graded
-    result = GradeResult.model_validate(results[file])
+    result = GradeResult.model_validate(results[Path(file).name])
     verdicts, max_score = expectations(CORPUS / file)
     assert result.gradable, result.error
     for check in result.checks:
@@ -177,8 +179,8 @@ def test_hostile_files_get_their_verdicts(graded: tuple[str, dict[str, dict[str,
         assert matches(check.status.value, status), f"{name}: {check.id}: {check.status.value} ({check.message}), expected {status}"
         assert fragment in check.message, f"{name}: {check.id}: {check.message!r} lacks {fragment!r}"
     assert result.score <= max_score
-    if file in POST:
-        POST[file](result)
+    if Path(file).name in POST:
+        POST[Path(file).name](result)
 
 
 def test_official_grading_refuses_a_process_tier_worker_that_keeps_uid_0(tmp_path: Path) -> None:
