@@ -76,6 +76,8 @@ class Submission:
         self.torch_device = torch_device
         self.filename = filename
         self.source = source
+        self.helpers: dict[str, bytes] = dict(helpers or {})
+        """The upload's other modules (relative path -> source): the submission's code too."""
         _sweep_stale_copies()
         self._dir = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-"))
         os.chmod(self._dir, 0o755)

@@ -12,6 +12,7 @@ check's number on the leaderboard), ``# graded-as:`` the name the file is upload
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,6 +65,23 @@ def lab_edit(text: str, hidden_checks: tuple[str, ...]) -> str:
 
 def matches(status: str, expected: str) -> bool:
     return status in expected.split("|")
+
+
+UPLOADS = CORPUS / "uploads"
+"""Multi-file uploads, one folder each: the graded file (the one with ``# verdict:`` lines) names
+its lab (``# lab:``) and files to make from the lab's solution (``# helper-from-solution: NAME``)."""
+
+
+def upload(folder: Path, into: Path, labs: Path) -> tuple[Path, Path]:
+    """Lay the upload in ``folder`` out in ``into``: (the graded file, its lab)."""
+    shutil.copytree(folder, into, ignore=shutil.ignore_patterns("__pycache__"))
+    main = next(p for p in sorted(into.rglob("*.py")) if VERDICT.search(p.read_text()))
+    text = main.read_text()
+    lab_id = re.search(r"^# lab: (\S+)", text, re.M).group(1)
+    lab = next(labs.glob(f"*/{lab_id}"))
+    for name in re.findall(r"^# helper-from-solution: (\S+)$", text, re.M):
+        shutil.copyfile(lab / "solution.py", main.parent / name)
+    return main, lab
 
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from sandbox.corpus_checks import CORPUS, POST, SECRET, expectations, graded_as, hidden, lab_edit, matches
-from support import LAB01, tight_limits
+from sandbox.corpus_checks import CORPUS, POST, SECRET, UPLOADS, expectations, graded_as, hidden, lab_edit, matches, upload
+from support import LAB01, PHASE, tight_limits
 
+from grader.discovery import read_submission, with_helpers
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import GradeResult
@@ -82,3 +83,22 @@ def test_hostile_submission_gets_its_verdict(path: Path, corpus_grader: Callable
     assert (out / "scorecard.md").read_text(encoding="utf-8").startswith(f"# {result.exercise}")
     if path.name in POST:
         POST[path.name](result)
+
+
+@pytest.mark.parametrize("folder", sorted(p for p in UPLOADS.iterdir() if p.is_dir()), ids=lambda p: p.name)
+def test_hostile_upload_gets_its_verdict(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multi-file upload: every module the graded file loads from it is the submission's."""
+    if probe().mode != "bubblewrap":
+        pytest.skip(f"the corpus needs full isolation; this machine runs '{probe().mode}'")
+    monkeypatch.setenv("GRADER_SECRET_SEED", SECRET)
+    main, lab = upload(folder, tmp_path / "upload", PHASE.parent)
+    file = with_helpers(read_submission(main), main, sorted((tmp_path / "upload").rglob("*.py")))
+    result = Grader(load_manifest(lab, default_plugins().checkers()), GradingOptions(official=True)).grade(file)
+    verdicts, max_score = expectations(main)
+    assert result.gradable, result.error
+    assert sorted(result.helper_files) == sorted(str(p.relative_to(main.parent)) for p in main.parent.rglob("*.py") if p != main)
+    for check in result.checks:
+        status, fragment = verdicts.get(check.id) or verdicts["*"]
+        assert matches(check.status.value, status), f"{check.id}: {check.status.value} ({check.message}), expected {status}"
+        assert fragment in check.message, f"{check.id}: {check.message!r} lacks {fragment!r}"
+    assert result.score <= max_score

@@ -215,11 +215,26 @@ def encode_value(value: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
     return {"t": "other", "py": py}
 
 
-class NoopKernels:
-    """While active, launches of Triton kernels defined in the submission do nothing (ghost replay)."""
+def upload_modules(folder: str) -> dict[str, Any]:
+    """The modules loaded from the upload's folder (the submission and the helper modules it
+    imported), by name: all of them are the submission's code."""
+    out = {}
+    for name, module in list(sys.modules.items()):
+        try:
+            file = getattr(module, "__file__", None)
+            if isinstance(file, str) and os.path.realpath(file).startswith(folder + os.sep):
+                out[name] = module
+        except BaseException:  # noqa: BLE001 - whatever the submission put in sys.modules
+            continue
+    return out
 
-    def __init__(self, module_name: str) -> None:
-        self.module_name = module_name
+
+class NoopKernels:
+    """While active, launches of Triton kernels defined in the submission (any of the upload's
+    modules) do nothing (ghost replay)."""
+
+    def __init__(self, module_names: set[str]) -> None:
+        self.module_names = module_names
         self.saved: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> None:
@@ -236,8 +251,8 @@ class NoopKernels:
         for cls in classes:
             original = cls.run
 
-            def run(self: Any, *args: Any, _original: Any = original, _name: str = self.module_name, **kwargs: Any) -> Any:
-                if getattr(getattr(self, "fn", None), "__module__", None) == _name:
+            def run(self: Any, *args: Any, _original: Any = original, _names: set[str] = self.module_names, **kwargs: Any) -> Any:
+                if getattr(getattr(self, "fn", None), "__module__", None) in _names:
                     return None
                 return _original(self, *args, **kwargs)
 
@@ -275,15 +290,17 @@ def repair_interpreter() -> None:
     interp._patch_lang_tensor = patched
 
 
-def kernel_names(module: Any) -> list[str]:
-    """Names of the Triton kernels the submission defines (JIT functions, autotuned or not)."""
+def kernel_names(modules: dict[str, Any]) -> list[str]:
+    """Names of the Triton kernels the submission defines in any of its modules (JIT functions,
+    autotuned or not)."""
     names = []
-    for value in vars(module).values():
-        fn = value
-        while hasattr(fn, "fn") and not callable(getattr(fn, "__code__", None)):
-            fn = fn.fn
-        if fn is not value and getattr(fn, "__module__", None) == module.__name__:
-            names.append(fn.__name__)
+    for module_name, module in modules.items():
+        for value in list(vars(module).values()):
+            fn = value
+            while hasattr(fn, "fn") and not callable(getattr(fn, "__code__", None)):
+                fn = fn.fn
+            if fn is not value and getattr(fn, "__module__", None) == module_name:
+                names.append(fn.__name__)
     return sorted(set(names))
 
 
@@ -323,6 +340,7 @@ def main() -> int:
         if name == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
             repair_interpreter()
     path = init["path"]
+    folder = os.path.realpath(os.path.dirname(path))
     sys.path.insert(0, os.path.dirname(path))  # the upload's own helper modules import as they did at home
     try:
         spec = importlib.util.spec_from_file_location(init.get("module", "submission"), path)
@@ -356,7 +374,7 @@ def main() -> int:
                     reply = {"op": "result", "id": call_id, "ok": True, "times_us": times, "fingerprints": prints}
                 else:
                     rows = gpu.profile_calls(fn, sets[0], request.get("warmup", 2), request.get("active", 3))
-                    reply = {"op": "result", "id": call_id, "ok": True, "kernels": rows[:200], "defined": kernel_names(module)}
+                    reply = {"op": "result", "id": call_id, "ok": True, "kernels": rows[:200], "defined": kernel_names(upload_modules(folder))}
             except BaseException as exc:  # noqa: BLE001
                 reply = {"op": "result", "id": call_id, "ok": False, "error": describe(exc, path)}
             chan.send(reply, [])
@@ -368,7 +386,7 @@ def main() -> int:
             if not callable(fn):
                 raise AttributeError(f"the submission defines no function {request['function']!r}")
             if request.get("noop_kernels"):
-                with NoopKernels(module.__name__):
+                with NoopKernels(set(upload_modules(folder))):
                     result = fn(*args)
             else:
                 result = fn(*args)
