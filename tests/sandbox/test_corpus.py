@@ -1,7 +1,8 @@
 """The adversarial corpus: hostile lab-01 submissions, each with the verdict it must get.
 
 Every file in ``corpus/`` states the verdict of each check and the most it may score (see
-corpus_checks.py). Each is graded officially (as an LMS or a batch grades) through the real
+corpus_checks.py); ``corpus/uploads/`` holds multi-file uploads (lab-05), one folder each, and
+``corpus/frozen_by_signals/`` what only the SIGSTOP tiers grade (test_environments.py). Each is graded officially (as an LMS or a batch grades) through the real
 sandbox with short time limits and a 1 GiB memory budget; the grading must finish, stay
 gradable, and never credit the attack.
 """

@@ -12,8 +12,10 @@ In each, lab-01's solution and starter and the hostile files that probe each gua
 graded with ``official=True`` in a separate process, and must get their verdicts, and the
 result must name the tier and its guarantees. The full corpus runs once (under ``debian``);
 the other environments differ only in how the sandbox is built, so they run the files that
-attack what differs between tiers: files, secret, network, memory across processes, shared
-memory, the baseline, processes, cleanup and escapes.
+attack what differs between tiers: files, secret, network and the host's UNIX sockets, memory
+across processes, shared memory, the baseline, processes, cleanup and escapes, and (in
+``corpus/frozen_by_signals/``, graded only where no cgroup freezer is writable) a tree that
+resumes itself from SIGSTOP.
 """
 
 from __future__ import annotations
