@@ -1,11 +1,12 @@
 """Where no cgroup freezer is writable the grader stops the tree with SIGSTOP between calls.
 After each timed call this grouped forward arms POSIX timers that send its own process SIGCONT
-10 to 320 ms later (the kernel sends them, stopped or not: however long the grader takes to
-freeze it and then to time the baseline, some come in between), and a thread of its own burns CPU whenever no
-call runs: resumed while the grader times the baseline, it slows the baseline down. The grader
-reads each process's CPU time when it freezes the tree and again after the baseline (and before
-each thaw): the check is an error, never a measurement. (Graded only where freezing is SIGSTOP:
-a cgroup freezer ignores SIGCONT, and there the speed check is measured as usual.)"""
+from 10 ms to 2 s later, each 15% after the one before (the kernel sends them, stopped or not:
+however long the grader takes to freeze the tree, one comes soon after, while the baseline is
+timed), and a thread of its own burns CPU whenever no call runs: resumed while the grader times
+the baseline, it slows the baseline down. The grader reads each process's CPU time when it
+freezes the tree and again after the baseline (and before each thaw): the check is an error,
+never a measurement. (Graded only where freezing is SIGSTOP: a cgroup freezer ignores SIGCONT,
+and there the speed check is measured as usual.)"""
 # verdict: * error "defines no function"
 # verdict: grouped-matches-reference passed
 # verdict: grouped-keeps-every-assignment passed
@@ -31,7 +32,7 @@ class ITimerSpec(ctypes.Structure):
 signal.signal(signal.SIGCONT, lambda *_: None)  # handled: the kernel parks a timer whose signal is ignored
 # Several one-shot timers: a SIGCONT still pending when the grader's SIGSTOP comes is flushed with
 # it, and its timer fires no more; a later one wakes the stopped process.
-_timers = [ctypes.c_void_p() for _ in range(32)]
+_timers = [ctypes.c_void_p() for _ in range(38)]
 for _timer in _timers:
     libc.timer_create(1, ctypes.byref(SigEvent(None, signal.SIGCONT, 0)), ctypes.byref(_timer))  # CLOCK_MONOTONIC, SIGEV_SIGNAL
 _idle = threading.Event()
@@ -62,8 +63,9 @@ def moe_forward_grouped(x, w_gate, w1s, w2s, k):
         if rows.size:
             tokens = rows // k
             np.add.at(out, tokens, weights[rows, None] * (np.maximum(x[tokens] @ w1s[e], 0.0) @ w2s[e]))
-    if x.shape[0] >= 1024:  # a timed call: SIGCONT 10, 20, ... 320 ms from now, once the grader has frozen it
-        for n, timer in enumerate(_timers, start=1):
-            libc.timer_settime(timer, 0, ctypes.byref(ITimerSpec(0, 0, 0, n * 10_000_000)), None)
+    if x.shape[0] >= 1024:  # a timed call: SIGCONT from 10 ms to 2 s from now, each 15% after the last
+        for n, timer in enumerate(_timers):
+            delay = int(10_000_000 * 1.15**n)
+            libc.timer_settime(timer, 0, ctypes.byref(ITimerSpec(0, 0, delay // 1_000_000_000, delay % 1_000_000_000)), None)
         _idle.set()
     return out
