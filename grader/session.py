@@ -164,15 +164,21 @@ def grading_order(manifest: LabManifest) -> list[tuple[int, str, CheckSpec]]:
     worker, run in this order, so nothing a later visible check shows (an exception, a wrong
     answer) can carry the inputs of a check the student may not see: that worker never saw them."""
     default = manifest.lab.visibility
-    late = {cid for cid, c in manifest.checks.items() if (c.visibility or default) is not Visibility.visible}
-    waiting = {cid for cid, c in manifest.checks.items() if cid not in late and any(a in late for a in c.after)}
-    changed = True
-    while changed:  # a visible check waiting on a check that waits on a late one waits too
-        more = {cid for cid, c in manifest.checks.items() if cid not in late | waiting and any(a in waiting for a in c.after)}
-        waiting |= more
-        changed = bool(more)
-    group = {cid: 1 if cid in late else 2 if cid in waiting else 0 for cid in manifest.checks}
+    group: dict[str, int] = {}
+    for cid, c in manifest.checks.items():  # `after` names earlier checks only, so one pass settles it
+        late = (c.visibility or default) is not Visibility.visible
+        group[cid] = 1 if late else 2 if any(group.get(a, 0) > 0 for a in c.after) else 0
     return sorted(((group[cid], cid, c) for cid, c in manifest.checks.items()), key=lambda entry: entry[0])
+
+
+def _close(handles: dict[str, Submission]) -> str:
+    """Close the workers (one per device) and forget them; what they printed."""
+    output = ""
+    for handle in handles.values():
+        handle.close()
+        output += handle.output
+    handles.clear()
+    return output
 
 
 def internal_error(exc: BaseException) -> str:
@@ -239,13 +245,17 @@ class Grader:
         started_at = _now()
         deadline = started + self.deadline_s
         gpu = hardware.cuda_device() if any(c.requires is Hardware.gpu for c in self.manifest.checks.values()) else None
-        workers: dict[int, dict[str, Submission]] = {}
+        handles: dict[str, Submission] = {}
         results: list[CheckResult] = []
         self._passed = {}
         infra: str | None = None
+        output = ""
+        current = 0
         try:
             for group, check_id, check in grading_order(self.manifest):
-                handles = workers.setdefault(group, {})
+                if group != current:  # the next group's checks get a fresh worker
+                    output += _close(handles)
+                    current = group
                 t0 = time.monotonic()
                 if infra is not None:
                     verdict = Verdict.error(f"not graded: {infra}")
@@ -289,11 +299,7 @@ class Grader:
                 self._passed[check_id] = result.status is Status.passed
                 self.plugins.check_finished(self.manifest, result)
         finally:
-            output = ""
-            for group in sorted(workers):
-                for handle in workers[group].values():
-                    handle.close()
-                    output += handle.output
+            output += _close(handles)
         order = list(self.manifest.checks)
         results.sort(key=lambda r: order.index(r.id))
         return GradeResult(
