@@ -152,14 +152,24 @@ def _layout(value: Any) -> tuple[tuple[int, ...], str]:
     return tuple(value.shape), str(value.dtype)
 
 
+FINGERPRINT_CHUNK = 1 << 26
+"""Elements summed at a time on a GPU: a weight tensor may fill most of its memory, so no sum may
+need a widened copy of all of it."""
+
+
 def fingerprint(value: Any) -> tuple[Any, ...]:
     """The shape, type and content of a tensor or array: exact (a hash of its bytes) on the CPU;
-    on a GPU two sums, of its bits as integers and of its values, computed there."""
+    on a GPU two sums, of its bits as integers and of its values, computed there chunk by chunk."""
     if torch is not None and isinstance(value, torch.Tensor):
         t = value.detach()
         if t.device.type != "cpu":
-            bits = t.contiguous().view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
-            return (*_layout(t), int(bits.sum(dtype=torch.int64)), float(t.sum(dtype=torch.float64)))
+            flat = t.contiguous().reshape(-1)
+            bits_view = flat.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+            bits, total = 0, 0.0
+            for start in range(0, flat.numel(), FINGERPRINT_CHUNK):
+                bits += int(bits_view[start : start + FINGERPRINT_CHUNK].sum(dtype=torch.int64))
+                total += float(flat[start : start + FINGERPRINT_CHUNK].sum(dtype=torch.float64))
+            return (*_layout(t), bits, total)
         value = as_numpy(t)[0]
     return (*_layout(value), hashlib.blake2b(np.ascontiguousarray(value).reshape(-1).view(np.uint8)).digest())
 
