@@ -37,7 +37,7 @@ from grader.lab import Lab
 from grader.manifest import CheckSpec, Hardware, LabManifest
 from grader.plugins import Plugins
 from grader.plugins import default as default_plugins
-from grader.results import CheckResult, GradeResult, LeaderboardEntry, Problem, SandboxInfo, Status
+from grader.results import CheckResult, GradeResult, LeaderboardEntry, Problem, SandboxInfo, Status, Visibility
 from grader.sandbox import tiers
 from grader.sandbox.client import Submission
 from grader.sandbox.launchers import Launcher
@@ -202,6 +202,30 @@ class Background:
         self._thread.join()
 
 
+def grading_order(manifest: LabManifest) -> list[tuple[int, str, CheckSpec]]:
+    """The checks in the order they are graded, each with its worker group: 0 the visible checks,
+    1 those a student may not see yet (hidden, after the due date, after publishing), 2 visible
+    checks that wait for one of those. Manifest order within a group. Each group gets a fresh
+    worker, run in this order, so nothing a later visible check shows (an exception, a wrong
+    answer) can carry the inputs of a check the student may not see: that worker never saw them."""
+    default = manifest.lab.visibility
+    group: dict[str, int] = {}
+    for cid, c in manifest.checks.items():  # `after` names earlier checks only, so one pass settles it
+        late = (c.visibility or default) is not Visibility.visible
+        group[cid] = 1 if late else 2 if any(group.get(a, 0) > 0 for a in c.after) else 0
+    return sorted(((group[cid], cid, c) for cid, c in manifest.checks.items()), key=lambda entry: entry[0])
+
+
+def _close(handles: dict[str, Submission]) -> str:
+    """Close the workers (one per device) and forget them; what they printed."""
+    output = ""
+    for handle in handles.values():
+        handle.close()
+        output += handle.output
+    handles.clear()
+    return output
+
+
 def internal_error(exc: BaseException) -> str:
     """A grader bug in one line: the exception and the innermost frame of the grader's own code."""
     where = ""
@@ -293,10 +317,17 @@ class Grader:
         results: list[CheckResult] = []
         self._passed = {}
         infra: str | None = None
+        output = ""
+        current = 0
         try:
-            if gpu is not None and gpu_cache.enabled():
+            order = grading_order(self.manifest)
+            if gpu is not None and gpu_cache.enabled() and any(g == 0 and c.requires is Hardware.gpu for g, _, c in order):
                 self._get_gpu_ready(file, launcher, handles, deadline)
-            for check_id, check in self.manifest.checks.items():
+            for group, check_id, check in order:
+                if group != current:  # the next group's checks get a fresh worker
+                    self._settle_pending()
+                    output += _close(handles)
+                    current = group
                 t0 = time.monotonic()
                 if infra is not None:
                     verdict = Verdict.error(f"not graded: {infra}")
@@ -309,7 +340,7 @@ class Grader:
                         verdict = self._run(check_id, check, file, launcher, gpu, handles, deadline)
                         if _near_miss(check, verdict) and time.monotonic() < deadline:
                             # timing noise is as likely as a verdict this close: measure again
-                            again = self._run(check_id, check, file, launcher, gpu, handles, deadline)
+                            again = self._run(check_id, check, file, launcher, gpu, handles, deadline, attempt=1)
                             verdict = _better(verdict, again, check)
                     except InfrastructureError as exc:
                         infra = str(exc)
@@ -340,19 +371,13 @@ class Grader:
                 self._passed[check_id] = result.status is Status.passed
                 self.plugins.check_finished(self.manifest, result)
         finally:
-            for pending in self._pending.values():
-                try:
-                    pending.join()
-                except Exception:  # noqa: BLE001 - the grading is over; its own checks reported what mattered
-                    pass
-            self._pending = {}
-            output = ""
-            for handle in handles.values():
-                handle.close()
-                output += handle.output
+            self._settle_pending()
+            output += _close(handles)
             for starter in self._starters:  # only now: the workers they started are gone
                 starter.release()
             self._starters = []
+        order_ids = list(self.manifest.checks)
+        results.sort(key=lambda r: order_ids.index(r.id))
         return GradeResult(
             exercise=self.manifest.id,
             submission=file.name,
@@ -372,6 +397,16 @@ class Grader:
             duration_s=round(time.monotonic() - started, 3),
             started_at=started_at,
         )
+
+    def _settle_pending(self) -> None:
+        """Wait for what runs in the background (the reference's warm-up, a worker's start): a
+        worker is never closed while it is still starting."""
+        for pending in self._pending.values():
+            try:
+                pending.join()
+            except Exception:  # noqa: BLE001 - the checks that needed it reported what mattered
+                pass
+        self._pending = {}
 
     def _get_gpu_ready(self, file: SubmissionFile, launcher: Launcher, handles: dict[str, Submission], deadline: float) -> None:
         """While the CPU checks run: compile the reference's kernels into the folder the GPU worker
@@ -404,6 +439,7 @@ class Grader:
         gpu: str | None,
         handles: dict[str, Submission],
         deadline: float,
+        attempt: int = 0,
     ) -> Verdict:
         waiting = [c for c in check.after if self._passed.get(c) is not True]
         if waiting:
@@ -423,7 +459,7 @@ class Grader:
         handle.start()
         if handle.import_failure is not None:
             return Verdict.error(handle.import_failure, hint="", traceback=handle.import_traceback)
-        ctx = CheckContext(self.lab, handle, self.seeds, device)
+        ctx = CheckContext(self.lab, handle, self.seeds, device, attempt)
         try:
             return self.plugins.checker(check.kind).run(check_id, check, ctx)
         except SubmissionFault as fault:

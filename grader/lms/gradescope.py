@@ -43,7 +43,7 @@ from grader.flags import positive
 from grader.lms.base import Export, LabLoader, LmsFormat
 from grader.lms.container import Container
 from grader.manifest import LabManifest
-from grader.reporters.markdown import block, cell, table
+from grader.reporters.markdown import block, cell, code, table
 from grader.results import CheckResult, GradeResult, Problem, Status, Visibility
 from grader.text import printable
 
@@ -75,7 +75,7 @@ def check_output(check: CheckResult, limit: int = TEST_OUTPUT_LIMIT) -> str:
     lines = [f"**{check.status.value.upper()}**", "", block(check.message), ""]
     if check.mismatches:
         lines += ["First mismatches:", "", "| where | expected | got |", "| --- | --- | --- |"]
-        lines += [f"| `{cell(m.where)}` | {cell(m.expected)} | {cell(m.got)} |" for m in check.mismatches]
+        lines += [f"| {code(m.where, in_table=True)} | {cell(m.expected)} | {cell(m.got)} |" for m in check.mismatches]
         lines.append("")
     if check.details:
         lines += table([{"measured": k, "value": str(v)} for k, v in check.details.items()]) + [""]
@@ -130,8 +130,8 @@ class GradescopeFormat(LmsFormat):
             # Gradescope hides the total from students when tests are hidden; so does this text.
             lines = [f"**{result.exercise}**: the checks you can see are below. Some checks stay hidden "
                      "until the course releases them, and so does your total."]  # fmt: skip
-        lines += ["", f"Graded file: `{cell(result.submission)}`" + (
-            f" (with your modules {', '.join(f'`{cell(h)}`' for h in result.helper_files)})" if result.helper_files else ""
+        lines += ["", f"Graded file: {code(result.submission)}" + (
+            f" (with your modules {', '.join(code(h) for h in result.helper_files)})" if result.helper_files else ""
         )]  # fmt: skip
         pending = [c for c in result.checks if c.deferred]
         if pending:
@@ -166,9 +166,11 @@ class GradescopeFormat(LmsFormat):
                 "official": result.official,
             },
         }
+        # The leaderboard is public to the class: a hidden check's numbers would publish it.
         board = [
             {"name": f"{check.id}: {entry.name}", "value": entry.value, "order": entry.order}
             for check in result.checks
+            if check.visibility is Visibility.visible
             for entry in check.leaderboard
         ]
         if board:

@@ -81,6 +81,8 @@ class Submission:
         self.torch_device = torch_device
         self.filename = filename
         self.source = source
+        self.helpers: dict[str, bytes] = dict(helpers or {})
+        """The upload's other modules (relative path -> source): the submission's code too."""
         self._files: dict[str, str] = {}
         """What the worker must find in the copy before it imports anything: path -> sha256."""
         try:
@@ -264,6 +266,16 @@ class Submission:
 
     # -- calls --------------------------------------------------------------------------------
 
+    def check_frozen(self, function: str) -> None:
+        """SubmissionFault if the submission's processes ran since the worker last answered (a
+        check calls this after timing the baseline: what ran then was the baseline's rival)."""
+        if self._worker is None:
+            return
+        broken = self._worker.tree.ran_while_frozen()
+        if broken is not None:
+            self._discard_worker()
+            raise SubmissionFault(Status.error, _ran_while_frozen(function, broken))
+
     def defines(self, function: str) -> bool:
         self.start()
         return self.import_failure is None and self._available.get(function, False)
@@ -302,7 +314,10 @@ class Submission:
         worker = self._ready(function)
         self._calls += 1
         header = dict(header, id=self._calls, function=function)
-        worker.thaw()
+        broken = worker.thaw()
+        if broken is not None:
+            self._discard_worker()
+            raise SubmissionFault(Status.error, _ran_while_frozen(function, broken))
         started = time.monotonic()
         deadline, cut = self._deadline(limit)
         try:
@@ -323,7 +338,10 @@ class Submission:
             raise SubmissionFault(Status.error, f"{function} produced an invalid answer ({exc})") from None
         wall = time.monotonic() - started
         if not worker.settle():
+            resumed = worker.tree.resumed
             self._discard_worker()
+            if resumed is not None:
+                raise SubmissionFault(Status.error, _ran_while_frozen(function, resumed))
             raise SubmissionFault(Status.error, f"{function}: the submission's processes could not be paused after the call")
         answer = read_reply(reply.header)
         if answer is None:
@@ -363,6 +381,14 @@ class Submission:
             "noop_kernels": noop_kernels,
         }
         answer, frames, wall = self._request(function, header, arrays, time_limit_s or self.manifest.lab.time_limit_s)
+        changed = [spec.args[i] for i in answer.changed or [] if 0 <= i < len(spec.args)]
+        if changed:
+            names = " and ".join(repr(name) for name in changed)
+            raise SubmissionFault(
+                Status.error,
+                f"{function} changed its argument{'s' if len(changed) > 1 else ''} {names} in place; the caller's arrays must stay as they were",
+                hint="work on copies (x.copy(), t.clone()) or new arrays; a model calling this function would lose its data",
+            )
         arg_dtypes = {name: dtype_name(inputs[name]) for name in spec.args}
         return decode_outputs(function, spec, answer, frames, dims, wall, arg_dtypes)
 
@@ -405,6 +431,13 @@ def copies_root() -> Path:
 def _sweep_stale_copies(root: Path) -> None:
     """Remove the private copies that no grading holds any more (graders killed mid-grading)."""
     leases.sweep(root, COPY_PREFIX, lambda folder: shutil.rmtree(folder, ignore_errors=True))
+
+
+def _ran_while_frozen(function: str, how: str) -> str:
+    return (
+        f"{function}: the submission's processes ran while they were frozen between calls ({how}); "
+        "a process that resumes itself (a timer sending SIGCONT) breaks the sandbox's containment"
+    )
 
 
 class WorkerSetupError(Exception):
@@ -475,10 +508,19 @@ def launch(
     if problems:
         worker.kill()
         raise WorkerSetupError(f"the worker ({launcher.mode}) could not set up its isolation: {'; '.join(problems)}")
+    # The worker waits for this go-ahead before it imports anything: until then it is ours, so
+    # a worker that cannot be found, or is gone, is the grader's problem; from then on, what
+    # happens to it is the submission's.
     worker.started(int(hello.get("pid", -1)))
     if worker.tree.worker is None:
         worker.kill()
         raise WorkerSetupError(f"the worker ({launcher.mode}) could not be found among its processes")
+    try:
+        worker.send({"op": "go"}, [], deadline)
+    except (WorkerTimeout, WorkerDied) as exc:
+        how = "did not read its go-ahead in time" if isinstance(exc, WorkerTimeout) else worker.exit_description()
+        worker.kill()
+        raise WorkerSetupError(f"the worker ({launcher.mode}) {how} before it was ready") from None
     return worker
 
 

@@ -77,6 +77,8 @@ class Reply(_Answer):
     fingerprints: list[list[float]] | None = Field(default=None, max_length=10000)
     kernels: list[KernelRow] | None = Field(default=None, max_length=200)
     defined: list[Annotated[str, _clip(100)]] | None = Field(default=None, max_length=100)
+    changed: list[StrictInt] | None = Field(default=None, max_length=64)
+    """The arguments (by position) the call changed in place, as the worker saw it."""
 
 
 def read_reply(header: dict[str, Any]) -> Reply | None:

@@ -34,6 +34,7 @@ def test_payload_maps_status_visibility_pending_and_leaderboard(synthetic: Grade
     pending = tests["d-pending"]
     assert "score" not in pending and "PENDING" in pending["output"] and pending["name"].endswith("(pending)")
     assert "need a GPU and are graded later" in payload["output"]
+    # The leaderboard is public: the hidden check's number stays off it.
     assert payload["leaderboard"] == [{"name": "a-passes: speedup", "value": 7.25, "order": "desc"}]
     # With hidden checks the student must not read the total (or a hidden check's result) off the text,
     # nor the printed output (a hidden check's inputs could leak through it).

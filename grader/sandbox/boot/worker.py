@@ -182,6 +182,62 @@ def to_input(spec: dict[str, Any], frames: list[bytes]) -> Any:
     return tensor.to(spec.get("device", "cpu"))
 
 
+def unchanged_check(spec: dict[str, Any], frames: list[bytes], value: Any) -> Any:
+    """How to tell, after the call, whether the function changed this argument in place: an array
+    or tensor that came in a frame is compared with the frame's bytes (nothing to do before the
+    call but note its shape and type, so nothing is added to a timed call's own time); one made
+    here from a recipe (on the GPU, too big to copy) keeps a fingerprint taken now. None: nothing
+    to compare (a number)."""
+    if spec["t"] in ("ndarray", "tensor"):
+        return ("frame", frames[spec["f"]], _layout(value))
+    if spec["t"] == "recipe":
+        return ("fingerprint", fingerprint(value))
+    return None
+
+
+def _layout(value: Any) -> tuple[tuple[int, ...], str]:
+    return tuple(value.shape), str(value.dtype)
+
+
+FINGERPRINT_CHUNK = 1 << 26
+"""Elements summed at a time on a GPU: a weight tensor may fill most of its memory, so no sum may
+need a widened copy of all of it."""
+
+
+def fingerprint(value: Any) -> tuple[Any, ...]:
+    """The shape, type and content of a tensor or array: exact (a hash of its bytes) on the CPU;
+    on a GPU two sums, of its bits as integers and of its values, computed there chunk by chunk."""
+    if torch is not None and isinstance(value, torch.Tensor):
+        t = value.detach()
+        if t.device.type != "cpu":
+            flat = t.contiguous().reshape(-1)
+            bits_view = flat.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+            bits, total = 0, 0.0
+            for start in range(0, flat.numel(), FINGERPRINT_CHUNK):
+                bits += int(bits_view[start : start + FINGERPRINT_CHUNK].sum(dtype=torch.int64))
+                total += float(flat[start : start + FINGERPRINT_CHUNK].sum(dtype=torch.float64))
+            return (*_layout(t), bits, total)
+        value = as_numpy(t)[0]
+    return (*_layout(value), hashlib.blake2b(np.ascontiguousarray(value).reshape(-1).view(np.uint8)).digest())
+
+
+def changed(value: Any, check: Any) -> bool:
+    """Whether ``value`` differs from what it was when the call began (see unchanged_check)."""
+    if check is None:
+        return False
+    try:
+        if check[0] == "fingerprint":
+            return fingerprint(value) != check[1]
+        _, frame, layout = check
+        if _layout(value) != layout:
+            return True
+        array = as_numpy(value)[0] if torch is not None and isinstance(value, torch.Tensor) else np.asarray(value)
+        data = np.frombuffer(frame, dtype=np.uint8, count=array.nbytes, offset=len(frame) - array.nbytes)
+        return not np.array_equal(np.ascontiguousarray(array).reshape(-1).view(np.uint8), data)
+    except Exception:  # noqa: BLE001 - an argument the submission turned into something else
+        return True
+
+
 def as_numpy(value: Any) -> tuple[np.ndarray, str | None]:
     """A tensor's host copy as numpy (bf16 as its bit pattern), and its dtype if it needs naming."""
     t = value.detach()
@@ -217,11 +273,26 @@ def encode_value(value: Any, arrays: list[np.ndarray | bytes]) -> dict[str, Any]
     return {"t": "other", "py": py}
 
 
-class NoopKernels:
-    """While active, launches of Triton kernels defined in the submission do nothing (ghost replay)."""
+def upload_modules(folder: str) -> dict[str, Any]:
+    """The modules loaded from the upload's folder (the submission and the helper modules it
+    imported), by name: all of them are the submission's code."""
+    out = {}
+    for name, module in list(sys.modules.items()):
+        try:
+            file = getattr(module, "__file__", None)
+            if isinstance(file, str) and os.path.realpath(file).startswith(folder + os.sep):
+                out[name] = module
+        except BaseException:  # noqa: BLE001 - whatever the submission put in sys.modules
+            continue
+    return out
 
-    def __init__(self, module_name: str) -> None:
-        self.module_name = module_name
+
+class NoopKernels:
+    """While active, launches of Triton kernels defined in the submission (any of the upload's
+    modules) do nothing (ghost replay)."""
+
+    def __init__(self, module_names: set[str]) -> None:
+        self.module_names = module_names
         self.saved: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> None:
@@ -238,8 +309,8 @@ class NoopKernels:
         for cls in classes:
             original = cls.run
 
-            def run(self: Any, *args: Any, _original: Any = original, _name: str = self.module_name, **kwargs: Any) -> Any:
-                if getattr(getattr(self, "fn", None), "__module__", None) == _name:
+            def run(self: Any, *args: Any, _original: Any = original, _names: set[str] = self.module_names, **kwargs: Any) -> Any:
+                if getattr(getattr(self, "fn", None), "__module__", None) in _names:
                     return None
                 return _original(self, *args, **kwargs)
 
@@ -277,15 +348,17 @@ def repair_interpreter() -> None:
     interp._patch_lang_tensor = patched
 
 
-def kernel_names(module: Any) -> list[str]:
-    """Names of the Triton kernels the submission defines (JIT functions, autotuned or not)."""
+def kernel_names(modules: dict[str, Any]) -> list[str]:
+    """Names of the Triton kernels the submission defines in any of its modules (JIT functions,
+    autotuned or not)."""
     names = []
-    for value in vars(module).values():
-        fn = value
-        while hasattr(fn, "fn") and not callable(getattr(fn, "__code__", None)):
-            fn = fn.fn
-        if fn is not value and getattr(fn, "__module__", None) == module.__name__:
-            names.append(fn.__name__)
+    for module_name, module in modules.items():
+        for value in list(vars(module).values()):
+            fn = value
+            while hasattr(fn, "fn") and not callable(getattr(fn, "__code__", None)):
+                fn = fn.fn
+            if fn is not value and getattr(fn, "__module__", None) == module_name:
+                names.append(fn.__name__)
     return sorted(set(names))
 
 
@@ -311,6 +384,15 @@ def main() -> int:
     chan.send({"op": "hello", "landlock": applied, "copy": copy, **confinement()}, [])
     if copy is not None:
         return 1
+    # Nothing of the student's runs until the grader has found this process among the tree's
+    # (a submission that ends itself at once must be this import's failure, not a worker the
+    # grader never saw) and says go.
+    try:
+        go, _ = chan.receive()
+    except EOFError:
+        return 0
+    if go.get("op") != "go":
+        return 0
     for name in init.get("imports", []):
         try:
             module = importlib.import_module(name)
@@ -325,6 +407,7 @@ def main() -> int:
     if init.get("address_space_extra"):
         limit_address_space(int(init["address_space_extra"]))
     path = init["path"]
+    folder = os.path.realpath(os.path.dirname(path))
     sys.path.insert(0, os.path.dirname(path))  # the upload's own helper modules import as they did at home
     try:
         spec = importlib.util.spec_from_file_location(init.get("module", "submission"), path)
@@ -361,18 +444,19 @@ def main() -> int:
                     reply = {"op": "result", "id": call_id, "ok": True, "times_us": times, "fingerprints": prints}
                 else:
                     rows = gpu.profile_calls(fn, sets[0], request.get("warmup", 2), request.get("active", 3))
-                    reply = {"op": "result", "id": call_id, "ok": True, "kernels": rows[:200], "defined": kernel_names(module)}
+                    reply = {"op": "result", "id": call_id, "ok": True, "kernels": rows[:200], "defined": kernel_names(upload_modules(folder))}
             except BaseException as exc:  # noqa: BLE001
                 reply = {"op": "result", "id": call_id, "ok": False, "error": describe(exc, path)}
             chan.send(reply, [])
             continue
         args = [to_input(spec, frames) for spec in request["args"]]
+        checks = [unchanged_check(spec, frames, arg) for spec, arg in zip(request["args"], args)]
         started = time.perf_counter()
         try:
             if not callable(fn):
                 raise AttributeError(f"the submission defines no function {request['function']!r}")
             if request.get("noop_kernels"):
-                with NoopKernels(module.__name__):
+                with NoopKernels(set(upload_modules(folder))):
                     result = fn(*args)
             else:
                 result = fn(*args)
@@ -382,6 +466,8 @@ def main() -> int:
             chan.send({"op": "result", "id": call_id, "ok": False, "error": describe(exc, path)}, [])
             continue
         elapsed = time.perf_counter() - started
+        # Reported for the student's sake: a forger can leave it out, and gains what a correct file has.
+        mutated = [i for i, (arg, check) in enumerate(zip(args, checks)) if changed(arg, check)]
         as_tuple = isinstance(result, tuple | list) and request.get("outputs", 1) > 1
         outputs = list(result) if as_tuple else [result]
         arrays: list[np.ndarray | bytes] = []
@@ -395,6 +481,7 @@ def main() -> int:
                 "py": type(result).__name__,
                 "values": values,
                 "elapsed_s": elapsed,
+                "changed": mutated,
             }
         except BaseException as exc:  # noqa: BLE001 - a hostile __array__ or __len__
             chan.send({"op": "result", "id": call_id, "ok": False, "error": describe(exc, path)}, [])
