@@ -8,7 +8,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 from grader.hookspecs import hookimpl
-
-__version__ = "0.1.0"
+from grader.version import __version__
 
 __all__ = ["__version__", "hookimpl"]

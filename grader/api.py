@@ -7,7 +7,9 @@ For a lab's ``lab.py`` (input generators and claims):
     ``Tolerance`` and ``compare`` (how outputs are compared), ``digits_apart`` (a number in a
     message with the digits that tell it from the one it was checked against), ``recipes`` (inputs described
     instead of sent, for weights too large for the pipe), ``Probe`` (what a claim receives),
-    ``SubmissionFault`` (what a probe's calls raise).
+    ``SubmissionFault`` (what a probe's calls raise), ``Finding`` (a claim's result with partial
+    credit and a table), ``plain`` (the strict, bounded reader of plain values and JSON files:
+    ``plain.read_file``, ``plain.loads``, ``plain.Limits``, ``plain.PlainError``).
 
 For a checker plugin:
     ``Checker``, ``CheckSpec`` (its options' base; ``TimedCheckSpec`` for a timing, whose
@@ -16,9 +18,10 @@ For a checker plugin:
     ``case_set_problems``, ``tolerance_problems`` and ``support_function_problems``
     (cross-reference checks for ``Options.problems``), ``LabManifest``, ``Hardware``.
 
-For a reporter or LMS plugin:
-    ``Reporter``, ``LmsFormat``, and the result model ``GradeResult``, ``CheckResult``,
-    ``Status``, ``Visibility``, ``Mismatch``.
+For a reporter or a platform (LMS) plugin:
+    ``Reporter``; ``LmsFormat`` with ``Container`` (its grading container) and ``Export``
+    (its export of submissions); the result model ``GradeResult``, ``CheckResult``,
+    ``Status``, ``Visibility``, ``Mismatch``, ``Problem``.
 
 For any plugin: ``hookimpl``.
 """
@@ -26,11 +29,12 @@ For any plugin: ``hookimpl``.
 from __future__ import annotations
 
 from grader import recipes
-from grader.checkers.base import CheckContext, Checker, Probe, TimedCheckSpec, Verdict
+from grader.checkers.base import CheckContext, Checker, Finding, Probe, TimedCheckSpec, Verdict
 from grader.checkers.compare import compare, digits_apart, sort_rows
 from grader.hookspecs import hookimpl
 from grader.lab import Case
-from grader.lms.base import LmsFormat
+from grader.lms.base import Export, LmsFormat
+from grader.lms.container import Container
 from grader.manifest import (
     CheckSpec,
     Hardware,
@@ -41,7 +45,8 @@ from grader.manifest import (
     tolerance_problems,
 )
 from grader.reporters.base import Reporter
-from grader.results import CheckResult, GradeResult, Mismatch, Status, Visibility
+from grader.results import CheckResult, GradeResult, Mismatch, Problem, Status, Visibility
+from grader.sandbox.boot import plain
 from grader.sandbox.values import Outputs, SubmissionFault
 
 __all__ = [
@@ -50,6 +55,9 @@ __all__ = [
     "CheckResult",
     "CheckSpec",
     "Checker",
+    "Container",
+    "Export",
+    "Finding",
     "GradeResult",
     "Hardware",
     "LabManifest",
@@ -57,6 +65,7 @@ __all__ = [
     "Mismatch",
     "Outputs",
     "Probe",
+    "Problem",
     "Reporter",
     "Status",
     "SubmissionFault",
@@ -68,6 +77,7 @@ __all__ = [
     "compare",
     "digits_apart",
     "hookimpl",
+    "plain",
     "recipes",
     "sort_rows",
     "support_function_problems",

@@ -8,6 +8,8 @@ failed, with the result file still written and marked not gradable.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
 import sys
@@ -18,16 +20,19 @@ from typing import TYPE_CHECKING, NoReturn
 
 from grader import __version__, discovery
 from grader.batch import slurm
-from grader.errors import GraderError, ManifestError, UsageError
-from grader.lms.container import describe_plan, points_plan
+from grader.errors import GraderError, ManifestError, UploadError, UsageError
+from grader.flags import count, percent, positive, seconds
 from grader.manifest import LabManifest, json_schema, load_manifest
+from grader.plugins import Plugins
 from grader.plugins import default as default_plugins
 from grader.reporters.terminal import TerminalReporter
-from grader.session import DEBUG_ENV, GradingOptions, grade_file, internal_error
+from grader.results import GradeResult, Problem
+from grader.session import DEBUG_ENV, GradingOptions, grade_file, internal_error, refused
 
 if TYPE_CHECKING:
     from grader.batch import BatchOutcome
     from grader.batch.shard import Shard
+    from grader.lms.base import LmsFormat
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,27 +42,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _percent(text: str) -> float:
-    value = float(text.rstrip("%"))
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError("must be between 0 and 100")
-    return value
-
-
-def build_parser() -> Parser:
+def build_parser(plugins: Plugins | None = None) -> Parser:
+    """The command line; ``grader lms`` has a subcommand for every registered platform."""
+    plugins = plugins or default_plugins()
     parser = Parser(prog="grader", description="Grade GPU and ML-systems lab submissions.")
     parser.add_argument("--version", action="version", version=f"grader {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    p = sub.add_parser("submit", help="grade one file and write its reports")
-    p.add_argument("file", type=Path)
+    p = sub.add_parser("submit", help="grade one upload (a file, a notebook, several files, a folder) and write its reports")
+    p.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE",
+        help="the file to grade; or every file of the upload (the graded one imports the others), or their folder",
+    )  # fmt: skip
     p.add_argument("--exercise", "-e", help="lab id or unambiguous prefix (default: from the file)")
     p.add_argument("--out", type=Path, help="report folder (default: reports/<lab-id>/<file stem>/)")
     p.add_argument("--seed", type=int, help="public seed of the inputs (default: the lab's fixed seed)")
-    p.add_argument("--fail-under", type=_percent, metavar="PCT", help="exit 1 if the score is under PCT percent")
+    p.add_argument("--fail-under", type=percent, metavar="PCT", help="exit 1 if the score is under PCT percent")
     _sandbox_flags(p)
     p.add_argument("--official", action="store_true", help="grade as an LMS would: full isolation required")
-    p.add_argument("--deadline", type=_seconds, metavar="S", help="wall-clock limit of the whole grading (default: the lab's)")
+    p.add_argument("--deadline", type=seconds, metavar="S", help="wall-clock limit of the whole grading (default: the lab's)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the score line")
 
     sub.add_parser("list", help="the labs, their functions, points and hardware needs")
@@ -73,14 +76,14 @@ def build_parser() -> Parser:
     _sandbox_flags(p)
 
     p = sub.add_parser("batch", help="grade every submission in a folder (TA mode): reports, summary, gradebook")
-    p.add_argument("folder", type=Path, help="plain .py files, a folder per student, or a Gradescope or Canvas export")
+    p.add_argument("folder", type=Path, help="plain files, a folder per student (an upload each), or an LMS's export")
     p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
-    p.add_argument("--jobs", "-j", type=_positive, default=os.cpu_count() or 1, help="submissions graded at once (default: one per core)")
+    p.add_argument("--jobs", "-j", type=positive, default=os.cpu_count() or 1, help="submissions graded at once (default: one per core)")
     p.add_argument("--out", type=Path, help="output folder (default: reports/<lab-id>/batch-<folder name>/)")
     p.add_argument("--force", action="store_true", help="regrade everyone, even those already graded")
     p.add_argument("--seed", type=int, help="public seed of the inputs (default: the lab's fixed seed)")
-    p.add_argument("--fail-under", type=_percent, metavar="PCT", help="exit 1 if any submission scores under PCT percent")
-    p.add_argument("--deadline", type=_seconds, metavar="S", help="wall-clock limit of each grading (default: the lab's)")
+    p.add_argument("--fail-under", type=percent, metavar="PCT", help="exit 1 if any submission scores under PCT percent")
+    p.add_argument("--deadline", type=seconds, metavar="S", help="wall-clock limit of each grading (default: the lab's)")
     p.add_argument(
         "--shard", metavar="K/N", help="grade only shard K of N (students split by a hash of their name); no class outputs"
     )
@@ -93,77 +96,42 @@ def build_parser() -> Parser:
     p = sub.add_parser("slurm", help="grade a folder as a Slurm job array, then merge (writes, prints or submits the scripts)")
     slurm.add_arguments(p)
 
-    p = sub.add_parser("lms", help="LMS integrations: the Gradescope autograder, grading in LMS containers")
+    p = sub.add_parser("lms", help="LMS platforms: grade in their containers, upload the points graded later, their own tools")
     platforms = p.add_subparsers(dest="platform", metavar="PLATFORM", parser_class=Parser)
-    gradescope = platforms.add_parser("gradescope", help="Gradescope: build the autograder zip; grade inside it")
-    actions = gradescope.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
-    p = actions.add_parser("build", help="write the autograder zip to upload to Gradescope")
-    p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
-    p.add_argument("--out", type=Path, help="the zip (default: gradescope-autograder-<lab-id>.zip)")
-    p.add_argument("--torch", help="pip requirement for the CPU torch build (default: this grader's torch version)")
-    p.add_argument("--secret-seed", help="secret mixed into every input (default: $GRADER_SECRET_SEED, else a random one)")
-    p.add_argument("--timeout", type=_positive, default=540, help="seconds before run_autograder stops the grader (default 540)")
-    p.add_argument("--allow-unsandboxed", action="store_true", help="grade even where no tier keeps solutions, secret and network out of reach (degraded, said in every result)")
-    p = actions.add_parser("run", help="grade the upload inside Gradescope's container (run_autograder calls this)")
-    _container_flags(p, "AUTOGRADER_ROOT", "/autograder")
-    _scores_parser(actions)
-    prairielearn = platforms.add_parser("prairielearn", help="PrairieLearn external grading")
-    actions = prairielearn.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
-    p = actions.add_parser("run", help="grade /grade/student/ and write /grade/results/results.json")
-    _container_flags(p, "GRADE_ROOT", "/grade")
-    p = _scores_parser(actions)
-    p.add_argument("--qid", help="the question's id in PrairieLearn (required)")
-    p.add_argument("--instance", type=_positive, default=1, help="the assessment instance (default 1)")
-    p = actions.add_parser("config", help="print the question's externalGradingOptions and points for a lab")
-    p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
-    p.add_argument("--timeout", type=_positive, default=30, help="the job's timeout in seconds (PrairieLearn's default: 30)")
-    p.add_argument("--image", default="your-course/grader:latest", help="the grader's container image")
+    for cls in plugins.lms_classes.values():
+        _platform_parser(platforms, cls())
     return parser
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
+def _platform_parser(platforms: argparse._SubParsersAction, fmt: LmsFormat) -> None:
+    """``grader lms NAME``: ``run`` where the platform has a container, ``scores`` where it takes
+    a score upload, and the platform's own actions."""
+    p = platforms.add_parser(fmt.name, help=fmt.title)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
+    if fmt.container is not None:
+        run = actions.add_parser("run", help=f"grade the upload inside {fmt.label}'s grading container")
+        _container_flags(run, fmt)
+        run.set_defaults(handler=functools.partial(cmd_lms_run, fmt))
+    if fmt.score_header:
+        scores = actions.add_parser(
+            "scores", help="the points graded later (GPU, hidden) from a batch folder, as the platform's upload CSV"
+        )
+        scores.add_argument("folder", type=Path, help="the --out folder of grader batch (or grader slurm) on a GPU machine")
+        scores.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
+        scores.add_argument("--out", type=Path, help="write the CSV here (default: standard output)")
+        fmt.add_score_arguments(scores)
+        scores.set_defaults(handler=functools.partial(cmd_lms_scores, fmt))
+    fmt.add_commands(actions, _manifest)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def _scores_parser(actions: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = actions.add_parser("scores", help="the points graded later (GPU, hidden) from a batch folder, as the LMS's upload CSV")
-    p.add_argument("folder", type=Path, help="the --out folder of grader batch (or grader slurm) on a GPU machine")
-    p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
-    p.add_argument("--out", type=Path, help="write the CSV here (default: standard output)")
-    return p
-
-
-def _container_flags(p: argparse.ArgumentParser, env: str, default: str) -> None:
-    p.add_argument("--exercise", "-e", help="lab id or prefix (default: the only lab, else from the file)")
+def _container_flags(p: argparse.ArgumentParser, fmt: LmsFormat) -> None:
+    container = fmt.container
+    assert container is not None
+    p.add_argument("--exercise", "-e", help="lab id or prefix (default: from the upload, else the only lab)")
     p.add_argument(
-        "--root", type=Path, default=Path(os.environ.get(env) or default), help=f"the container's root (default: ${env} or {default})"
-    )
+        "--root", type=Path, default=container.root(),
+        help=f"the container's root (default: ${container.root_env} or {container.default_root})",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, help="public seed of the inputs (default: the lab's fixed seed)")
     _sandbox_flags(p)
 
@@ -202,15 +170,10 @@ def _options(args: argparse.Namespace, official: bool) -> GradingOptions:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     plugins = default_plugins()
-    file = discovery.read_submission(args.file)
-    labs = _labs()
-    if args.exercise:
-        lab_id = discovery.lab_for_file(file.text, args.exercise, labs, {})
-    else:
-        manifests, _ = discovery.load_all(labs, plugins.checkers())
-        lab_id = discovery.lab_for_file(file.text, None, labs, manifests)
-    manifest = load_manifest(labs[lab_id], plugins.checkers())
-    out = args.out or Path("reports") / lab_id / discovery.safe_stem(file.name)
+    upload = discovery.read_upload(args.files if len(args.files) > 1 else args.files[0])
+    manifest = discovery.resolve_lab(args.exercise, upload, _labs(), plugins.checkers())
+    file = upload.submission(manifest)
+    out = args.out or Path("reports") / manifest.id / discovery.safe_stem(file.name)
     result = grade_file(file, manifest, _options(args, args.official), out, plugins)
     if args.quiet:
         print(f"{result.exercise} {result.submission}: {result.score:g}/{result.max_score:g} ({result.percent:.0f}%)")
@@ -272,7 +235,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     if args.exercise and args.exercise_flag and args.exercise != args.exercise_flag:
         raise UsageError(f"two labs named: {args.exercise!r} and --exercise {args.exercise_flag!r}; name one")
     exercise = args.exercise_flag or args.exercise
-    ids = [discovery.resolve(exercise, labs)] if exercise else list(labs)
+    ids = [discovery.lab_for(exercise, None, labs, plugins.checkers())] if exercise else list(labs)
     ok = True
     for lab_id in ids:
         manifest: LabManifest = load_manifest(labs[lab_id], plugins.checkers())
@@ -282,8 +245,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 def _manifest(exercise: str) -> LabManifest:
     """The lab an --exercise names (an id or an unambiguous prefix), loaded and validated."""
-    labs = _labs()
-    return load_manifest(labs[discovery.resolve(exercise, labs)], default_plugins().checkers())
+    return discovery.resolve_lab(exercise, None, _labs(), default_plugins().checkers())
 
 
 def _batch_out(args: argparse.Namespace, lab_id: str) -> Path:
@@ -303,13 +265,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.merge_only and (shard or args.force):
         raise UsageError("--merge-only grades nothing: it takes no --shard or --force")
     out = _batch_out(args, lab_id)
-    options = BatchOptions(
-        args.folder, out, args.jobs, args.force, args.seed, args.allow_unsandboxed, args.deadline, shard=shard
-    )
+    options = BatchOptions(args.folder, out, args.jobs, args.force, shard=shard)
+    grading = _options(args, official=True)
     if args.merge_only:
-        return _report_batch(lab_id, out, merge_batch(manifest, options), args.fail_under, merged=True)
+        return _report_batch(lab_id, out, merge_batch(manifest, grading, options), args.fail_under, merged=True)
     try:
-        outcome = run_batch(plugins, manifest, _options(args, official=True), options)
+        outcome = run_batch(plugins, manifest, grading, options)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGINT/SIGTERM to this process (batch.runner.stop_on_signals)
         print(f"grader: interrupted; run the same command again to resume (finished students are kept in {out})", file=sys.stderr)
         return 128 + getattr(exc, "signum", 2)
@@ -363,47 +324,64 @@ def cmd_slurm(args: argparse.Namespace) -> int:
 
 
 def cmd_lms(args: argparse.Namespace) -> int:
-    if args.platform is None or args.action is None:
-        raise UsageError("name a platform and an action, e.g. grader lms gradescope build --exercise lab-01")
-    if args.action == "build":
-        return _gradescope_build(args)
-    if args.action == "config":
-        return _prairielearn_config(args)
-    if args.action == "scores":
-        return _scores(args)
-    from grader.lms.container import run_container
-
-    return run_container(args.platform, args.root, args.exercise, _options(args, official=True))
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        names = ", ".join(default_plugins().lms_classes) or "none installed"
+        raise UsageError(f"name a platform and an action, e.g. grader lms NAME run (platforms: {names})")
+    return int(handler(args))
 
 
-def _gradescope_build(args: argparse.Namespace) -> int:
-    from grader.lms.gradescope import build_autograder
+def cmd_lms_run(fmt: LmsFormat, args: argparse.Namespace) -> int:
+    """``grader lms NAME run``: the upload in the platform's container, graded officially through
+    the same intake and session as everywhere, under the platform's timeout; the platform's
+    file is always written, then the container exits as the platform needs."""
+    container = fmt.container
+    assert container is not None
+    options = dataclasses.replace(_options(args, official=True), deadline_s=container.deadline_s())
+    result, reason = _grade_upload(args.root / container.upload, args.exercise, options)
+    fmt.write_result(result, reason, args.root / container.target)
+    if result is not None:
+        sys.stdout.write(TerminalReporter(color=False).render(result))
+    if result is None or not result.gradable:
+        problem = result.problem if result is not None and result.problem else Problem.infrastructure
+        print(f"grader: {problem.value} problem: {reason}")
+    sys.stdout.flush()
+    return fmt.exit_code(result)
 
-    manifest = _manifest(args.exercise)
-    lab_id = manifest.id
-    out = args.out or Path(f"gradescope-autograder-{lab_id}.zip")
-    secret = args.secret_seed or os.environ.get("GRADER_SECRET_SEED") or None
+
+def _grade_upload(folder: Path, exercise: str | None, options: GradingOptions) -> tuple[GradeResult | None, str]:
+    """The result of the upload in ``folder`` (or, when not even the lab loads, none) and the
+    reason it is not gradable; never raises: the platform must get its file."""
+    manifest: LabManifest | None = None
     try:
-        build_autograder(manifest, out, args.torch, secret, args.timeout, args.allow_unsandboxed)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
-    print(f"{out}: Gradescope autograder for {lab_id} (upload it under Configure Autograder > Zip file upload)")
-    for line in describe_plan(manifest, "gradescope"):
-        print(line)
-    if not secret:
-        print("note: the zip holds a random secret seed; build with --secret-seed (or $GRADER_SECRET_SEED) to grade "
-              "deferred checks later on the same inputs students were graded on")  # fmt: skip
-    return 0
+        plugins = default_plugins()
+        real = Path(os.path.realpath(folder))  # the platform's own folder, whatever mount it is
+        upload = discovery.read_upload(real, where="your upload") if real.is_dir() else discovery.Upload("your upload")
+        try:
+            manifest = discovery.resolve_lab(exercise, upload, discovery.find_labs(), plugins.checkers())
+        except UsageError as exc:
+            return None, f"the autograder is misconfigured: {exc}"
+        try:
+            file = upload.submission(manifest)
+        except UploadError as exc:
+            return refused(manifest, str(exc), options), str(exc)
+        result = grade_file(file, manifest, options, plugins=plugins)
+        return result, result.error or ""
+    except Exception as exc:  # a grader bug: the platform still gets a valid file saying so
+        reason = internal_error(exc)
+        try:
+            return (refused(manifest, reason, options, Problem.infrastructure) if manifest else None), reason
+        except Exception:
+            return None, reason
 
 
-def _scores(args: argparse.Namespace) -> int:
+def cmd_lms_scores(fmt: LmsFormat, args: argparse.Namespace) -> int:
+    """``grader lms NAME scores``: the points graded later, from a batch folder, as the platform's CSV."""
     from grader.atomic import write_atomic
     from grader.batch.scores import score_rows, to_csv
 
     manifest = _manifest(args.exercise)
-    if args.platform == "prairielearn" and not args.qid:
-        raise UsageError("name the question: --qid (its id in PrairieLearn)")
-    rows = score_rows(args.folder, manifest, args.platform, getattr(args, "qid", "") or "", getattr(args, "instance", 1))
+    rows = score_rows(args.folder, manifest, fmt, args)
     text = to_csv(rows)
     if args.out:
         write_atomic(args.out, text)
@@ -413,29 +391,6 @@ def _scores(args: argparse.Namespace) -> int:
     for student, why in rows.left_out.items():
         print(f"grader: left out {student}: {why}", file=sys.stderr)
     return 3 if rows.left_out else 0
-
-
-def _prairielearn_config(args: argparse.Namespace) -> int:
-    manifest = _manifest(args.exercise)
-    plan = points_plan(manifest, "prairielearn")
-    auto = sum(manifest.checks[c].points for c in plan["upload"])
-    manual = manifest.max_score - auto
-    options = {
-        "enabled": True,
-        "image": args.image,
-        "entrypoint": f"grader lms prairielearn run --exercise {manifest.id}",
-        "timeout": args.timeout,
-        "environment": {"GRADER_EXERCISES": "/grader/exercises", "GRADER_LMS_TIMEOUT_S": str(args.timeout)},
-    }
-    print("question info.json:")
-    print(json.dumps({"externalGradingOptions": options}, indent=2))
-    print("assessment question entry:")
-    print(json.dumps({"id": "<your question id>", "autoPoints": auto, **({"manualPoints": manual} if manual else {})}))
-    for line in describe_plan(manifest, "prairielearn"):
-        print(line)
-    print('Add the course\'s secret to "environment" as "GRADER_SECRET_SEED" (info.json is never served to students); '
-          "never put it in the image or in clientFiles (docs/lms.md)")
-    return 0
 
 
 COMMANDS = {
@@ -450,7 +405,11 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except GraderError as exc:  # a plugin that cannot be loaded: every command would fail alike
+        print(f"grader: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

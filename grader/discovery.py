@@ -1,20 +1,31 @@
-"""Finding labs, resolving exercise ids, working out which lab a file is for, and which file of
-an upload (a student's folder, an LMS submission) is the submission."""
+"""The one intake: from what a student handed in to the submission the session grades.
+
+Every entry point (``grader submit``, the batch, the LMS containers, the self-test, the labs'
+pytest) goes through here, so the same bytes become the same :class:`SubmissionFile` whatever
+door they came through. An upload (a file, a notebook, a folder, several files) is read once
+into an :class:`Upload`; :func:`resolve_lab` says which lab it is for (``--exercise``, else the
+``EXERCISE`` line, else the functions defined, else the only lab there is);
+:meth:`Upload.submission` picks the graded file and gives it the upload's other modules as
+helpers. Anything that cannot become a submission is an :class:`~grader.errors.UploadError`,
+one line the student can act on."""
 
 from __future__ import annotations
 
 import ast
+import base64
 import dataclasses
 import errno
+import functools
 import hashlib
 import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from grader.errors import ManifestError, UsageError
+from grader.errors import ManifestError, UploadError, UsageError
 from grader.manifest import MANIFEST, LabManifest, load_manifest
 from grader.text import printable
 
@@ -25,6 +36,8 @@ MAX_SUBMISSION_BYTES = 1 << 20
 MAX_NOTEBOOK_BYTES = 16 << 20
 """A notebook keeps its outputs (plots, tables), so the file may be larger than the code in it."""
 MAX_HELPERS = 32
+MAX_UPLOAD_BYTES = 32 << 20
+"""What one upload may hold in all: files past it are left out, with a note."""
 SUFFIXES = (".py", ".ipynb")
 
 
@@ -90,39 +103,76 @@ def declared_exercise(source: str) -> str | None:
 
 
 def defined_functions(source: str) -> set[str]:
+    """The top-level functions a file defines, found without running it (a file that does not
+    parse is read line by line)."""
     tree = parse_source(source)
     if tree is None:
         return set(_DEF_LINE.findall(source))
     return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
-def lab_for_file(
-    source: str, exercise: str | None, labs: Mapping[str, Path], manifests: Mapping[str, LabManifest]
-) -> str:
-    """--exercise, else the EXERCISE line, else the unique lab whose functions the file defines.
-    An --exercise that contradicts the file's own EXERCISE line is an error: grading a whole
-    file against the wrong lab would score 0 without a word."""
-    declared = declared_exercise(source)
+def _names_lab(declared: str | None, lab_id: str) -> bool:
+    """Whether an EXERCISE line names ``lab_id`` (as ``--exercise`` would: the id or a prefix of it)."""
+    if not declared:
+        return False
+    try:
+        return resolve(declared, {lab_id: Path()}) == lab_id
+    except UsageError:
+        return False
+
+
+# --- which lab ---------------------------------------------------------------------------------
+
+
+def resolve_lab(
+    exercise: str | None, upload: Upload | None, labs: Mapping[str, Path], checkers: Sequence[type]
+) -> LabManifest:
+    """The lab an upload is for, loaded and validated (see :func:`lab_for`)."""
+    return load_manifest(labs[lab_for(exercise, upload, labs, checkers)], checkers)  # type: ignore[arg-type]
+
+
+def lab_for(exercise: str | None, upload: Upload | None, labs: Mapping[str, Path], checkers: Sequence[type]) -> str:
+    """The id of the lab an upload is for: ``exercise`` (an id or an unambiguous prefix); else
+    the lab its files' ``EXERCISE`` lines name; else the unique lab whose functions one of its
+    files defines; else the only lab there is. A one-line UsageError naming the candidates
+    when none of these tells. Whether the graded file agrees is :meth:`Upload.submission`'s."""
+    if not labs:
+        raise UsageError(f"no labs found under {exercises_root()} (set {EXERCISES_ENV})")
     if exercise:
-        lab = resolve(exercise, labs)
-        if declared and not _names_lab(declared, lab):
-            raise UsageError(
-                f"the file declares EXERCISE = {printable(declared, 80, False)!r} but --exercise names {lab}; "
-                "fix the file's EXERCISE line or drop --exercise"
-            )
-        return lab
-    if declared:
-        return resolve(declared, labs)
-    defined = defined_functions(source)
-    candidates = [lab for lab, m in manifests.items() if set(m.functions) <= defined]
-    if len(candidates) == 1:
-        return candidates[0]
-    if candidates:
-        raise UsageError(f"cannot tell which lab this file is for ({', '.join(candidates)} fit); pass --exercise")
-    partial = sorted(((len(set(m.functions) & defined), lab) for lab, m in manifests.items()), reverse=True)
+        return resolve(exercise, labs)
+    files = dict(upload.files) if upload is not None else {}
+    what = "this file" if len(files) == 1 else "this upload"
+    named: dict[str, str] = {}
+    unresolved: list[str] = []
+    for name, file in files.items():
+        declared = declared_exercise(file.text)
+        if not declared:
+            continue
+        try:
+            named.setdefault(resolve(declared, labs), name)
+        except UsageError as exc:
+            unresolved.append(f"{printable(name, 100, False)}: its EXERCISE line names {exc}")
+    if len(named) == 1:
+        return next(iter(named))
+    if named:
+        listed = ", ".join(f"{printable(name, 100, False)} names {lab}" for lab, name in named.items())
+        raise UsageError(f"cannot tell which lab {what} is for ({listed}); pass --exercise")
+    if unresolved:
+        raise UsageError(f"{unresolved[0]}; fix the line or pass --exercise")
+    defined = [defined_functions(file.text) for file in files.values()]
+    manifests, _ = load_all(labs, checkers) if defined else ({}, {})
+    fits = [lab for lab, m in manifests.items() if m.functions and any(set(m.functions) <= d for d in defined)]
+    if len(fits) == 1:
+        return fits[0]
+    if len(labs) == 1:
+        return next(iter(labs))
+    if fits:
+        raise UsageError(f"cannot tell which lab {what} is for ({', '.join(fits)} fit); pass --exercise")
+    every = set().union(*defined) if defined else set()
+    partial = sorted(((len(set(m.functions) & every), lab) for lab, m in manifests.items()), reverse=True)
     near = [lab for score, lab in partial if score] or list(labs)
     raise UsageError(
-        f"cannot tell which lab this file is for (candidates: {', '.join(near)}); "
+        f"cannot tell which lab {what} is for (candidates: {', '.join(near)}); "
         "pass --exercise or add EXERCISE = \"<lab-id>\""
     )
 
@@ -144,6 +194,8 @@ def load_all(labs: Mapping[str, Path], checkers: Sequence[type]) -> tuple[dict[s
             bad[lab] = exc
     return good, bad
 
+
+# --- an upload, read once ----------------------------------------------------------------------
 
 _SKIP_DIRS = {"__pycache__", "__MACOSX", "node_modules"}
 MAX_FOLDER_FILES = 500
@@ -177,43 +229,6 @@ def python_files(folder: Path) -> tuple[list[Path], list[str]]:
     return sorted(found), notes
 
 
-def pick_submission(candidates: Sequence[Path], manifest: LabManifest, where: str) -> Path:
-    """The one file among ``candidates`` that is the submission for ``manifest``'s lab.
-
-    The only candidate; else the one whose ``EXERCISE`` line names the lab; else the one that
-    defines the most of the lab's functions. A UsageError (one line) when none or several fit.
-    """
-    if not candidates:
-        raise UsageError(f"{where}: no Python file (.py) or notebook (.ipynb) to grade")
-    if len(candidates) == 1:
-        return candidates[0]
-    sources = {}
-    for p in candidates:
-        try:
-            sources[p] = read_submission(p).text
-        except UsageError:
-            continue  # a link swapped in, a file grown too large: not a candidate
-    declared = [p for p, text in sources.items() if _names_lab(declared_exercise(text), manifest.id)]
-    if len(declared) == 1:
-        return declared[0]
-    pool = declared or list(sources)
-    wanted = set(manifest.functions)
-    scores = {p: len(wanted & defined_functions(sources[p])) for p in pool}
-    best = max(scores.values(), default=0)
-    winners = [p for p, score in scores.items() if score == best]
-    if best and len(winners) == 1:
-        return winners[0]
-    names = ", ".join(p.name for p in (winners if best else candidates)[:6])
-    raise UsageError(
-        f"{where}: {len(candidates)} Python files and none is clearly the {manifest.id} submission ({names}); "
-        f"keep one, or add EXERCISE = \"{manifest.id}\" to it"
-    )
-
-
-def _names_lab(declared: str | None, lab_id: str) -> bool:
-    return declared is not None and declared != "" and lab_id.startswith(declared)
-
-
 @dataclass(frozen=True)
 class SubmissionFile:
     """A submission's bytes, read once: every later step (lab detection, hashing, grading) uses
@@ -227,13 +242,180 @@ class SubmissionFile:
     """Other Python files of the same upload, by path relative to the graded file: importable
     by it, never graded themselves."""
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
-        return sha256(self.data)
+        """What was graded, as one hash: the file's own bytes; with helper modules, the file and
+        every helper (by its path) together, so a changed helper is a changed submission."""
+        if not self.helpers:
+            return sha256(self.data)
+        digest = hashlib.sha256()
+        for part in (self.data, *(p for rel in sorted(self.helpers) for p in (rel.encode(), self.helpers[rel]))):
+            digest.update(len(part).to_bytes(8, "big") + part)
+        return digest.hexdigest()
 
     @property
     def text(self) -> str:
         return self.data.decode("utf-8", errors="replace")
+
+    def to_wire(self) -> dict[str, Any]:
+        """As plain JSON for a trusted channel (the batch's workers): bytes in base64."""
+        helpers = {k: _b64(v) for k, v in self.helpers.items()}
+        return {"name": self.name, "data": _b64(self.data), "helpers": helpers}
+
+    @classmethod
+    def from_wire(cls, message: Mapping[str, Any]) -> SubmissionFile:
+        decode = base64.b64decode
+        helpers = {str(k): decode(v) for k, v in dict(message.get("helpers") or {}).items()}
+        return cls(str(message["name"]), decode(message["data"]), helpers)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What was handed in, read once: each of its Python files and notebooks by its path in the
+    upload (``moe.py``, ``src/helpers.py``), and notes on what was passed over (links, special
+    files, files too large). Nothing here reads the disk again."""
+
+    where: str
+    """How a refusal names the upload: a path, a student's folder, "your upload"."""
+    files: Mapping[str, SubmissionFile] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    origins: Mapping[str, Path] = field(default_factory=dict)
+    """Where each file was read from."""
+
+    def _refuse(self, reason: str) -> UploadError:
+        return UploadError(self.where, reason + (f" ({'; '.join(self.notes)})" if self.notes else ""))
+
+    def main(self, manifest: LabManifest) -> str:
+        """Which file is graded for ``manifest``'s lab: the only one; else the one whose
+        ``EXERCISE`` line names the lab; else the one that defines the most of its functions.
+        UploadError when there is none, or several fit and none is clearly it."""
+        if not self.files:
+            raise self._refuse("no Python file (.py) or notebook (.ipynb) to grade")
+        if len(self.files) == 1:
+            return next(iter(self.files))
+        declared = [n for n, f in self.files.items() if _names_lab(declared_exercise(f.text), manifest.id)]
+        if len(declared) == 1:
+            return declared[0]
+        pool = declared or list(self.files)
+        wanted = set(manifest.functions)
+        scores = {n: len(wanted & defined_functions(self.files[n].text)) for n in pool}
+        best = max(scores.values(), default=0)
+        winners = [n for n, score in scores.items() if score == best]
+        if best and len(winners) == 1:
+            return winners[0]
+        names = ", ".join(printable(n, 100, False) for n in (winners if best else list(self.files))[:6])
+        raise self._refuse(
+            f"{len(self.files)} Python files and none is clearly the {manifest.id} submission ({names}); "
+            f"keep one, or add EXERCISE = \"{manifest.id}\" to it"
+        )
+
+    def submission(self, manifest: LabManifest) -> SubmissionFile:
+        """The graded file for ``manifest``'s lab with the upload's other ``.py`` files below its
+        folder as helpers, so ``import helper`` works as it did for the student. UploadError as
+        :meth:`main`, and when the graded file's ``EXERCISE`` line names another lab (grading a
+        file against the wrong lab would score 0 without a word)."""
+        name = self.main(manifest)
+        file = self.files[name]
+        declared = declared_exercise(file.text)
+        if declared and not _names_lab(declared, manifest.id):
+            raise UploadError(
+                "",
+                f"{printable(name, 100, False)} declares EXERCISE = {printable(declared, 80, False)!r} but this is "
+                f"{manifest.id}: hand in your {manifest.id} file, or fix its EXERCISE line",
+            )
+        base = PurePosixPath(name).parent
+        helpers: dict[str, bytes] = {}
+        for other in sorted(self.files, key=lambda n: (n.count("/"), n)):  # the nearest first, if over MAX_HELPERS
+            rel = PurePosixPath(other)
+            if other == name or rel.suffix != ".py" or len(helpers) >= MAX_HELPERS:
+                continue
+            if base.parts and rel.parts[: len(base.parts)] != base.parts:
+                continue  # above the graded file's folder: not importable from it
+            helpers[rel.relative_to(base).as_posix() if base.parts else other] = self.files[other].data
+        return dataclasses.replace(file, helpers=helpers)
+
+
+def read_upload(
+    source: Path | str | Sequence[Path] | Mapping[str, Path] | SubmissionFile,
+    root: Path | None = None,
+    where: str | None = None,
+) -> Upload:
+    """An upload read once: one file (a UsageError, one line, if it cannot be read); a folder
+    (every Python file and notebook below it); several files; or files under names of their own
+    (an export that renamed them: name -> path); or a file already in memory. In a folder or
+    under names, what cannot be read (a link, a special file, a file too large) is passed over
+    with a note. With ``root``, no link is followed anywhere below it."""
+    if isinstance(source, SubmissionFile):
+        return Upload(where or source.name, {source.name: source})
+    if isinstance(source, Mapping):
+        return _read_named(dict(source), root, where or "the upload")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if _is_folder(path):
+            found, notes = python_files(path)
+            named = {p.relative_to(path).as_posix(): p for p in found}
+            return _read_named(named, root or path, where or str(path), notes)
+        file = read_submission(path, root)
+        return Upload(where or str(path), {file.name: file}, origins={file.name: path})
+    paths = [Path(p) for p in source]
+    if len(paths) == 1:
+        return read_upload(paths[0], root, where)
+    parent = Path(os.path.commonpath([os.path.abspath(p.parent) for p in paths] or ["."]))
+    files: dict[str, SubmissionFile] = {}
+    origins: dict[str, Path] = {}
+    for path in paths:
+        if _is_folder(path):
+            raise UploadError(str(path), "is a folder: hand in a folder alone, or the files in it")
+        key = Path(os.path.abspath(path)).relative_to(parent).as_posix()
+        files[key] = read_submission(path, root)
+        origins[key] = path
+    return Upload(where or ", ".join(str(p) for p in paths[:3]), files, origins=origins)
+
+
+def intake(
+    source: Path | str | Sequence[Path] | Mapping[str, Path] | SubmissionFile,
+    manifest: LabManifest,
+    root: Path | None = None,
+    where: str | None = None,
+) -> SubmissionFile:
+    """The submission in ``source`` for ``manifest``'s lab: :func:`read_upload`, then
+    :meth:`Upload.submission`; UsageError (UploadError) in one line when there is none."""
+    return read_upload(source, root, where).submission(manifest)
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_named(named: Mapping[str, Path], root: Path | None, where: str, notes: Sequence[str] = ()) -> Upload:
+    files: dict[str, SubmissionFile] = {}
+    origins: dict[str, Path] = {}
+    kept = list(notes)
+    total = 0
+    for key, path in named.items():
+        shown = printable(key, 100, False)
+        if total > MAX_UPLOAD_BYTES:
+            kept.append(f"{shown} left out: the upload is over {MAX_UPLOAD_BYTES} bytes")
+            continue
+        try:
+            file = read_submission(path, root)
+        except UploadError as exc:
+            kept.append(f"{shown} {exc.reason} (skipped)")
+            continue
+        files[key] = file
+        origins[key] = path
+        total += len(file.data)
+    return Upload(where, files, tuple(kept), origins)
+
+
+# --- one file ----------------------------------------------------------------------------------
 
 
 def _open_below(path: Path, root: Path | None) -> int:
@@ -258,17 +440,18 @@ def _open_below(path: Path, root: Path | None) -> int:
 
 
 def read_submission(path: Path, root: Path | None = None) -> SubmissionFile:
-    """The submission's bytes, read once from one open file; a one-line UsageError for anything that
-    is not a small regular ``.py`` file (a link, a folder, a FIFO, a device, an oversized file)."""
+    """The submission's bytes, read once from one open file; a one-line UploadError for anything
+    that is not a small regular ``.py`` file or notebook (a link, a folder, a FIFO, a device, an
+    oversized file)."""
     path = Path(path)
     try:
         fd = _open_below(path, root)
     except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
+        raise UploadError(str(path), "no such file") from None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UsageError(f"{path}: is a symbolic link (or lies behind one); submit the file itself") from None
-        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+            raise UploadError(str(path), "is a symbolic link (or lies behind one); submit the file itself") from None
+        raise UploadError(str(path), f"cannot read ({exc.strerror})") from None
     mode = os.fstat(fd).st_mode
     problem = None
     if stat.S_ISDIR(mode):
@@ -279,17 +462,22 @@ def read_submission(path: Path, root: Path | None = None) -> SubmissionFile:
         problem = "is not a Python file (.py) or a notebook (.ipynb)"
     if problem:
         os.close(fd)
-        raise UsageError(f"{path}: {problem}")
+        raise UploadError(str(path), problem)
     limit = MAX_NOTEBOOK_BYTES if path.suffix == ".ipynb" else MAX_SUBMISSION_BYTES
     with os.fdopen(fd, "rb") as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
-        raise UsageError(f"{path}: is over the {limit}-byte limit")
+        raise UploadError(str(path), f"is over the {limit}-byte limit")
     if path.suffix == ".ipynb":
         data = notebook_source(data, path)
         if len(data) > MAX_SUBMISSION_BYTES:
-            raise UsageError(f"{path}: its code cells are over the {MAX_SUBMISSION_BYTES}-byte limit")
+            raise UploadError(str(path), f"its code cells are over the {MAX_SUBMISSION_BYTES}-byte limit")
     return SubmissionFile(printable(path.name, 255, False), data)
+
+
+def source_file(name: str, data: bytes) -> SubmissionFile:
+    """A submission made in memory (a known-wrong patch applied to the solution), named as a file would be."""
+    return SubmissionFile(printable(name, 255, False), data)
 
 
 _MAGIC = re.compile(r"^(\s*)([%!].*)$")
@@ -297,14 +485,14 @@ _MAGIC = re.compile(r"^(\s*)([%!].*)$")
 
 def notebook_source(raw: bytes, path: Path) -> bytes:
     """A notebook's code cells as one Python file, in order; IPython magics (``%``, ``!``, whole
-    ``%%`` cells) are kept as comments, since plain Python cannot run them. UsageError if the
+    ``%%`` cells) are kept as comments, since plain Python cannot run them. UploadError if the
     file is not a notebook nbformat can read."""
     import nbformat  # only for notebook uploads
 
     try:
         notebook = nbformat.reads(raw.decode("utf-8"), as_version=4)
     except Exception as exc:  # nbformat raises many kinds on a file that is not a notebook
-        raise UsageError(f"{path}: is not a readable Jupyter notebook ({type(exc).__name__})") from None
+        raise UploadError(str(path), f"is not a readable Jupyter notebook ({type(exc).__name__})") from None
     parts = [f"# Code cells of the notebook {printable(path.name, 200, False)}, in order.\n"]
     for number, cell in enumerate(notebook.cells, start=1):
         if cell.get("cell_type") != "code":
@@ -316,22 +504,6 @@ def notebook_source(raw: bytes, path: Path) -> bytes:
             lines = [_MAGIC.sub(r"\1pass  # (IPython magic, not run) \2", line) for line in lines]
         parts.append(f"\n# --- cell {number} ---\n" + "\n".join(lines) + "\n")
     return "".join(parts).encode("utf-8")
-
-
-def with_helpers(file: SubmissionFile, main: Path, candidates: Sequence[Path], root: Path | None = None) -> SubmissionFile:
-    """``file`` with the other Python files of its upload beside it (below the graded file's
-    folder), so ``import helper`` works as it did for the student; links and oversized files
-    are left out, as everywhere."""
-    base = main.parent
-    helpers: dict[str, bytes] = {}
-    for other in candidates:
-        if other == main or other.suffix != ".py" or not other.is_relative_to(base) or len(helpers) >= MAX_HELPERS:
-            continue
-        try:
-            helpers[str(other.relative_to(base))] = read_submission(other, root).data
-        except UsageError:
-            continue
-    return dataclasses.replace(file, helpers=helpers)
 
 
 def sha256(data: bytes) -> str:

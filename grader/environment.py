@@ -16,8 +16,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion
 
-from grader import __version__, hardware
+from grader import hardware
 from grader.results import Environment
+from grader.version import __version__
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 """The folder above the package: a source checkout when it holds pyproject.toml."""
@@ -75,7 +76,7 @@ def unmet(requires: Sequence[str]) -> list[tuple[Requirement, str | None]]:
     return out
 
 
-def _extra(name: str) -> str | None:
+def extra_for(name: str) -> str | None:
     """The grader's extra that installs distribution ``name``: the one named after it, else the smallest."""
     try:
         meta = metadata.metadata("grader")
@@ -98,7 +99,7 @@ def requirements_problem(lab_id: str, requires: Sequence[str]) -> str | None:
     if not missing:
         return None
     state = "; ".join(f"{req} is not installed" if have is None else f"{req} is wanted, {have} is installed" for req, have in missing)
-    extras = [_extra(req.name) if have is None else None for req, have in missing]
+    extras = [extra_for(req.name) if have is None else None for req, have in missing]
     if all(extras) and (CHECKOUT / "pyproject.toml").is_file():
         names = list(dict.fromkeys(e for e in extras if e))
         where = "." if Path.cwd().resolve() == CHECKOUT else str(CHECKOUT)

@@ -18,6 +18,17 @@ class UsageError(GraderError):
     exit_code = 2
 
 
+class UploadError(UsageError):
+    """An upload no submission can be formed from: nothing to grade, several files and none
+    clearly the one, a file for another lab, a file that cannot be read. The student's to fix:
+    exit 2 on the command line, a skipped entry in a batch, and on an LMS what its format says."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
 class OutputError(UsageError):
     """The output folder cannot be written (full, read-only, not a folder): bad input, exit 2.
     Everything already written is kept; the same command resumes once it is fixed."""

@@ -58,10 +58,12 @@ def grader_register_reporters() -> list[type[Reporter]]:
 
 @hookspec
 def grader_register_lms_formats() -> list[type[LmsFormat]]:
-    """Register LMS result formats (Gradescope, PrairieLearn, ...).
+    """Register LMS platforms: one :class:`~grader.lms.base.LmsFormat` subclass each.
 
-    Fires once when the grader builds its plugin registry. ``grader lms NAME`` and batch
-    outputs use them by name; names are unique.
+    Fires once when the grader builds its plugin registry (the command line builds it before
+    parsing). A platform's class is the whole platform: its result file, its grading container
+    (``grader lms NAME run``), its score upload (``grader lms NAME scores``), its export (read
+    by ``grader batch``) and its own actions. Names are unique.
 
     :return: a list of :class:`~grader.lms.base.LmsFormat` subclasses
     """
@@ -77,7 +79,7 @@ def grader_grading_started(manifest: LabManifest, submission: Path) -> None:
     Fires after the submission was read and its lab resolved, before any worker starts.
 
     :param manifest: the lab's validated manifest
-    :param submission: the path of the submitted file
+    :param submission: the graded file's name, as a path
     """
 
 
@@ -97,7 +99,8 @@ def grader_check_finished(manifest: LabManifest, result: CheckResult) -> None:
 def grader_grading_finished(result: GradeResult, out_dir: Path | None) -> None:
     """A grading is complete and its reports have been written.
 
-    Fires once per submission, after every reporter ran; ``result`` is final.
+    Fires once per submission graded, whatever the entry point, after every reporter ran;
+    ``result`` is final.
 
     :param result: the whole grading result, as written to result.json
     :param out_dir: the folder the reports were written to (None if none were written)

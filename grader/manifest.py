@@ -32,7 +32,7 @@ from pydantic import (
 from grader import dims as dimexpr
 from grader.errors import ManifestError, Problem
 from grader.results import Visibility
-from grader.sandbox.boot import wire
+from grader.sandbox.boot import plain, wire
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,14 +62,35 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class PlainLimits(Strict):
+    """Bounds on a plain value (JSON-like: strings, numbers, lists, dicts) a function returns."""
+
+    max_bytes: int = Field(default=16 << 20, ge=2, le=1 << 30, description="Size of its JSON text.")
+    max_depth: int = Field(default=16, ge=1, le=64, description="Nesting of lists and dicts (a list of dicts is 2).")
+    max_items: int = Field(default=1_000_000, ge=1, description="Values in all: every list item, dict entry and scalar.")
+    max_string: int = Field(default=100_000, ge=1, description="Characters of any one string, keys included.")
+    allow_nan: bool = Field(default=False, description="Whether NaN and infinities are accepted (JSON proper has neither).")
+
+    def bounds(self) -> plain.Limits:
+        return plain.Limits(**self.model_dump())
+
+
 class OutputSpec(Strict):
     """One value a function returns."""
 
     name: str = Field(description="Name used in messages and by checks, e.g. 'topk_ids'.")
-    type: Literal["ndarray", "tensor", "scalar"] = Field(
+    type: Literal["ndarray", "tensor", "scalar", "plain"] = Field(
         default="ndarray",
-        description="What the function must return: a numpy array, a torch tensor, or a Python/numpy scalar.",
+        description="What the function must return: a numpy array, a torch tensor, a Python/numpy scalar, or a "
+        "plain value (strings, numbers, lists, dicts; carried as strict, bounded JSON, never pickled).",
     )
+    form: str | None = Field(
+        default=None,
+        description="For a plain value: what it must look like, e.g. 'list[dict[str, any]]', 'dict[str, float]', "
+        "'str' (any, str, int, float, number, bool, none, list[...], dict[str, ...], A | B).",
+        examples=["list[str]", "dict[str, float]"],
+    )
+    limits: PlainLimits | None = Field(default=None, description="For a plain value: its bounds (defaults apply if omitted).")
     dtype: str = Field(
         default="number",
         description="A category ('int', 'float', 'bool', 'number'), an exact dtype ('float32', 'bfloat16', 'float8_e4m3fn', ...) "
@@ -101,6 +122,34 @@ class OutputSpec(Strict):
             except dimexpr.DimError as exc:
                 raise ValueError(f"dimension expressions ({exc})") from None
         return value
+
+    @field_validator("form")
+    @classmethod
+    def _parse_form(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                plain.parse_form(value)
+            except plain.PlainError as exc:
+                raise ValueError(f"a form such as 'list[dict[str, any]]' ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _plain_fields(self) -> OutputSpec:
+        if self.type == "plain":
+            if self.shape is not None or self.dtype != "number":
+                raise ValueError("a plain value has a form, not a dtype or a shape")
+        elif self.form is not None or self.limits is not None:
+            raise ValueError("form and limits belong to plain values (type = 'plain')")
+        return self
+
+    @property
+    def plain_form(self) -> Any:
+        """The parsed form of a plain value ('any' when none is given)."""
+        return plain.parse_form(self.form or "any")
+
+    @property
+    def plain_limits(self) -> plain.Limits:
+        return (self.limits or PlainLimits()).bounds()
 
 
 class FunctionSpec(Strict):

@@ -24,13 +24,13 @@ import re
 from pathlib import Path
 from typing import TextIO
 
-from grader import patch
-from grader.discovery import SubmissionFile, read_submission
+from grader import discovery, patch
+from grader.discovery import SubmissionFile
 from grader.errors import InfrastructureError, UsageError
 from grader.manifest import Hardware, LabManifest
 from grader.plugins import Plugins
 from grader.results import GradeResult, Status
-from grader.session import Grader, GradingOptions, write_reports
+from grader.session import Grader, GradingOptions
 
 EXPECT = re.compile(r"^#\s*expect:\s*([A-Za-z0-9_.-]+)(?:\s+(failed|error))?\s*$", re.M)
 IGNORES = re.compile(r"^#\s*ignores-inputs:\s*([A-Za-z_]\w*)\s*$", re.M)
@@ -52,13 +52,13 @@ def known_files(lab_dir: Path, folder: str) -> list[Path]:
 
 
 def materialize(path: Path, lab_dir: Path) -> SubmissionFile:
-    """A known file as a submission: the file itself, or its patch applied to the current solution.
-    Raises patch.PatchError when a patch no longer applies."""
+    """A known file as a student would hand it in: the file itself, or its patch applied to the
+    current solution. Raises patch.PatchError when a patch no longer applies."""
     if path.suffix != ".patch":
-        return read_submission(path)
+        return discovery.read_submission(path)
     diff = patch.parse(path.read_text(encoding="utf-8"))
     solution = (lab_dir / "solution.py").read_text(encoding="utf-8")
-    return SubmissionFile(path.with_suffix(".py").name, patch.apply(diff, solution).encode("utf-8"))
+    return discovery.source_file(path.with_suffix(".py").name, patch.apply(diff, solution).encode("utf-8"))
 
 
 def _score(r: GradeResult) -> str:
@@ -88,14 +88,12 @@ def run_selftest(
 
     def grade(path: Path) -> GradeResult | None:
         name = str(path.relative_to(root))
+        out = None if reports is None else reports / manifest.id / str(Path(name).with_suffix("")).replace("/", "-")
         try:
-            result = grader.grade(materialize(path, root))
+            return grader.grade_file(discovery.intake(materialize(path, root), manifest), out)
         except (patch.PatchError, UsageError, OSError) as exc:
             line(False, name, f"cannot be graded: {exc}")
             return None
-        if reports is not None:
-            write_reports(result, reports / manifest.id / str(Path(name).with_suffix("")).replace("/", "-"), plugins)
-        return result
 
     for path in [root / "solution.py", *known_files(root, "accepted")]:
         r = grade(path)

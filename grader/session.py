@@ -1,12 +1,13 @@
 """Grading: the one path from a submitted file to a result and its reports.
 
 Every caller (``grader submit``, the batch workers, the LMS containers, ``grader selftest`` and
-the labs' pytest tests) grades through :class:`Grader` (or :func:`grade_file` for one file) and
-writes through :func:`write_reports`. This module owns what must be the same everywhere: the
-file is read once; the sandbox tier is chosen (and refused for official grading when degraded);
+the labs' pytest tests) takes what was handed in through the one intake
+(:mod:`grader.discovery`) and grades it through :func:`grade_file` (or
+:meth:`Grader.grade_file`, to grade many with one grader). This module owns what must be the
+same everywhere: the sandbox tier is chosen (and refused for official grading when degraded);
 every check runs under the grading's overall deadline; whatever the grader itself cannot do
-becomes a not-gradable result instead of an exception; the reports are written atomically and
-the finished hook fires once per written result.
+becomes a not-gradable result instead of an exception; the reports are written atomically; the
+finished hook fires once per submission, reports or not.
 
 A :class:`Grader` belongs to one lab and may grade many submissions in turn (the batch and the
 self-test reuse it, and with it the lab's cached inputs and reference outputs).
@@ -29,14 +30,14 @@ from typing import Any
 
 from grader import gpu_cache, hardware
 from grader.checkers.base import CheckContext, Verdict
-from grader.discovery import SubmissionFile, read_submission
+from grader.discovery import SubmissionFile, intake
 from grader.environment import environment, requirements_problem
 from grader.errors import InfrastructureError, OutputError, UsageError
 from grader.lab import Lab
 from grader.manifest import CheckSpec, Hardware, LabManifest
 from grader.plugins import Plugins
 from grader.plugins import default as default_plugins
-from grader.results import CheckResult, GradeResult, LeaderboardEntry, Problem, SandboxInfo, Status
+from grader.results import CheckResult, GradeResult, LeaderboardEntry, Problem, SandboxInfo, Status, Visibility
 from grader.sandbox import tiers
 from grader.sandbox.client import Submission
 from grader.sandbox.launchers import Launcher
@@ -201,6 +202,30 @@ class Background:
         self._thread.join()
 
 
+def grading_order(manifest: LabManifest) -> list[tuple[int, str, CheckSpec]]:
+    """The checks in the order they are graded, each with its worker group: 0 the visible checks,
+    1 those a student may not see yet (hidden, after the due date, after publishing), 2 visible
+    checks that wait for one of those. Manifest order within a group. Each group gets a fresh
+    worker, run in this order, so nothing a later visible check shows (an exception, a wrong
+    answer) can carry the inputs of a check the student may not see: that worker never saw them."""
+    default = manifest.lab.visibility
+    group: dict[str, int] = {}
+    for cid, c in manifest.checks.items():  # `after` names earlier checks only, so one pass settles it
+        late = (c.visibility or default) is not Visibility.visible
+        group[cid] = 1 if late else 2 if any(group.get(a, 0) > 0 for a in c.after) else 0
+    return sorted(((group[cid], cid, c) for cid, c in manifest.checks.items()), key=lambda entry: entry[0])
+
+
+def _close(handles: dict[str, Submission]) -> str:
+    """Close the workers (one per device) and forget them; what they printed."""
+    output = ""
+    for handle in handles.values():
+        handle.close()
+        output += handle.output
+    handles.clear()
+    return output
+
+
 def internal_error(exc: BaseException) -> str:
     """A grader bug in one line: the exception and the innermost frame of the grader's own code."""
     where = ""
@@ -253,10 +278,23 @@ class Grader:
             )
         return self._launcher
 
+    def grade_file(self, submission: SubmissionFile | Path, out: Path | None = None) -> GradeResult:
+        """Grade one submission and, with ``out``, write its reports there (checked before grading);
+        the finished hook fires either way."""
+        if out is not None:
+            prepare_out(out)
+        result = self.grade(submission)
+        if out is not None:
+            write_reports(result, out, self.plugins)
+        else:
+            self.plugins.grading_finished(result, None)
+        return result
+
     def grade(self, submission: SubmissionFile | Path) -> GradeResult:
-        """Grade one submission. Raises UsageError only when a path cannot be read as a submission;
-        anything else the grader cannot do becomes a not-gradable result."""
-        file = submission if isinstance(submission, SubmissionFile) else read_submission(submission)
+        """Grade one submission (a path goes through the intake first). Raises UsageError only
+        when a path holds no submission; anything else the grader cannot do becomes a
+        not-gradable result. Callers use :meth:`grade_file`, which also reports."""
+        file = submission if isinstance(submission, SubmissionFile) else intake(submission, self.manifest)
         self.plugins.grading_started(self.manifest, Path(file.name))
         try:
             launcher = self.launcher()
@@ -279,10 +317,17 @@ class Grader:
         results: list[CheckResult] = []
         self._passed = {}
         infra: str | None = None
+        output = ""
+        current = 0
         try:
-            if gpu is not None and gpu_cache.enabled():
+            order = grading_order(self.manifest)
+            if gpu is not None and gpu_cache.enabled() and any(g == 0 and c.requires is Hardware.gpu for g, _, c in order):
                 self._get_gpu_ready(file, launcher, handles, deadline)
-            for check_id, check in self.manifest.checks.items():
+            for group, check_id, check in order:
+                if group != current:  # the next group's checks get a fresh worker
+                    self._settle_pending()
+                    output += _close(handles)
+                    current = group
                 t0 = time.monotonic()
                 if infra is not None:
                     verdict = Verdict.error(f"not graded: {infra}")
@@ -295,7 +340,7 @@ class Grader:
                         verdict = self._run(check_id, check, file, launcher, gpu, handles, deadline)
                         if _near_miss(check, verdict) and time.monotonic() < deadline:
                             # timing noise is as likely as a verdict this close: measure again
-                            again = self._run(check_id, check, file, launcher, gpu, handles, deadline)
+                            again = self._run(check_id, check, file, launcher, gpu, handles, deadline, attempt=1)
                             verdict = _better(verdict, again, check)
                     except InfrastructureError as exc:
                         infra = str(exc)
@@ -326,19 +371,13 @@ class Grader:
                 self._passed[check_id] = result.status is Status.passed
                 self.plugins.check_finished(self.manifest, result)
         finally:
-            for pending in self._pending.values():
-                try:
-                    pending.join()
-                except Exception:  # noqa: BLE001 - the grading is over; its own checks reported what mattered
-                    pass
-            self._pending = {}
-            output = ""
-            for handle in handles.values():
-                handle.close()
-                output += handle.output
+            self._settle_pending()
+            output += _close(handles)
             for starter in self._starters:  # only now: the workers they started are gone
                 starter.release()
             self._starters = []
+        order_ids = list(self.manifest.checks)
+        results.sort(key=lambda r: order_ids.index(r.id))
         return GradeResult(
             exercise=self.manifest.id,
             submission=file.name,
@@ -358,6 +397,16 @@ class Grader:
             duration_s=round(time.monotonic() - started, 3),
             started_at=started_at,
         )
+
+    def _settle_pending(self) -> None:
+        """Wait for what runs in the background (the reference's warm-up, a worker's start): a
+        worker is never closed while it is still starting."""
+        for pending in self._pending.values():
+            try:
+                pending.join()
+            except Exception:  # noqa: BLE001 - the checks that needed it reported what mattered
+                pass
+        self._pending = {}
 
     def _get_gpu_ready(self, file: SubmissionFile, launcher: Launcher, handles: dict[str, Submission], deadline: float) -> None:
         """While the CPU checks run: compile the reference's kernels into the folder the GPU worker
@@ -390,6 +439,7 @@ class Grader:
         gpu: str | None,
         handles: dict[str, Submission],
         deadline: float,
+        attempt: int = 0,
     ) -> Verdict:
         waiting = [c for c in check.after if self._passed.get(c) is not True]
         if waiting:
@@ -409,7 +459,7 @@ class Grader:
         handle.start()
         if handle.import_failure is not None:
             return Verdict.error(handle.import_failure, hint="", traceback=handle.import_traceback)
-        ctx = CheckContext(self.lab, handle, self.seeds, device)
+        ctx = CheckContext(self.lab, handle, self.seeds, device, attempt)
         try:
             return self.plugins.checker(check.kind).run(check_id, check, ctx)
         except SubmissionFault as fault:
@@ -460,16 +510,24 @@ def write_reports(result: GradeResult, out: Path, plugins: Plugins | None = None
 
 
 def grade_file(
-    path: Path | SubmissionFile,
+    submission: SubmissionFile | Path,
     lab: Lab | LabManifest,
     options: GradingOptions | None = None,
     out: Path | None = None,
     plugins: Plugins | None = None,
 ) -> GradeResult:
-    """Grade one file of ``lab`` and, with ``out``, write its reports there (checked before grading)."""
-    if out is not None:
-        prepare_out(out)
-    result = Grader(lab, options, plugins).grade(path)
-    if out is not None:
-        write_reports(result, out, plugins)
-    return result
+    """Grade one submission of ``lab`` and, with ``out``, write its reports there (checked before
+    grading): what every entry point calls, once per submission."""
+    return Grader(lab, options, plugins).grade_file(submission, out)
+
+
+def refused(
+    lab: Lab | LabManifest, reason: str, options: GradingOptions | None = None, problem: Problem = Problem.submission
+) -> GradeResult:
+    """The result for an upload that was not graded, for a platform that needs a result for
+    every upload: by default one that holds no submission (nothing to grade, several
+    candidates, a file for another lab: the student's to fix, ``problem: submission``); every
+    check at 0, the reason once. The platform's format decides what the student sees of it."""
+    manifest = lab.manifest if isinstance(lab, Lab) else lab
+    seeds = Seeds.from_env((options or GradingOptions()).seed)
+    return not_gradable(manifest, "(none)", "", reason, seeds=seeds, problem=problem)

@@ -17,10 +17,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from grader import discovery
 from grader.manifest import Hardware, LabManifest, load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import CheckResult, GradeResult, Status
-from grader.session import Grader
+from grader.session import grade_file
 
 IMPL_ENV = "LAB_IMPL"
 
@@ -35,7 +36,7 @@ class LabRun:
 
     @functools.cached_property
     def result(self) -> GradeResult:
-        return Grader(self.manifest).grade(self.file)
+        return grade_file(discovery.intake(self.file, self.manifest), self.manifest)
 
     def check(self, check_id: str) -> CheckResult:
         return next(c for c in self.result.checks if c.id == check_id)

@@ -8,6 +8,7 @@ compare results across runs).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -29,10 +30,12 @@ from grader.batch.progress import Progress
 from grader.batch.shard import Shard, shard_of
 from grader.batch.store import Store
 from grader.batch.summary import gradebook_csv, summary_md
+from grader.discovery import read_submission, source_file
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import Environment, GradeResult, SandboxInfo
 from grader.seeds import Seeds
+from grader.session import GradingOptions
 
 SOLUTION = LAB01 / "solution.py"
 WRONG = LAB01 / "wrong"
@@ -627,15 +630,17 @@ def test_batch_worker_process_answers_on_its_own_channel(lab, tmp_path: Path) ->
         [sys.executable, "-m", "grader.batch.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    config = {"op": "config", "manifest": str(lab / "manifest.toml"), "seed": None, "sandbox": None,
-              "allow_unsandboxed": True, "slot": 0, "parent": os.getpid()}  # fmt: skip
-    job = {"op": "grade", "id": 7, "path": str(SOLUTION), "out": str(out)}
+    options = dataclasses.asdict(GradingOptions(official=True, allow_unsandboxed=True))
+    config = {"op": "config", "manifest": str(lab / "manifest.toml"), "options": options, "parent": os.getpid()}
+    job = {"op": "grade", "id": 7, "file": read_submission(SOLUTION).to_wire(), "out": str(out)}
     stdout, _ = proc.communicate("\n".join(json.dumps(m) for m in (config, job)) + "\n", timeout=120)
     messages = [json.loads(line) for line in stdout.splitlines()]
     assert messages[0]["op"] == "ready"
     assert {m["op"] for m in messages[1:-1]} == {"alive"}
-    assert messages[-1] == {"op": "done", "id": 7, "score": FULL, "max_score": FULL, "gradable": True, "error": None}
-    assert json.loads((out / "result.json").read_text())["score"] == FULL
+    assert messages[-1]["op"] == "done" and messages[-1]["id"] == 7
+    sent = GradeResult.model_validate(messages[-1]["result"])  # the whole result comes back on the wire
+    assert sent.score == FULL and sent.gradable
+    assert sent == GradeResult.model_validate_json((out / "result.json").read_text())
 
 
 # --- shards and the merge ------------------------------------------------------------------------
@@ -791,7 +796,7 @@ def _graded_on(gpu: str | None, node: str, score: float = 9.5) -> GradeResult:
 
 def test_gradebook_flags_scores_from_other_gpu_models(lab) -> None:
     manifest = load_manifest(lab, default_plugins().checkers())
-    entries = [Entry(s, Path(f"{s}.py"), f"{s}.py", "0", "file") for s in ("ada", "ben", "cleo", "dev")]
+    entries = [Entry(s, f"{s}.py", source_file(f"{s}.py", b""), "file") for s in ("ada", "ben", "cleo", "dev")]
     results = {
         "ada": _graded_on("NVIDIA H100 80GB HBM3", "gpu01"),
         "ben": _graded_on("NVIDIA H100 80GB HBM3", "gpu02"),

@@ -138,15 +138,32 @@ def test_every_output_is_readable_by_the_course(lab, run_cli, tmp_path: Path) ->
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
 
 
-def test_a_conflicting_exercise_line_is_a_loud_warning_naming_the_student(lab, run_cli, tmp_path: Path) -> None:
+def test_a_file_for_another_lab_is_skipped_with_the_reason_as_on_every_door(lab, run_cli, tmp_path: Path) -> None:
+    """An EXERCISE line that names another lab: the upload holds no submission for this one (as
+    for grader submit and the LMS containers); the student is listed, the class graded."""
     folder, out = tmp_path / "class", tmp_path / "out"
     folder.mkdir()
     (folder / "ada.py").write_text(SOLUTION)
     (folder / "ben.py").write_text(SOLUTION.replace('EXERCISE = "lab-01-moe-routing"', 'EXERCISE = "lab-03-tiled-gemm"'))
     code, _, err = batch(run_cli, folder, out)
-    assert code == 0
-    assert "WARNING: student ben: ben.py declares EXERCISE = 'lab-03-tiled-gemm' but is graded as lab-01-moe-routing" in err
+    assert code == 0, err
+    assert set(gradebook(out)) == {"ada"}
+    with open(out / "skipped.csv", newline="", encoding="utf-8") as fh:
+        skipped = {row["entry"]: row["reason"] for row in csv.DictReader(fh)}
+    assert skipped["ben.py"].startswith("ben.py declares EXERCISE = 'lab-03-tiled-gemm' but this is lab-01-moe-routing")
     assert "ben.py declares EXERCISE" in (out / "summary.md").read_text()
+
+
+def test_links_left_out_of_a_students_folder_are_a_loud_warning(lab, run_cli, tmp_path: Path) -> None:
+    folder, out = tmp_path / "class", tmp_path / "out"
+    (folder / "ada").mkdir(parents=True)
+    (folder / "ada" / "moe.py").write_text(SOLUTION)
+    (folder / "ada" / "helper.py").symlink_to(LAB01 / "solution.py")
+    code, _, err = batch(run_cli, folder, out)
+    assert code == 0, err
+    assert "WARNING: student ada: helper.py is a symbolic link (skipped)" in err
+    assert gradebook(out)["ada"]["percent"] == "100.0"
+    assert "helper.py is a symbolic link" in (out / "summary.md").read_text()
 
 
 def test_killed_gradings_leave_no_private_copies_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,15 +1,19 @@
 """Finding the submissions in a TA's folder, whatever layout it came in.
 
 * plain files: ``DIR/ada.py`` or ``DIR/ada.ipynb`` (student = the file stem);
-* one folder per student: ``DIR/ada/...`` (the one ``.py``, or the one that names or defines the lab);
-* a Gradescope export: ``DIR/submission_metadata.yml`` plus ``DIR/submission_12345/...``, the
-  metadata naming the students of each submission;
+* one folder per student: ``DIR/ada/...``, an upload as an LMS gets it (the graded file is the
+  one, or the one that names or defines the lab; the other ``.py`` files are its helpers);
+* a platform's export, which an LMS format recognises (``LmsFormat.read_export``): its folders
+  are submissions, and its own file names the students of each;
 * a Canvas export: flat files ``lastname_firstname_12345_67890_starter.py`` (student = the part
-  before the numeric ids; ``_late`` is dropped), each name read on its own, so a stray file
-  among them is one more student, not a reason to read none of them.
+  before the numeric ids; ``_late`` is dropped), each under the name its student gave it; each
+  name is read on its own, so a stray file among them is one more student, not a reason to read
+  none of them.
 
-Symbolic links and special files are never graded (a link can point at a solution); they are
-listed, with the reason, among the skipped entries, as is anything else that cannot be graded.
+Each submission goes through the one intake (:func:`grader.discovery.read_upload`), read once
+here: the batch hands the workers these bytes and never the path. Symbolic links and special
+files are never graded (a link can point at a solution); they are listed, with the reason,
+among the skipped entries, as is every upload that holds no submission.
 """
 
 from __future__ import annotations
@@ -20,17 +24,17 @@ import re
 import stat
 import unicodedata
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from grader.discovery import SUFFIXES, declared_exercise, pick_submission, python_files, read_submission
-from grader.errors import UsageError
+from grader.discovery import SUFFIXES, SubmissionFile, read_upload
+from grader.errors import UploadError, UsageError
+from grader.lms.base import Export, LmsFormat
 from grader.manifest import LabManifest
+from grader.plugins import default as default_plugins
 from grader.text import printable
 
-GRADESCOPE_METADATA = "submission_metadata.yml"
 CANVAS_NAME = re.compile(
     r"^(?P<student>[^_].*?)(?:_late)?_(?P<user>\d+)_(?P<attachment>\d+)_(?P<file>.+?)(?:-(?P<again>\d+))?(?P<suffix>\.py|\.ipynb)$", re.I
 )
@@ -41,19 +45,23 @@ RESERVED = {"summary.md", "gradebook.csv", "histogram.png", "skipped.csv", "batc
 
 @dataclass
 class Entry:
-    """One submission to grade: a student, the file, and the hash of its content."""
+    """One submission to grade: a student, the file graded, and the submission as read."""
 
     student: str
     """A unique, file-system-safe name: the folder of the student's reports."""
-    path: Path
     file: str
-    """The file, relative to the batch folder (for the gradebook)."""
-    sha256: str
+    """The graded file, relative to the batch folder (for the gradebook)."""
+    submission: SubmissionFile
+    """What is graded: the file's bytes and its helper modules, read once."""
     layout: str
     warning: str | None = None
-    """Something the TA must know (the file names another lab), said loudly; it is graded anyway."""
+    """Something the TA must know (links or files left out of the upload), said loudly; it is graded anyway."""
     people: list[dict[str, str]] = field(default_factory=list)
-    """Who submitted it, where the export says (Gradescope: name, email, sid): for score uploads."""
+    """Who submitted it, where the export says (name, email, sid): for score uploads."""
+
+    @property
+    def sha256(self) -> str:
+        return self.submission.sha256
 
 
 @dataclass
@@ -84,33 +92,30 @@ def _special(path: Path) -> str | None:
     return None
 
 
-def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = None) -> tuple[list[Entry], list[Skipped]]:
-    """Every submission under ``root``, one per student, and the entries that were skipped."""
+Source = Path | Mapping[str, Path]
+"""A student's upload: a file, a folder, or files under the names the student gave them."""
+
+
+def find_submissions(
+    root: Path, manifest: LabManifest, exclude: Path | None = None, formats: Sequence[LmsFormat] | None = None
+) -> tuple[list[Entry], list[Skipped]]:
+    """Every submission under ``root``, one per student, and the entries that were skipped.
+    ``formats``: the platforms whose exports are recognised (default: every registered one)."""
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"{root}: no such folder")
     excluded = exclude.resolve() if exclude is not None else None
-    entries: list[tuple[str, Path, str, list[dict[str, str]]]] = []  # (student, file, layout, people)
+    raw: list[tuple[str, str, Source, str, list[dict[str, str]]]] = []  # (student, entry name, upload, layout, people)
     skipped: list[Skipped] = []
 
-    def add_folder(folder: Path, student: str, layout: str, people: list[dict[str, str]] | None = None) -> None:
-        files, notes = python_files(folder)
-        try:
-            path = pick_submission(files, manifest, folder.name)
-        except UsageError as exc:
-            skipped.append(Skipped(folder.name, str(exc).split(": ", 1)[-1] + (f" ({'; '.join(notes)})" if notes else "")))
-            return
-        entries.append((student, path, layout, people or []))
-
     children = sorted(root.iterdir(), key=lambda p: p.name)
-    metadata = root / GRADESCOPE_METADATA
-    gradescope = read_gradescope_metadata(metadata) if metadata.is_file() and not metadata.is_symlink() else None
-    # Top-level files, grouped by student: a Canvas-style name gives the student, any other the stem.
-    file_groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
+    export, platform = _export(root, formats)
+    canvas_groups: dict[str, dict[str, Path]] = defaultdict(dict)
+    attempts: dict[tuple[str, str], int] = {}
 
     for path in children:
         name = path.name
-        if name == GRADESCOPE_METADATA:
+        if export is not None and name == export.source:
             continue
         if name.startswith("."):
             if not (excluded is not None and excluded == path.resolve()):
@@ -122,91 +127,74 @@ def find_submissions(root: Path, manifest: LabManifest, exclude: Path | None = N
         elif excluded is not None and excluded.is_relative_to(path.resolve()):
             continue  # the output folder itself, inside the batch folder
         elif path.is_dir():
-            if gradescope is not None and name in gradescope:
-                add_folder(path, display_name(gradescope[name]) or name, "gradescope", gradescope[name])
+            if export is not None and name in export.people:
+                raw.append((display_name(export.people[name]) or name, name, path, platform, export.people[name]))
             else:
-                add_folder(path, name, "gradescope" if gradescope is not None else "folder")
+                raw.append((name, name, path, platform if export is not None else "folder", []))
         elif path.suffix not in SUFFIXES:
             skipped.append(Skipped(name, "is not a Python file (.py) or a notebook (.ipynb)"))
+        elif (match := CANVAS_NAME.match(name)) is not None:
+            # the name the student gave the file; of a resubmitted name (``-n``), the latest attempt
+            student, given = match.group("student"), match.group("file") + match.group("suffix").lower()
+            again = int(match.group("again") or 0)
+            if attempts.get((student, given), -1) < again:
+                attempts[student, given] = again
+                canvas_groups[student][given] = path
         else:
-            match = CANVAS_NAME.match(name)
-            file_groups[(match["student"], "canvas") if match else (path.stem, "file")].append(path)
-    for (student, layout), files in file_groups.items():
-        try:
-            path = pick_submission(sorted(files), manifest, student)
-        except UsageError as exc:
-            skipped.append(Skipped(student, str(exc).split(": ", 1)[-1]))
-            continue
-        entries.append((student, path, layout, []))
-    if gradescope is not None:
+            raw.append((path.stem, name, path, "file", []))
+    for student, files in canvas_groups.items():
+        raw.append((student, student, files, "canvas", []))
+    if export is not None:
         present = {p.name for p in children}
-        for folder, names in gradescope.items():
+        for folder, names in export.people.items():
             if folder not in present:
-                skipped.append(Skipped(folder, f"named in {GRADESCOPE_METADATA} ({display_name(names)}) but has no folder"))
-    return _finish(root, manifest, entries, skipped)
+                skipped.append(Skipped(folder, f"named in {export.source} ({display_name(names)}) but has no folder"))
+    return _finish(root, manifest, raw, skipped)
+
+
+def _export(root: Path, formats: Sequence[LmsFormat] | None) -> tuple[Export | None, str]:
+    """The platform export ``root`` is, if any, and the platform's name."""
+    if formats is None:
+        formats = [cls() for cls in default_plugins().lms_classes.values()]
+    for fmt in formats:
+        export = fmt.read_export(root)
+        if export is not None:
+            return export, fmt.name
+    return None, ""
 
 
 def _finish(
-    root: Path, manifest: LabManifest, raw: list[tuple[str, Path, str, list[dict[str, str]]]], skipped: list[Skipped]
+    root: Path, manifest: LabManifest, raw: list[tuple[str, str, Source, str, list[dict[str, str]]]], skipped: list[Skipped]
 ) -> tuple[list[Entry], list[Skipped]]:
-    """Read each chosen file once (hash, EXERCISE line) and give each student a unique folder name.
+    """Read each upload once, through the intake, and give each student a unique folder name.
     Two students whose names clean to the same folder are told apart by a hash of their own
     original name, so nobody's folder depends on who else is in the class."""
     out: list[Entry] = []
-    keys: dict[str, list[tuple[str, Path, str, list[dict[str, str]]]]] = defaultdict(list)
+    keys: dict[str, list[tuple[str, str, Source, str, list[dict[str, str]]]]] = defaultdict(list)
     for item in raw:
         keys[safe_name(item[0]).lower()].append(item)
     for group in keys.values():
-        for student, path, layout, people in group:
-            rel = printable(str(path.relative_to(root)), keep_newlines=False)
+        for student, name, source, layout, people in group:
+            shown = printable(name, keep_newlines=False)
             try:
-                file = read_submission(path, root)
-            except UsageError as exc:
-                skipped.append(Skipped(rel, str(exc).split(": ", 1)[-1]))
+                upload = read_upload(source, root, where=shown)
+                main = upload.main(manifest)
+                submission = upload.submission(manifest)
+            except UploadError as exc:
+                skipped.append(Skipped(shown, exc.reason))
                 continue
+            rel = printable(str(upload.origins[main].relative_to(root)), keep_newlines=False)
             key = safe_name(student)
             if len(group) > 1:
                 own = (student + "\0" + rel).encode("utf-8", "replace")
                 key = f"{key}-{hashlib.sha256(own).hexdigest()[:6]}"
             if key.lower() in RESERVED:
                 key += "-student"
-            declared = declared_exercise(file.text)
-            warning = None
-            if declared and not manifest.id.startswith(declared):
-                warning = f"{rel} declares EXERCISE = {printable(declared, 60, False)!r} but is graded as {manifest.id}"
-            out.append(Entry(key, path, rel, file.sha256, layout, warning, people))
+            warning = "; ".join(upload.notes) or None
+            out.append(Entry(key, rel, submission, layout, warning, people))
     out.sort(key=lambda e: (e.student.lower(), e.file))
     skipped.sort(key=lambda s: s.name)
     return out, skipped
-
-
-class _MetadataLoader(yaml.SafeLoader):
-    """YAML's safe loader that reads Ruby-tagged values (``!ruby/object:...``) as plain data."""
-
-
-_MetadataLoader.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_object(
-    yaml.SequenceNode("tag:yaml.org,2002:seq", node.value) if isinstance(node, yaml.SequenceNode)
-    else yaml.MappingNode("tag:yaml.org,2002:map", node.value) if isinstance(node, yaml.MappingNode)
-    else yaml.ScalarNode("tag:yaml.org,2002:str", node.value), deep=True))  # fmt: skip
-
-
-def read_gradescope_metadata(path: Path) -> dict[str, list[dict[str, str]]]:
-    """Submission folder -> its submitters (``name``, ``email``, ``sid``, each only when given),
-    from Gradescope's ``submission_metadata.yml`` (YAML with Ruby-symbol keys: ``:submitters:``).
-    UsageError (one line) if the file is not YAML."""
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=_MetadataLoader)  # noqa: S506
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: is not valid YAML ({type(exc).__name__}); re-download the export") from None
-    out: dict[str, list[dict[str, str]]] = {}
-    for folder, info in (data or {}).items() if isinstance(data, dict) else ():
-        people = info.get(":submitters") or info.get("submitters") or [] if isinstance(info, dict) else []
-        out[str(folder)] = [
-            {key: str(person[f":{key}"] if f":{key}" in person else person[key]).strip()
-             for key in ("name", "email", "sid") if f":{key}" in person or key in person}
-            for person in people if isinstance(person, dict)
-        ]  # fmt: skip
-    return out
 
 
 def display_name(people: list[dict[str, str]]) -> str:

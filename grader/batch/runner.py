@@ -14,6 +14,7 @@ class outputs: several shards (Slurm array tasks) share one output folder, and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -55,13 +56,12 @@ START_FAILURES = 2
 
 @dataclass
 class BatchOptions:
+    """What the batch grades and where; how each submission is graded is the GradingOptions."""
+
     folder: Path
     out: Path
     jobs: int = 2
     force: bool = False
-    seed: int | None = None
-    allow_unsandboxed: bool = False
-    deadline_s: float | None = None
     shard: Shard | None = None
 
 
@@ -123,7 +123,7 @@ class _Worker:
 
     def __init__(self, slot: int, config: dict[str, Any], log: Path) -> None:
         self.slot = slot
-        self.config = dict(config, slot=slot)
+        self.config = dict(config, options=dict(config["options"], slot=slot))
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.buffer = b""
@@ -277,7 +277,7 @@ def run_batch(
             print(f"grader batch: grading {len(todo)} with {jobs} worker(s), sandbox {launcher.mode}", file=stream)
             progress = Progress(len(todo), stream, tty)
             with stop_on_signals():
-                _Scheduler(plugins, manifest, launcher, seeds, store, options, outcome, progress).run(todo, jobs)
+                _Scheduler(plugins, manifest, launcher, seeds, store, grading, outcome, progress).run(todo, jobs)
         outcome.elapsed_s = time.monotonic() - started
         if shard is None:
             write_class_outputs(options.out, manifest, entries, outcome.skipped, outcome.results, outcome.elapsed_s)
@@ -286,12 +286,12 @@ def run_batch(
     return outcome
 
 
-def merge_batch(manifest: LabManifest, options: BatchOptions) -> BatchOutcome:
+def merge_batch(manifest: LabManifest, grading: GradingOptions, options: BatchOptions) -> BatchOutcome:
     """Write the class outputs from the stored results of every submission in the folder.
 
     Grades nothing. A submission without a current result (its shard failed, has not run, or
     graded it with another seed, grader or lab) is listed in ``missing`` with the reason."""
-    seeds = Seeds.from_env(options.seed)
+    seeds = Seeds.from_env(grading.seed)
     entries, skipped = _find(options, manifest)
     if not (options.out / STATE).is_dir():
         raise UsageError(f"{options.out}: nothing was graded there (no {STATE} folder); grade first, then merge")
@@ -353,7 +353,7 @@ class _Scheduler:
         launcher: Launcher,
         seeds: Seeds,
         store: Store,
-        options: BatchOptions,
+        grading: GradingOptions,
         outcome: BatchOutcome,
         progress: Progress,
     ) -> None:
@@ -361,16 +361,9 @@ class _Scheduler:
         self.store, self.outcome, self.progress = store, outcome, progress
         self.todo: deque[_Job] = deque()
         self.silence = silence_limit_s(manifest)
-        self.config = {
-            "op": "config",
-            "manifest": str(manifest.path.resolve()),
-            "seed": options.seed,
-            "sandbox": launcher.mode,
-            "allow_unsandboxed": options.allow_unsandboxed,
-            "deadline_s": options.deadline_s,
-            "parent": os.getpid(),
-        }
-        self.root = os.path.abspath(options.folder)
+        # One GradingOptions for every worker, serialised once; the tier is the one chosen here.
+        options = dataclasses.asdict(dataclasses.replace(grading, sandbox=launcher.mode))
+        self.config = {"op": "config", "manifest": str(manifest.path.resolve()), "options": options, "parent": os.getpid()}
         self.workers: list[_Worker] = []
         self.by_fd: dict[int, _Worker] = {}
 
@@ -419,9 +412,7 @@ class _Scheduler:
             worker.last_seen = time.monotonic()
             worker.job = job
             out_dir = self.store.student_dir(job.entry.student)
-            message = {
-                "op": "grade", "id": job.id, "path": os.path.abspath(job.entry.path), "root": self.root, "out": str(out_dir),
-            }  # fmt: skip
+            message = {"op": "grade", "id": job.id, "file": job.entry.submission.to_wire(), "out": str(out_dir)}
             if worker.send(message):
                 self.progress.started_one(worker.slot, job.entry.student)
             # A failed send means the worker is gone: its end of stdout closes and _died follows.
@@ -446,20 +437,15 @@ class _Scheduler:
             return
         worker.job = None
         if op == "done":
-            path = self.store.student_dir(job.entry.student) / "result.json"
             try:
-                result = GradeResult.model_validate_json(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                self._failed(worker, job, f"its result.json could not be read back ({exc})")
+                result = GradeResult.model_validate(message.get("result"))
+            except ValueError as exc:
+                self._failed(worker, job, f"its result could not be read ({exc})")
                 return
             self._finish(worker, job, result)
         elif op == "write_failed":
             raise OutputError(f"{message.get('error')}; free space (or fix the folder) and run the same command again: "
                               "every student finished so far is kept")  # fmt: skip
-        elif op == "refused":  # the file changed into something unreadable since it was found
-            reason = str(message.get("error", "")).split(": ", 1)[-1]
-            self.outcome.skipped.append(Skipped(job.entry.file, reason))
-            self.progress.finished_one(worker.slot, job.entry.student, f"skipped: {reason}")
         else:
             self._failed(worker, job, f"grader error: {message.get('error')}")
 
@@ -480,9 +466,8 @@ class _Scheduler:
             self.todo.appendleft(job)
             return
         reason = f"the grader's batch worker failed twice on this submission ({how}; log: {worker.log})"
-        result = not_gradable(
-            self.manifest, job.entry.path.name, job.entry.sha256, reason, sandbox_info(self.launcher), self.seeds
-        )
+        file = job.entry.submission
+        result = not_gradable(self.manifest, file.name, file.sha256, reason, sandbox_info(self.launcher), self.seeds)
         write_reports(result, self.store.student_dir(job.entry.student), self.plugins)
         self._finish(worker, job, result)
 

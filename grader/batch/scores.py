@@ -3,13 +3,9 @@
 A GPU lab on a platform without a GPU is graded twice by design: on upload, the LMS grades
 what runs on its CPU and shows the GPU checks as pending; later a TA grades the class on a GPU
 machine (``grader batch`` or ``grader slurm``, with the same secret seed), which grades every
-check. This module reads that batch's stored results and writes, per student, the points the
-upload could not give:
-
-* Gradescope: ``Name,SID,Email,Score`` (one row per submitter; Score = the deferred points),
-  for the score upload of a companion assignment that holds the GPU points;
-* PrairieLearn: ``uid,instance,qid,manual_points,feedback``, for "Upload new question scores"
-  (the question's ``manualPoints`` are the deferred points, its ``autoPoints`` the rest).
+check. This module reads that batch's stored results and gives, per student, the points the
+upload could not give (the platform's :meth:`~grader.lms.base.LmsFormat.deferred` checks) to the
+platform's format, which writes its own upload CSV (``score_header``, ``score_rows``).
 
 A student whose batch result still has a deferred check pending (graded without a GPU) is
 refused, never written as a zero.
@@ -17,13 +13,14 @@ refused, never written as a zero.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 from pathlib import Path
 
 from grader.batch.store import STATE, Store
 from grader.errors import UsageError
-from grader.lms.container import points_plan
+from grader.lms.base import LmsFormat
 from grader.manifest import LabManifest
 from grader.results import GradeResult
 from grader.seeds import Seeds
@@ -52,11 +49,10 @@ def _results(out: Path, manifest: LabManifest) -> list[tuple[dict, GradeResult |
         store.close()
 
 
-def deferred_points(manifest: LabManifest, platform: str, result: GradeResult) -> tuple[float, list[str], str | None]:
+def deferred_points(manifest: LabManifest, fmt: LmsFormat, result: GradeResult) -> tuple[float, list[str], str | None]:
     """The points of the checks the platform defers, a line per check for feedback, and why not
     (a deferred check still pending in this result)."""
-    plan = points_plan(manifest, platform)
-    wanted = set(plan["gpu"]) | set(plan["hidden"])
+    wanted = set(fmt.deferred(manifest))
     by_id = {c.id: c for c in result.checks}
     pending = [cid for cid in wanted if cid in by_id and by_id[cid].deferred]
     if pending:
@@ -66,11 +62,11 @@ def deferred_points(manifest: LabManifest, platform: str, result: GradeResult) -
     return round(sum(c.score for c in checks), 6), lines, None
 
 
-def score_rows(out: Path, manifest: LabManifest, platform: str, qid: str = "", instance: int = 1) -> ScoreRows:
-    """The platform's upload CSV rows for every student graded in the batch folder ``out``."""
+def score_rows(out: Path, manifest: LabManifest, fmt: LmsFormat, args: argparse.Namespace) -> ScoreRows:
+    """The platform's upload CSV rows for every student graded in the batch folder ``out``
+    (``args``: the flags the format added to ``grader lms NAME scores``)."""
     rows = ScoreRows()
-    rows.rows.append(["Name", "SID", "Email", "Score"] if platform == "gradescope" else
-                     ["uid", "instance", "qid", "manual_points", "feedback"])  # fmt: skip
+    rows.rows.append(list(fmt.score_header))
     for record, result, why in _results(out, manifest):
         student = record["student"]
         if result is None:
@@ -79,15 +75,11 @@ def score_rows(out: Path, manifest: LabManifest, platform: str, qid: str = "", i
         if not result.gradable:
             rows.left_out[student] = f"not gradable: {result.error}"
             continue
-        points, lines, why = deferred_points(manifest, platform, result)
+        points, lines, why = deferred_points(manifest, fmt, result)
         if why:
             rows.left_out[student] = why
             continue
-        for person in record.get("people") or [{"name": student}]:
-            if platform == "gradescope":
-                rows.rows.append([person.get("name", ""), person.get("sid", ""), person.get("email", ""), f"{points:g}"])
-            else:  # PrairieLearn's uid is the email; a folder per student is named by it
-                rows.rows.append([person.get("email") or student, str(instance), qid, f"{points:g}", "; ".join(lines)])
+        rows.rows += fmt.score_rows(student, record.get("people") or [], points, lines, args)
     return rows
 
 

@@ -20,7 +20,7 @@ from grader.batch.histogram import BINS, bins, write_histogram
 from grader.batch.layouts import Entry, Skipped
 from grader.errors import OutputError
 from grader.manifest import LabManifest
-from grader.reporters.markdown import cell
+from grader.reporters.markdown import cell, code
 from grader.results import GradeResult, Status
 
 TOP_MESSAGES = 3
@@ -207,7 +207,7 @@ def summary_md(
     if broken:
         lines += ["## Not gradable", "", "These are infrastructure failures, not the students' scores: re-run the batch to retry them.", ""]
         lines += ["| student | file | reason |", "| --- | --- | --- |"]
-        lines += [f"| {cell(e.student)} | `{cell(e.file)}` | {cell(r.error or '', 300)} |" for e, r in broken]
+        lines += [f"| {cell(e.student)} | {code(e.file, in_table=True)} | {cell(r.error or '', 300)} |" for e, r in broken]
         lines.append("")
     if missing:
         lines += [
@@ -221,7 +221,7 @@ def summary_md(
             "| --- | --- | --- |",
         ]
         files = {e.student: e.file for e in entries}
-        lines += [f"| {cell(s)} | `{cell(files.get(s, ''))}` | {cell(why, 300)} |" for s, why in missing.items()]
+        lines += [f"| {cell(s)} | {code(files.get(s, ''), in_table=True)} | {cell(why, 300)} |" for s, why in missing.items()]
         lines.append("")
     warned = [e for e in entries if e.warning]
     if warned:
@@ -238,7 +238,7 @@ def summary_md(
             by_reason.setdefault(entry.reason, []).append(entry.name)
         ordered = sorted(by_reason.items(), key=lambda item: -len(item[1]))
         for reason, names in ordered[:LISTED]:
-            lines.append(f"| {cell(reason, 300)} | {len(names)} | {', '.join(f'`{cell(n, 60)}`' for n in names[:3])} |")
+            lines.append(f"| {cell(reason, 300)} | {len(names)} | {', '.join(code(n, 60, in_table=True) for n in names[:3])} |")
         if len(ordered) > LISTED:
             lines.append(f"| and {len(ordered) - LISTED} more reasons | {sum(len(n) for _, n in ordered[LISTED:])} | |")
         lines.append("")

@@ -6,11 +6,13 @@ per student. The channel to the batch process is trusted (grader to grader): one
 per line on stdin, one per line on stdout. Student code never runs here; it runs in the
 sandboxed worker each grading starts.
 
-Messages in: ``{"op": "config", "manifest", "seed", "sandbox", "allow_unsandboxed", "slot",
-"parent"}`` once, then ``{"op": "grade", "id", "path", "out"}`` per submission. Messages out:
-``ready`` (or ``fatal``) once; ``alive`` after each check (a heartbeat for the batch's
-watchdog); ``done`` per submission (``refused`` for a file that cannot be read, ``crashed`` for a
-grader error).
+Messages in: ``{"op": "config", "manifest", "options", "parent"}`` once (``options``: the
+batch's one :class:`~grader.session.GradingOptions`, as a mapping, this worker's slot in it),
+then ``{"op": "grade", "id", "file", "out"}`` per submission, ``file`` the submission the batch
+read (:meth:`~grader.discovery.SubmissionFile.to_wire`): a worker never opens a student's path.
+Messages out: ``ready`` (or ``fatal``) once; ``alive`` after each check (a heartbeat for the
+batch's watchdog); ``done`` with the whole result per submission (``write_failed`` when the
+reports cannot be written, ``crashed`` for a grader error).
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from grader.discovery import read_submission
-from grader.errors import OutputError, UsageError
+from grader.discovery import SubmissionFile
+from grader.errors import OutputError
 from grader.hookspecs import hookimpl
 from grader.manifest import LabManifest, load_manifest
 from grader.plugins import build as build_plugins
 from grader.results import CheckResult
-from grader.session import Grader, GradingOptions, write_reports
+from grader.session import Grader, GradingOptions
 
 PR_SET_PDEATHSIG = 1
 
@@ -82,15 +84,7 @@ def serve(lines: TextIO, channel: TextIO) -> int:
     try:
         plugins = build_plugins(extra=[heartbeat])
         manifest = load_manifest(Path(config["manifest"]), plugins.checkers())
-        options = GradingOptions(
-            seed=config.get("seed"),
-            sandbox=config.get("sandbox") or "auto",
-            official=True,
-            allow_unsandboxed=bool(config.get("allow_unsandboxed")),
-            deadline_s=config.get("deadline_s"),
-            slot=int(config["slot"]),
-        )
-        grader = Grader(manifest, options, plugins)
+        grader = Grader(manifest, GradingOptions(**config["options"]), plugins)
         launcher = grader.launcher()
     except Exception as exc:  # the batch reports it once and stops: every job would fail alike
         send(channel, {"op": "fatal", "error": f"{type(exc).__name__}: {exc}"})
@@ -101,14 +95,9 @@ def serve(lines: TextIO, channel: TextIO) -> int:
         job = json.loads(line)
         heartbeat.job = job["id"]
         try:
-            root = Path(job["root"]) if job.get("root") else None
-            result = grader.grade(read_submission(Path(job["path"]), root))
-            write_reports(result, Path(job["out"]), plugins)
+            result = grader.grade_file(SubmissionFile.from_wire(job["file"]), Path(job["out"]))
         except OutputError as exc:  # the --out folder is full or gone: the batch stops, cleanly
             send(channel, {"op": "write_failed", "id": job["id"], "error": str(exc)})
-            continue
-        except UsageError as exc:
-            send(channel, {"op": "refused", "id": job["id"], "error": str(exc)})
             continue
         except Exception as exc:  # a grader bug on this submission: the batch retries it once
             traceback.print_exc()
@@ -116,13 +105,7 @@ def serve(lines: TextIO, channel: TextIO) -> int:
             continue
         finally:
             heartbeat.job = None
-        send(
-            channel,
-            {
-                "op": "done", "id": job["id"], "score": result.score, "max_score": result.max_score,
-                "gradable": result.gradable, "error": result.error,
-            },
-        )  # fmt: skip
+        send(channel, {"op": "done", "id": job["id"], "result": result.model_dump(mode="json")})
     return 0
 
 

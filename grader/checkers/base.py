@@ -63,6 +63,20 @@ class Verdict:
         return cls(Status.error, message, **kw)
 
 
+@dataclass
+class Finding:
+    """What a lab's claim (a property check) may return instead of a message: partial credit and a table."""
+
+    problem: str | None
+    """What broke the claim, or None when it holds."""
+    message: str = ""
+    """What was measured, for a claim that holds (the scorecard's line)."""
+    fraction: float | None = None
+    """Partial credit in [0, 1] when it does not hold fully; None means all or nothing."""
+    table: list[dict[str, Any]] = field(default_factory=list)
+    """Rows shown under the check (e.g. prediction against measurement, category by category)."""
+
+
 class TimedCheckSpec(CheckSpec):
     """Options every timed check has: a measurement that fails close to its requirement is repeated.
 
@@ -104,12 +118,16 @@ class CheckContext:
         submission: Submission,
         seeds: Seeds,
         device: str = "cpu",
+        attempt: int = 0,
     ) -> None:
         self.lab = lab
         self.manifest: LabManifest = lab.manifest
         self.submission = submission
         self.seeds = seeds
         self.device = device
+        self.attempt = attempt
+        """Which measurement of this check in this grading (0, or 1 for a timed check measured
+        again near its requirement): a check that draws inputs for timing draws new ones each time."""
 
     def rng(self, *key: str | int) -> np.random.Generator:
         """A generator seeded from the grading seed (and its secret part) and ``key``."""

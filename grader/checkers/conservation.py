@@ -268,6 +268,11 @@ class ConservationOptions(CheckSpec):
         spec = manifest.functions[self.function]
         known = {o.name for o in spec.returns} | set(spec.args)
         out += case_set_problems(manifest, self.cases)
+        out += [
+            ("function", "a function whose outputs are arrays or scalars (check plain values with a property claim)", f"plain output {o.name!r}")
+            for o in spec.returns
+            if o.type == "plain"
+        ]
         for i, rule in enumerate(self.rules):
             for name in rule.arrays():
                 if name not in known:

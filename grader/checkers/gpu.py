@@ -235,13 +235,16 @@ class GpuSpeedChecker(Checker):
         """Submission and reference times of one shape (warm-up calls on inputs of their own, then
         one fresh set per timed call; a second round draws new ones), or a failed verdict when a
         timed answer is wrong."""
-        key: tuple[str | int, ...] = (check_id, case.index) if round_ == 0 else (check_id, "round", round_, case.index)
+        # every round, and every whole re-grading of the check (ctx.attempt), on inputs of its own
+        fresh_key = round_ or ctx.attempt
+        key: tuple[str | int, ...] = (check_id, case.index) if not fresh_key else (check_id, "round", round_, "attempt", ctx.attempt, case.index)
         warm = [fresh(ctx.rng(*key, "warmup", i), case.inputs) for i in range(check.warmup)]
         timed = [fresh(ctx.rng(*key, "timed", i), case.inputs) for i in range(check.repeats)]
         sets = warm + timed
         ref_args = [ctx.lab.arguments(check.function, s, ctx.device) for s in sets]
         ref_times, ref_prints = harness.time_calls(reference, ref_args, warmup=len(warm), budget_s=60.0)
         del ref_args
+        ctx.submission.check_frozen(check.function)  # nothing of the submission's ran beside the reference
         times, prints, wall = ctx.submission.time(check.function, sets, limit, warmup=len(warm), budget_s=60.0)
         for i, (got, want) in enumerate(zip(prints, ref_prints)):
             if not fingerprints_agree(got, want, check.fingerprint_rtol, check.position_tol):

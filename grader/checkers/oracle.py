@@ -49,6 +49,11 @@ class OracleOptions(CheckSpec):
         out += case_set_problems(manifest, self.cases)
         if self.reference_args is not None and not (self.reference or "").startswith("lab:"):
             out.append(("reference_args", "a 'lab:<function>' reference to receive them", repr(self.reference)))
+        out += [
+            ("function", "a function whose outputs are arrays or scalars (check plain values with a property claim)", f"plain output {o.name!r}")
+            for o in spec.returns
+            if o.type == "plain"
+        ]
         if self.reference is not None and not self.reference.startswith("lab:") and self.reference not in manifest.functions:
             out.append(("reference", f"one of {sorted(manifest.functions)} or 'lab:<function>'", repr(self.reference)))
         for output, tol in self.tolerance.items():

@@ -2,7 +2,9 @@
 
 A claim is ``claim(probe, rng, **params) -> str | None``: it calls the submission (and, if it
 wants, the reference) through ``probe`` on inputs it draws from ``rng``, and returns ``None``
-when the claim holds or a message saying what broke it. Claims run in the grader's process;
+when the claim holds or a message saying what broke it. A claim that measures how well rather
+than whether (an accuracy, scored linearly between two bounds) returns a :class:`Finding`
+instead: partial credit, and a table for the scorecard. Claims run in the grader's process;
 only the submission's functions cross the boundary.
 """
 
@@ -16,6 +18,7 @@ from grader.api import (
     CheckContext,
     Checker,
     CheckSpec,
+    Finding,
     LabManifest,
     Verdict,
     support_function_problems,
@@ -43,8 +46,19 @@ class PropertyChecker(Checker):
     def run(self, check_id: str, check: PropertyOptions, ctx: CheckContext) -> Verdict:
         claim = ctx.lab.support_function(check.claim)
         probe = ctx.claim_probe(check_id, check.time_limit_s)
+        notes: list[str] = []
+        table: list[dict[str, Any]] = []
         for trial in range(check.trials):
-            problem = claim(probe, ctx.rng(check_id, "trial", trial), **check.params)
-            if problem:
-                return Verdict.failed(f"trial {trial + 1} of {check.trials}: {problem}")
-        return Verdict.passed(f"holds on {check.trials} independent draw(s) ({probe.calls} calls)")
+            found = claim(probe, ctx.rng(check_id, "trial", trial), **check.params)
+            if isinstance(found, Finding):
+                table += found.table
+                if found.problem:
+                    where = f"trial {trial + 1} of {check.trials}: " if check.trials > 1 else ""
+                    fraction = None if found.fraction is None else min(1.0, max(0.0, found.fraction))
+                    return Verdict.failed(where + found.problem, fraction=fraction, table=table)
+                if found.message:
+                    notes.append(found.message)
+            elif found:
+                return Verdict.failed(f"trial {trial + 1} of {check.trials}: {found}", table=table)
+        summary = "; ".join(notes) if notes else f"holds on {check.trials} independent draw(s) ({probe.calls} calls)"
+        return Verdict.passed(summary, table=table)

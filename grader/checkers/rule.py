@@ -15,10 +15,12 @@ The submission is parsed, never imported. Two kinds of rule:
   is only referred to (``map(torch.mm, ...)``), not only where it is called. ``eval``, ``exec``
   and attribute names computed at run time are reported too: they hide calls from this rule.
 
-Both rules follow the module's own code from the function: helpers it calls, functions and
+Both rules follow the submission's own code from the function: helpers it calls, functions and
 classes it refers to (``map(helper, ...)``, a module's ``__call__``), module-level values it
-reads; they skip functions compiled by Triton (``@triton.jit``), whose ``tl.dot`` is the point.
-Static inspection is one layer; the ghost replay and the GPU profile are others.
+reads, in the graded file and in every module of a multi-file upload it imports (``import
+moe_math``, ``from moe_math import grouped``, ``from .util import *``, a function re-exported
+from one); they skip functions compiled by Triton (``@triton.jit``), whose ``tl.dot`` is the
+point. Static inspection is one layer; the ghost replay and the GPU profile are others.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class RuleOptions(CheckSpec):
 
 @dataclass
 class Analysis:
-    """The module's parsed source and what a walk of it found."""
+    """One module's parsed source and what a walk of it found."""
 
     tree: ast.Module
     aliases: dict[str, str] = field(default_factory=dict)
@@ -84,18 +86,46 @@ class Analysis:
     definitions: dict[str, ast.AST] = field(default_factory=dict)
     """Module-level functions, classes and assigned values, by name: what reachable code can refer to."""
     violations: list[str] = field(default_factory=list)
+    """Shared by every module of one upload."""
+    file: str = ""
+    """The upload's file this module is (empty for the graded file)."""
+    stars: list[str] = field(default_factory=list)
+    """Modules whose names ``from M import *`` brings in."""
+
+    def where(self, path: str, node: ast.AST) -> str:
+        return f"{path}, line {getattr(node, 'lineno', '?')}" + (f" of {self.file}" if self.file else "")
 
 
-def _imports(tree: ast.Module) -> dict[str, str]:
+def _absolute(module: str | None, level: int, package: str) -> str | None:
+    """The absolute name of ``from <level dots><module> import ...`` in ``package``."""
+    if not level:
+        return module
+    parts = package.split(".") if package else []
+    if level - 1 > len(parts):
+        return None
+    base = parts[: len(parts) - (level - 1)]
+    return ".".join([*base, *([module] if module else [])]) or None
+
+
+def _imports(tree: ast.Module, package: str = "") -> tuple[dict[str, str], list[str]]:
+    """Local names bound by imports (``package``: the module's package, for relative imports),
+    and the modules star-imported."""
     out: dict[str, str] = {"np": "numpy"}
+    stars: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for name in node.names:
                 out[name.asname or name.name.split(".")[0]] = name.name if name.asname else name.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom) and node.module:
+        elif isinstance(node, ast.ImportFrom):
+            module = _absolute(node.module, node.level, package)
+            if not module:
+                continue
             for name in node.names:
-                out[name.asname or name.name] = f"{node.module}.{name.name}"
-    return out
+                if name.name == "*":
+                    stars.append(module)
+                else:
+                    out[name.asname or name.name] = f"{module}.{name.name}"
+    return out, stars
 
 
 def _pairs(target: ast.AST, value: ast.AST) -> list[tuple[str, ast.AST]]:
@@ -107,11 +137,11 @@ def _pairs(target: ast.AST, value: ast.AST) -> list[tuple[str, ast.AST]]:
     return []
 
 
-def _aliases(tree: ast.Module) -> dict[str, str]:
-    """Imports, then every assignment anywhere of an imported thing to a name (``mm = torch.matmul``,
-    ``F = torch.nn.functional``), followed to a fixed point. A name assigned both an imported thing
-    and something else keeps the imported thing: the rule errs towards reporting."""
-    out = _imports(tree)
+def _aliases(out: dict[str, str], tree: ast.Module) -> dict[str, str]:
+    """Imports (``out``), then every assignment anywhere of an imported thing to a name (``mm =
+    torch.matmul``, ``F = torch.nn.functional``), followed to a fixed point. A name assigned both
+    an imported thing and something else keeps the imported thing: the rule errs towards reporting."""
+    out = dict(out)
     roots = {v.split(".")[0] for v in out.values()}
     assignments = [
         pair
@@ -171,12 +201,95 @@ def _definitions(tree: ast.Module) -> dict[str, ast.AST]:
     return out
 
 
+def module_name(path: str) -> str | None:
+    """The name an upload's file imports as (``pkg/util.py`` -> ``pkg.util``, ``pkg/__init__.py``
+    -> ``pkg``); None for a file no import statement can name."""
+    parts = path.replace("\\", "/").split("/")
+    if not parts[-1].endswith(".py"):
+        return None
+    parts[-1] = parts[-1][:-3]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts) if parts and all(p.isidentifier() for p in parts) else None
+
+
+class Program:
+    """The graded file and the upload's other modules, each parsed once, one list of violations."""
+
+    def __init__(self, source: str, helpers: dict[str, str] | None = None) -> None:
+        self.violations: list[str] = []
+        self.main = self._analyse(ast.parse(source), "", "")
+        self.modules: dict[str, Analysis] = {}
+        for path, text in (helpers or {}).items():
+            name = module_name(path)
+            if name is None:
+                continue
+            try:
+                tree = ast.parse(text)
+            except SyntaxError:
+                continue  # it cannot be imported either: calling into it fails the checks that run it
+            package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+            self.modules[name] = self._analyse(tree, path, package)
+
+    def _analyse(self, tree: ast.Module, file: str, package: str) -> Analysis:
+        imported, stars = _imports(tree, package)
+        analysis = Analysis(tree, _aliases(imported, tree), violations=self.violations, file=file, stars=stars)
+        analysis.functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+        analysis.definitions = _definitions(tree)
+        return analysis
+
+    def lookup(self, qualname: str, depth: int = 0) -> tuple[Analysis, str] | None:
+        """The module of the upload and the top-level name ``qualname`` refers to
+        (``moe_math.grouped`` -> moe_math, ``grouped``), following re-exports; None if it is not the upload's."""
+        for name in sorted(self.modules, key=len, reverse=True):
+            if not qualname.startswith(name + "."):
+                continue
+            module = self.modules[name]
+            first = qualname[len(name) + 1 :].split(".")[0]
+            if first in module.definitions:
+                return module, first
+            if first in module.aliases and depth < 8:
+                return self.lookup(module.aliases[first], depth + 1)
+            for star in module.stars:
+                found = self.lookup(f"{star}.{first}", depth + 1) if depth < 8 else None
+                if found:
+                    return found
+            return None
+        return None
+
+    def resolve(self, module: Analysis, name: str) -> tuple[Analysis, str] | None:
+        """Where a bare name used in ``module`` is defined: there, an import from another module
+        of the upload, or a star import of one."""
+        if name in module.definitions:
+            return module, name
+        if name in module.aliases:
+            return self.lookup(module.aliases[name])
+        for star in module.stars:
+            found = self.lookup(f"{star}.{name}")
+            if found:
+                return found
+        return None
+
+    def callee(self, module: Analysis, func: ast.AST) -> tuple[Analysis, ast.FunctionDef] | None:
+        """The upload's function a call's ``func`` names (``helper``, ``moe_math.helper``)."""
+        if isinstance(func, ast.Name):
+            found = self.resolve(module, func.id)
+        else:
+            name = qualified(func, module.aliases)
+            found = self.lookup(name) if name else None
+        if found is None:
+            return None
+        fn = found[0].functions.get(found[1])
+        return (found[0], fn) if fn is not None else None
+
+
 class _Walker:
     """The whole-operands rule: products of the named parameters, followed into called helpers."""
 
-    def __init__(self, analysis: Analysis) -> None:
-        self.a = analysis
-        self.visited: set[tuple[str, frozenset[str]]] = set()
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.a = program.main
+        self.visited: set[tuple[int, str, frozenset[str]]] = set()
 
     def whole(self, node: ast.AST, tainted: set[str]) -> bool:
         if isinstance(node, ast.Name):
@@ -200,8 +313,15 @@ class _Walker:
             return full and self.whole(node.value, tainted)
         return False
 
-    def walk(self, fn: ast.FunctionDef, tainted: set[str], path: str) -> None:
-        key = (fn.name, frozenset(tainted))
+    def walk(self, fn: ast.FunctionDef, tainted: set[str], path: str, module: Analysis | None = None) -> None:
+        caller, self.a = self.a, module or self.a
+        try:
+            self._walk(fn, tainted, path)
+        finally:
+            self.a = caller
+
+    def _walk(self, fn: ast.FunctionDef, tainted: set[str], path: str) -> None:
+        key = (id(self.a), fn.name, frozenset(tainted))
         if key in self.visited or _is_jit(fn, self.a.aliases):
             return
         self.visited.add(key)
@@ -210,7 +330,7 @@ class _Walker:
             if isinstance(node, ast.Assign) and self.whole(node.value, tainted):
                 tainted.update(t.id for t in node.targets if isinstance(t, ast.Name))
         for node in ast.walk(fn):
-            where = f"{path}, line {getattr(node, 'lineno', '?')}"
+            where = self.a.where(path, node)
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
                 if self.whole(node.left, tainted) and self.whole(node.right, tainted):
                     self.a.violations.append(f"{where}: multiplies the whole operands in one step ({ast.unparse(node)})")
@@ -223,26 +343,28 @@ class _Walker:
                 operands = [node.func.value, *operands]  # type: ignore[union-attr]
             if (name in MATMUL_CALLS or method in MATMUL_METHODS) and sum(self.whole(o, tainted) for o in operands) >= 2:
                 self.a.violations.append(f"{where}: multiplies the whole operands in one call ({ast.unparse(node)})")
-            callee = self.a.functions.get(node.func.id) if isinstance(node.func, ast.Name) else None
-            if callee is not None:
+            found = self.program.callee(self.a, node.func)
+            if found is not None:
+                module, callee = found
                 params = [p.arg for p in callee.args.args]
                 passed = {params[i] for i, arg in enumerate(node.args[: len(params)]) if self.whole(arg, tainted)}
                 passed |= {kw.arg for kw in node.keywords if kw.arg and self.whole(kw.value, tainted)}
-                self.walk(callee, passed, f"{path} -> {callee.name}")
+                label = callee.name if module is self.a else f"{module_name(module.file) or module.file}.{callee.name}"
+                self.walk(callee, passed, f"{path} -> {label}", module)
 
 
 class _Forbidden:
     """The forbid_calls rule over all code reachable from the function."""
 
-    def __init__(self, analysis: Analysis, rules: RuleOptions) -> None:
-        self.a = analysis
+    def __init__(self, program: Program, rules: RuleOptions) -> None:
+        self.program = program
+        self.a = program.main
         self.names = {n for n in rules.forbid_calls if not n.startswith(".") and n != "@"}
         self.methods = {n[1:] for n in rules.forbid_calls if n.startswith(".")}
         self.operator = "@" in rules.forbid_calls
         # A chain under torch or numpy with one of these names in it is a forbidden product
         # wherever it sits: torch.ops.aten.mm.default, numpy.ndarray.dot, torch.Tensor.__matmul__.
         self.leaves = {n.rsplit(".", 1)[-1] for n in self.names} | self.methods
-        self.modules = {v.split(".")[0] for v in analysis.aliases.values()}
 
     def forbidden(self, name: str) -> bool:
         if name in self.names or any(name.startswith(n + ".") for n in self.names):
@@ -256,29 +378,31 @@ class _Forbidden:
         """Whether a chain starts at an imported module (torch.x, np.y) rather than at a value."""
         while isinstance(node, ast.Attribute):
             node = node.value
-        return isinstance(node, ast.Name) and node.id in self.a.aliases and self.a.aliases[node.id].split(".")[0] in self.modules
+        return isinstance(node, ast.Name) and node.id in self.a.aliases
 
-    def run(self, target: ast.FunctionDef) -> None:
-        queue: deque[tuple[str, str]] = deque([(target.name, target.name)])
-        seen = {target.name}
+    def run(self, module: Analysis, name: str) -> None:
+        queue: deque[tuple[Analysis, str, str]] = deque([(module, name, name)])
+        seen = {(id(module), name)}
         while queue:
-            name, path = queue.popleft()
+            self.a, name, path = queue.popleft()
             node = self.a.definitions.get(name)
             if node is None or _is_jit(node, self.a.aliases):
                 continue
-            for ref in self.visit(node, path):
-                if ref not in seen:
-                    seen.add(ref)
-                    queue.append((ref, f"{path} -> {ref}"))
+            for other, ref in self.visit(node, path):
+                if (id(other), ref) not in seen:
+                    seen.add((id(other), ref))
+                    label = ref if other is self.a else f"{module_name(other.file) or other.file}.{ref}"
+                    queue.append((other, ref, f"{path} -> {label}"))
 
-    def visit(self, tree: ast.AST, path: str) -> list[str]:
-        """Report what ``tree`` uses that is forbidden; return the module-level names it refers to."""
+    def visit(self, tree: ast.AST, path: str) -> list[tuple[Analysis, str]]:
+        """Report what ``tree`` uses that is forbidden; return the top-level names of the upload's
+        modules it refers to (this one's or another's)."""
         nodes = list(self.nodes(tree))
         parents = {child: node for node in nodes for child in ast.iter_child_nodes(node)}
-        refs: list[str] = []
+        refs: list[tuple[Analysis, str]] = []
         report = self.a.violations.append
         for node in nodes:
-            where = f"{path}, line {getattr(node, 'lineno', '?')}"
+            where = self.a.where(path, node)
             if self.operator and isinstance(node, (ast.BinOp, ast.AugAssign)) and isinstance(node.op, ast.MatMult):
                 report(f"{where}: uses the @ operator")
             if isinstance(node, ast.Call):
@@ -290,9 +414,10 @@ class _Forbidden:
             if isinstance(parent, ast.Attribute) and parent.value is node:
                 continue  # not the whole chain: its parent is read instead
             called = isinstance(parent, ast.Call) and parent.func is node
-            if isinstance(node, ast.Name) and node.id in self.a.definitions and node.id not in self.a.aliases:
-                refs.append(node.id)
             name = qualified(node, self.a.aliases)
+            found = self.program.resolve(self.a, node.id) if isinstance(node, ast.Name) else self.program.lookup(name or "")
+            if found is not None:
+                refs.append(found)
             if name and self.forbidden(name):
                 report(f"{where}: {'calls' if called else 'refers to'} {name}")
             elif (isinstance(node, ast.Attribute) and not self.rooted(node)) or (lookup and not self.rooted(node.args[0])):
@@ -327,21 +452,21 @@ class _Forbidden:
                 )
 
 
-def analyse(source: str, rules: RuleOptions) -> list[str]:
-    """Violations of ``rules`` in ``source`` (empty when it complies); raises SyntaxError."""
-    tree = ast.parse(source)
-    analysis = Analysis(tree, _aliases(tree))
-    analysis.functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    analysis.definitions = _definitions(tree)
-    target = analysis.functions.get(rules.function)
-    if target is None:
+def analyse(source: str, rules: RuleOptions, helpers: dict[str, str] | None = None) -> list[str]:
+    """Violations of ``rules`` in ``source`` and the upload's other modules it imports
+    (``helpers``: relative path -> source), empty when it complies; raises SyntaxError."""
+    program = Program(source, helpers)
+    found = program.resolve(program.main, rules.function)
+    if found is None or not isinstance(found[0].definitions.get(found[1]), ast.FunctionDef):
         return []
+    module, name = found
     if rules.whole_operands:
+        target = module.functions[name]
         params = [p.arg for p in target.args.args]
-        _Walker(analysis).walk(target, {p for p in params if p in rules.whole_operands}, rules.function)
+        _Walker(program).walk(target, {p for p in params if p in rules.whole_operands}, rules.function, module)
     if rules.forbid_calls:
-        _Forbidden(analysis, rules).run(target)
-    return list(dict.fromkeys(analysis.violations))
+        _Forbidden(program, rules).run(module, name)
+    return list(dict.fromkeys(program.violations))
 
 
 class RuleChecker(Checker):
@@ -352,8 +477,9 @@ class RuleChecker(Checker):
 
     def run(self, check_id: str, check: RuleOptions, ctx: CheckContext) -> Verdict:
         source = ctx.submission.source.decode("utf-8", errors="replace")
+        helpers = {path: data.decode("utf-8", errors="replace") for path, data in ctx.submission.helpers.items()}
         try:
-            violations = analyse(source, check)
+            violations = analyse(source, check, helpers)
         except SyntaxError as exc:
             return Verdict.error(f"cannot read the source: SyntaxError at line {exc.lineno}: {exc.msg}")
         if not ctx.submission.defines(check.function):

@@ -7,20 +7,24 @@ run in the grader's process on the same inputs beside each timed call, so that a
 (a batch running jobs side by side) slows both sides of each pair alike; pairs alternate which
 side goes first, so a trend in the load does not favour either. The submission's whole process
 tree is frozen while the baseline runs (the sandbox freezes it between calls), so nothing it
-started can slow the baseline down.
+started can slow the baseline down; where the freezing is SIGSTOP, a tree that ran anyway (a
+timer resumed it) is found after the baseline and the check is an error.
 
 The median of the per-pair ratios decides. A median short of ``margin`` times the requirement,
 and not under half of it, is measured again with another round of pairs, up to ``max_rounds``,
 and the median of all pairs decides: one unlucky round on a loaded machine no longer fails a
 correct submission, a submission just short of the requirement does not pass on one lucky
-round, and one that is plainly the slow algorithm is not measured twice.
+round, and one that is plainly the slow algorithm is not measured twice. Every round draws
+inputs of its own, and so does a second measurement of the whole check (``retry_near``): a
+submission that remembers its answers by their inputs would otherwise answer the extra rounds
+from memory and pass on them.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -88,28 +92,23 @@ class CpuSpeedupChecker(Checker):
     def run(self, check_id: str, check: CpuSpeedupOptions, ctx: CheckContext) -> Verdict:
         spec = ctx.manifest.functions[check.function]
         tol = ctx.manifest.tolerance(check.tolerance)
-        # repeats + 1 draws of the case set's first case: one warm-up, then the timed ones. The
-        # inputs and the baseline's answers are cached per process (a batch reuses them); its
-        # times are not: each timed call of the submission is paired with a fresh baseline run.
-        key = (check_id, ctx.seeds.key, "baseline")
-        if key not in ctx.lab.cache:
-            runs = [self._case(ctx, check, check_id, i) for i in range(check.repeats + 1)]
-            ctx.lab.cache[key] = (runs, [ctx.lab.call_solution(check.baseline, c.inputs) for c in runs])
-        runs, expected = ctx.lab.cache[key]
-        ctx.call(check.function, runs[0], check.time_limit_s)  # warm-up, untimed
+        first_round = ctx.attempt * check.max_rounds
+        warm_up = self._draws(ctx, check, check_id, -1 - ctx.attempt)
+        ctx.call(check.function, warm_up[0], check.time_limit_s)  # untimed
         printed = _printed(ctx)
         pairs: list[tuple[float, float]] = []
         medians: list[float] = []
-        for _ in range(check.max_rounds):
-            for i, case in enumerate(runs[1:], start=1):
+        for number in range(first_round, first_round + check.max_rounds):
+            for case in self._draws(ctx, check, check_id, number):
                 baseline_first = len(pairs) % 2 == 0
                 if baseline_first:
-                    t_base = self._time_baseline(ctx, check, case)
+                    t_base, answer = self._time_baseline(ctx, check, case)
                 got = ctx.call(check.function, case, check.time_limit_s)
                 if not baseline_first:
-                    t_base = self._time_baseline(ctx, check, case)
+                    t_base, answer = self._time_baseline(ctx, check, case)
+                    ctx.submission.check_frozen(check.function)  # (before the next call, its thaw checks too)
                 for out in spec.returns:
-                    result = compare(out.name, expected[i][out.name], got[out.name], tol)
+                    result = compare(out.name, answer[out.name], got[out.name], tol)
                     if not result.ok:
                         return Verdict.failed(
                             f"a timed call gave a wrong answer: {result.message}", mismatches=result.mismatches, hint=WRONG_HINT
@@ -121,7 +120,7 @@ class CpuSpeedupChecker(Checker):
         ratio = medians[-1]
         t_base = statistics.median(b for b, _ in pairs)
         t_sub = statistics.median(s for _, s in pairs)
-        dims = ", ".join(f"{k}={v}" for k, v in runs[0].dims.items())
+        dims = ", ".join(f"{k}={v}" for k, v in warm_up[0].dims.items())
         details = {
             "baseline_ms": round(t_base * 1e3, 3),
             "submission_ms": round(t_sub * 1e3, 3),
@@ -151,15 +150,25 @@ class CpuSpeedupChecker(Checker):
         return Verdict.failed(summary, details=details, margin=margin)
 
     @staticmethod
-    def _time_baseline(ctx: CheckContext, check: CpuSpeedupOptions, case: Case) -> float:
-        started = time.perf_counter()
-        ctx.lab.call_solution(check.baseline, case.inputs)
-        return time.perf_counter() - started
+    def _draws(ctx: CheckContext, check: CpuSpeedupOptions, check_id: str, number: int) -> list[Case]:
+        """Round ``number``'s inputs: ``repeats`` draws of the case set's first case, none of them
+        drawn for another round (a negative number: one warm-up draw). Cached per process (a
+        batch reuses them)."""
+        key = (check_id, ctx.seeds.key, "timing", number)
+        if key not in ctx.lab.cache:
+            spec = ctx.manifest.cases[check.cases]
+            dims = dict(spec.fixed[0])
+            generator = ctx.lab.support_function(spec.generator)
+            indices = [number] if number < 0 else range(number * check.repeats, (number + 1) * check.repeats)
+            ctx.lab.cache[key] = [
+                Case(check.cases, n, len(indices), dims, dict(generator(ctx.rng(check_id, "timing", i), **dims, **spec.params)))
+                for n, i in enumerate(indices)
+            ]
+        return ctx.lab.cache[key]
 
     @staticmethod
-    def _case(ctx: CheckContext, check: CpuSpeedupOptions, check_id: str, i: int) -> Case:
-        spec = ctx.manifest.cases[check.cases]
-        dims = dict(spec.fixed[0])
-        generator = ctx.lab.support_function(spec.generator)
-        inputs = generator(ctx.rng(check_id, "timing", i), **dims, **spec.params)
-        return Case(check.cases, i, check.repeats + 1, dims, dict(inputs))
+    def _time_baseline(ctx: CheckContext, check: CpuSpeedupOptions, case: Case) -> tuple[float, dict[str, Any]]:
+        """The baseline's time on ``case`` and its answer (what the timed call must match)."""
+        started = time.perf_counter()
+        answer = ctx.lab.call_solution(check.baseline, case.inputs)
+        return time.perf_counter() - started, answer

@@ -1,3 +1,3 @@
-"""LMS integrations: result formats (base.py, gradescope.py, prairielearn.py; registered by
-builtin.py) and the container flow that grades an upload and writes the platform's file
-(container.py)."""
+"""LMS platforms, each one plugin: ``base.py`` (what a platform is: :class:`LmsFormat`),
+``container.py`` (a platform's grading container: folders and timeout), one file per built-in
+platform (``gradescope.py``, ``prairielearn.py``), registered by ``builtin.py``."""

@@ -1,4 +1,5 @@
-"""Gradescope: the autograder zip, and ``results.json`` in Gradescope's format.
+"""Gradescope, the whole platform: ``results.json`` in its format, its container, the autograder
+zip (``grader lms gradescope build``), its score upload and its submissions export.
 
 The zip (``grader lms gradescope build``) holds ``setup.sh`` (run once when Gradescope builds
 its image: bubblewrap, a venv, CPU torch, this package from the copy in the zip),
@@ -11,10 +12,15 @@ runs ``grader lms gradescope run`` under a timeout; the grader replaces the file
 when it finishes. If the grader crashes, is killed, or cannot even start, the fallback stays,
 amended with what happened. The grader's own output goes to run_autograder's stdout, which
 Gradescope keeps in ``/autograder/results/stdout``; nothing is ever parsed out of it.
+
+An upload that holds no submission (nothing to grade, several candidates, a file for another
+lab) scores 0 with the reason and "upload again": Gradescope has no "not graded" state, and a
+new upload replaces the old one.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import secrets
@@ -22,24 +28,32 @@ import shlex
 import stat
 import sys
 import zipfile
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+from packaging.requirements import Requirement
+
 from grader import __version__
-from grader.lms.base import LmsFormat
+from grader.environment import extra_for
+from grader.errors import UsageError
+from grader.flags import positive
+from grader.lms.base import Export, LabLoader, LmsFormat
+from grader.lms.container import Container
 from grader.manifest import LabManifest
-from grader.reporters.markdown import block, cell, table
+from grader.reporters.markdown import block, cell, code, table
 from grader.results import CheckResult, GradeResult, Problem, Status, Visibility
 from grader.text import printable
 
-ROOT_ENV = "AUTOGRADER_ROOT"
-DEFAULT_ROOT = Path("/autograder")
 TEMPLATES = Path(__file__).parent / "templates"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 TEST_OUTPUT_LIMIT = 8000
 OUTPUT_LIMIT = 16000
 LAB_EXCLUDE = {"wrong", "accepted", "tests", "__pycache__", ".pytest_cache"}
+METADATA = "submission_metadata.yml"
+"""The export's list of submitters per ``submission_<id>/`` folder."""
 
 
 def clip(text: str, limit: int) -> str:
@@ -61,7 +75,7 @@ def check_output(check: CheckResult, limit: int = TEST_OUTPUT_LIMIT) -> str:
     lines = [f"**{check.status.value.upper()}**", "", block(check.message), ""]
     if check.mismatches:
         lines += ["First mismatches:", "", "| where | expected | got |", "| --- | --- | --- |"]
-        lines += [f"| `{cell(m.where)}` | {cell(m.expected)} | {cell(m.got)} |" for m in check.mismatches]
+        lines += [f"| {code(m.where, in_table=True)} | {cell(m.expected)} | {cell(m.got)} |" for m in check.mismatches]
         lines.append("")
     if check.details:
         lines += table([{"measured": k, "value": str(v)} for k, v in check.details.items()]) + [""]
@@ -83,7 +97,11 @@ class GradescopeFormat(LmsFormat):
     """Gradescope's ``results.json`` (specs: gradescope-autograders.readthedocs.io, "specs")."""
 
     name = "gradescope"
+    label = "Gradescope"
+    title = "Gradescope: build the autograder zip; grade inside it"
     filename = "results.json"
+    container = Container("AUTOGRADER_ROOT", "/autograder", "submission", "results/results.json", 600.0)
+    score_header = ("Name", "SID", "Email", "Score")
 
     def payload(self, result: GradeResult) -> dict[str, Any]:
         tests = []
@@ -112,8 +130,8 @@ class GradescopeFormat(LmsFormat):
             # Gradescope hides the total from students when tests are hidden; so does this text.
             lines = [f"**{result.exercise}**: the checks you can see are below. Some checks stay hidden "
                      "until the course releases them, and so does your total."]  # fmt: skip
-        lines += ["", f"Graded file: `{cell(result.submission)}`" + (
-            f" (with your modules {', '.join(f'`{cell(h)}`' for h in result.helper_files)})" if result.helper_files else ""
+        lines += ["", f"Graded file: {code(result.submission)}" + (
+            f" (with your modules {', '.join(code(h) for h in result.helper_files)})" if result.helper_files else ""
         )]  # fmt: skip
         pending = [c for c in result.checks if c.deferred]
         if pending:
@@ -148,9 +166,11 @@ class GradescopeFormat(LmsFormat):
                 "official": result.official,
             },
         }
+        # The leaderboard is public to the class: a hidden check's numbers would publish it.
         board = [
             {"name": f"{check.id}: {entry.name}", "value": entry.value, "order": entry.order}
             for check in result.checks
+            if check.visibility is Visibility.visible
             for entry in check.leaderboard
         ]
         if board:
@@ -166,6 +186,80 @@ class GradescopeFormat(LmsFormat):
             "tests": [],
             "extra_data": {"grader": __version__, "gradable": False, "error": clip(reason, 4000)},
         }
+
+    def score_rows(
+        self, student: str, people: Sequence[Mapping[str, str]], points: float, feedback: list[str], args: argparse.Namespace
+    ) -> list[list[str]]:
+        """One row per submitter (from the export's metadata), for the score upload of a companion
+        assignment that holds the deferred points."""
+        return [[p.get("name", ""), p.get("sid", ""), p.get("email", ""), f"{points:g}"] for p in people or [{"name": student}]]
+
+    def read_export(self, folder: Path) -> Export | None:
+        metadata = folder / METADATA
+        if not metadata.is_file() or metadata.is_symlink():
+            return None
+        return Export(METADATA, read_metadata(metadata))
+
+    def add_commands(self, actions: argparse._SubParsersAction, lab: LabLoader) -> None:
+        p = actions.add_parser("build", help="write the autograder zip to upload to Gradescope")
+        p.add_argument("--exercise", "-e", required=True, help="lab id or unambiguous prefix")
+        p.add_argument("--out", type=Path, help="the zip (default: gradescope-autograder-<lab-id>.zip)")
+        p.add_argument("--torch", help="pip requirement for the CPU torch build (default: this grader's torch version)")
+        p.add_argument("--secret-seed", help="secret mixed into every input (default: $GRADER_SECRET_SEED, else a random one)")
+        p.add_argument("--timeout", type=positive, default=540, help="seconds before run_autograder stops the grader (default 540)")
+        p.add_argument(
+            "--allow-unsandboxed", action="store_true",
+            help="grade even where no tier keeps solutions, secret and network out of reach (degraded, said in every result)",
+        )  # fmt: skip
+        p.set_defaults(handler=lambda args: self.build(args, lab(args.exercise)))
+
+    def build(self, args: argparse.Namespace, manifest: LabManifest) -> int:
+        """``grader lms gradescope build``: the zip, and which points it grades on upload."""
+        out = args.out or Path(f"gradescope-autograder-{manifest.id}.zip")
+        secret = args.secret_seed or os.environ.get("GRADER_SECRET_SEED") or None
+        try:
+            build_autograder(manifest, out, args.torch, secret, args.timeout, args.allow_unsandboxed)
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"{out}: Gradescope autograder for {manifest.id} (upload it under Configure Autograder > Zip file upload)")
+        for line in self.describe_plan(manifest):
+            print(line)
+        if not secret:
+            print("note: the zip holds a random secret seed; build with --secret-seed (or $GRADER_SECRET_SEED) to grade "
+                  "deferred checks later on the same inputs students were graded on")  # fmt: skip
+        return 0
+
+
+# --- the submissions export --------------------------------------------------------------------
+
+
+class _MetadataLoader(yaml.SafeLoader):
+    """YAML's safe loader that reads Ruby-tagged values (``!ruby/object:...``) as plain data."""
+
+
+_MetadataLoader.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_object(
+    yaml.SequenceNode("tag:yaml.org,2002:seq", node.value) if isinstance(node, yaml.SequenceNode)
+    else yaml.MappingNode("tag:yaml.org,2002:map", node.value) if isinstance(node, yaml.MappingNode)
+    else yaml.ScalarNode("tag:yaml.org,2002:str", node.value), deep=True))  # fmt: skip
+
+
+def read_metadata(path: Path) -> dict[str, list[dict[str, str]]]:
+    """Submission folder -> its submitters (``name``, ``email``, ``sid``, each only when given),
+    from an export's ``submission_metadata.yml`` (YAML with Ruby-symbol keys: ``:submitters:``).
+    UsageError (one line) if the file is not YAML."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=_MetadataLoader)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: is not valid YAML ({type(exc).__name__}); re-download the export") from None
+    out: dict[str, list[dict[str, str]]] = {}
+    for folder, info in (data or {}).items() if isinstance(data, dict) else ():
+        people = info.get(":submitters") or info.get("submitters") or [] if isinstance(info, dict) else []
+        out[str(folder)] = [
+            {key: str(person[f":{key}"] if f":{key}" in person else person[key]).strip()
+             for key in ("name", "email", "sid") if f":{key}" in person or key in person}
+            for person in people if isinstance(person, dict)
+        ]  # fmt: skip
+    return out
 
 
 # --- the autograder zip ------------------------------------------------------------------------
@@ -183,6 +277,17 @@ def needs_triton(manifest: LabManifest) -> bool:
     """Whether the lab's workers import triton (about 1 GB: installed only for labs that need it)."""
     worker = manifest.lab.worker
     return "triton" in worker.imports or any("TRITON" in key for key in {**worker.env, **worker.cpu_env})
+
+
+def lab_extras(manifest: LabManifest) -> tuple[str, ...]:
+    """The grader's extras the lab needs: triton where its workers import it, and the extra that
+    installs each distribution of ``lab.requires`` (transformers for lab-02)."""
+    names = {"triton"} if needs_triton(manifest) else set()
+    for text in manifest.lab.requires:
+        extra = extra_for(Requirement(text).name)
+        if extra:
+            names.add(extra)
+    return tuple(sorted(names))
 
 
 def pinned_requirements(extras: tuple[str, ...] = ()) -> list[str]:
@@ -255,7 +360,7 @@ def build_autograder(
     root = _project_root()
     lab_dir = manifest.directory
     lab_rel = f"exercises/{lab_dir.parent.name}/{lab_dir.name}"
-    extras = ("triton",) if needs_triton(manifest) else ()
+    extras = lab_extras(manifest)
     settings = {
         "EXERCISE": manifest.id,
         "GRADER_SECRET_SEED": secret_seed or secrets.token_hex(16),

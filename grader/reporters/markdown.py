@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from grader.reporters.base import Reporter
 from grader.results import CheckResult, GradeResult, Status
 from grader.text import printable
@@ -9,12 +11,31 @@ from grader.text import printable
 ICON = {Status.passed: "✅", Status.failed: "❌", Status.error: "💥", Status.skipped: "⏭️"}
 
 
-def cell(text: str, limit: int = 160) -> str:
-    """Text safe inside a markdown table cell."""
+def _line(text: str, limit: int) -> str:
     text = " ".join(printable(str(text)).split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text.replace("|", "\\|").replace("<", "&lt;")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def cell(text: str, limit: int = 160) -> str:
+    """Text that renders as itself, in a table cell or a line of prose: one line, no link, image,
+    HTML or code span can start in it (backslash, backticks, brackets and pipes escaped, ``<`` an
+    entity)."""
+    text = _line(text, limit)
+    for char in "\\`[]|":
+        text = text.replace(char, "\\" + char)
+    return text.replace("<", "&lt;")
+
+
+def code(text: str, limit: int = 160, in_table: bool = False) -> str:
+    """Text as one inline code span that nothing in it can close: delimited by a run of backticks
+    longer than any it holds (CommonMark), padded with a space where it starts or ends with a
+    backtick. ``in_table``: pipes escaped, since a table row splits at a pipe even inside a span."""
+    text = _line(text, limit)
+    if in_table:
+        text = text.replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") or not text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def block(text: str) -> str:
@@ -42,7 +63,7 @@ def _section(check: CheckResult) -> list[str]:
     ]
     if check.mismatches:
         lines += ["First mismatches:", "", "| where | expected | got |", "| --- | --- | --- |"]
-        lines += [f"| `{cell(m.where)}` | {cell(m.expected)} | {cell(m.got)} |" for m in check.mismatches]
+        lines += [f"| {code(m.where, in_table=True)} | {cell(m.expected)} | {cell(m.got)} |" for m in check.mismatches]
         lines.append("")
     if check.table:
         lines += table(check.table) + [""]
@@ -69,7 +90,7 @@ class MarkdownReporter(Reporter):
         lines = [
             f"# {result.exercise}: {_score(result.score)} / {_score(result.max_score)} ({result.percent:.0f}%)",
             "",
-            f"Submission `{cell(result.submission)}` (sha256 `{result.submission_sha256[:12]}`) · "
+            f"Submission {code(result.submission)} (sha256 `{result.submission_sha256[:12]}`) · "
             f"seed {result.seed} · sandbox **{result.sandbox.mode}** · grader {result.environment.grader}",
             "",
             " · ".join(f"{counts[s]} {s.value}" for s in Status),

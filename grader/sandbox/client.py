@@ -81,6 +81,8 @@ class Submission:
         self.torch_device = torch_device
         self.filename = filename
         self.source = source
+        self.helpers: dict[str, bytes] = dict(helpers or {})
+        """The upload's other modules (relative path -> source): the submission's code too."""
         self._files: dict[str, str] = {}
         """What the worker must find in the copy before it imports anything: path -> sha256."""
         try:
@@ -265,6 +267,16 @@ class Submission:
 
     # -- calls --------------------------------------------------------------------------------
 
+    def check_frozen(self, function: str) -> None:
+        """SubmissionFault if the submission's processes ran since the worker last answered (a
+        check calls this after timing the baseline: what ran then was the baseline's rival)."""
+        if self._worker is None:
+            return
+        broken = self._worker.tree.ran_while_frozen()
+        if broken is not None:
+            self._discard_worker()
+            raise SubmissionFault(Status.error, _ran_while_frozen(function, broken))
+
     def defines(self, function: str) -> bool:
         self.start()
         return self.import_failure is None and self._available.get(function, False)
@@ -291,19 +303,22 @@ class Submission:
             return self.deadline, True
         return own, False
 
-    def _encode(self, function: str, inputs: Mapping[str, Any], arrays: list[np.ndarray]) -> list[dict[str, Any]]:
+    def _encode(self, function: str, inputs: Mapping[str, Any], arrays: list[np.ndarray | bytes]) -> list[dict[str, Any]]:
         spec = self.manifest.functions[function]
         device = self.torch_device if spec.arrays == "torch" else None
         return [encode_input(inputs[name], arrays, device) for name in spec.args]
 
     def _request(
-        self, function: str, header: dict[str, Any], arrays: list[np.ndarray], limit: float
+        self, function: str, header: dict[str, Any], arrays: list[np.ndarray | bytes], limit: float
     ) -> tuple[Reply, list[bytes], float]:
         """Send one request, wait for its answer under ``limit``; SubmissionFault on any failure."""
         worker = self._ready(function)
         self._calls += 1
         header = dict(header, id=self._calls, function=function)
-        worker.thaw()
+        broken = worker.thaw()
+        if broken is not None:
+            self._discard_worker()
+            raise SubmissionFault(Status.error, _ran_while_frozen(function, broken))
         started = time.monotonic()
         deadline, cut = self._deadline(limit)
         try:
@@ -324,7 +339,10 @@ class Submission:
             raise SubmissionFault(Status.error, f"{function} produced an invalid answer ({exc})") from None
         wall = time.monotonic() - started
         if not worker.settle():
+            resumed = worker.tree.resumed
             self._discard_worker()
+            if resumed is not None:
+                raise SubmissionFault(Status.error, _ran_while_frozen(function, resumed))
             raise SubmissionFault(Status.error, f"{function}: the submission's processes could not be paused after the call")
         answer = read_reply(reply.header)
         if answer is None:
@@ -354,7 +372,7 @@ class Submission:
         ``noop_kernels`` runs it with the submission's own Triton kernels turned into no-ops (ghost replay).
         """
         spec = self.manifest.functions[function]
-        arrays: list[np.ndarray] = []
+        arrays: list[np.ndarray | bytes] = []
         args = self._encode(function, inputs, arrays)
         header = {
             "op": "call",
@@ -364,6 +382,14 @@ class Submission:
             "noop_kernels": noop_kernels,
         }
         answer, frames, wall = self._request(function, header, arrays, time_limit_s or self.manifest.lab.time_limit_s)
+        changed = [spec.args[i] for i in answer.changed or [] if 0 <= i < len(spec.args)]
+        if changed:
+            names = " and ".join(repr(name) for name in changed)
+            raise SubmissionFault(
+                Status.error,
+                f"{function} changed its argument{'s' if len(changed) > 1 else ''} {names} in place; the caller's arrays must stay as they were",
+                hint="work on copies (x.copy(), t.clone()) or new arrays; a model calling this function would lose its data",
+            )
         arg_dtypes = {name: dtype_name(inputs[name]) for name in spec.args}
         return decode_outputs(function, spec, answer, frames, dims, wall, arg_dtypes)
 
@@ -374,7 +400,7 @@ class Submission:
 
         Returns per-call device times (us), a fingerprint of each timed output, and the wall time
         of the whole request on the grader's own clock."""
-        arrays: list[np.ndarray] = []
+        arrays: list[np.ndarray | bytes] = []
         sets = [self._encode(function, inputs, arrays) for inputs in input_sets]
         header = {"op": "time", "input_sets": sets, "warmup": warmup, "budget_s": budget_s}
         answer, _, wall = self._request(function, header, arrays, time_limit_s)
@@ -385,7 +411,7 @@ class Submission:
 
     def profile(self, function: str, inputs: Mapping[str, Any], time_limit_s: float) -> tuple[list[dict[str, Any]], list[str]]:
         """The kernel table of a few profiled calls, and the names of the submission's own kernels."""
-        arrays: list[np.ndarray] = []
+        arrays: list[np.ndarray | bytes] = []
         header = {"op": "profile", "input_sets": [self._encode(function, inputs, arrays)]}
         answer, _, _ = self._request(function, header, arrays, time_limit_s)
         if answer.kernels is None or answer.defined is None:
@@ -416,6 +442,13 @@ def copies_root() -> Path:
 def _sweep_stale_copies(root: Path) -> None:
     """Remove the private copies that no grading holds any more (graders killed mid-grading)."""
     leases.sweep(root, COPY_PREFIX, lambda folder: shutil.rmtree(folder, ignore_errors=True))
+
+
+def _ran_while_frozen(function: str, how: str) -> str:
+    return (
+        f"{function}: the submission's processes ran while they were frozen between calls ({how}); "
+        "a process that resumes itself (a timer sending SIGCONT) breaks the sandbox's containment"
+    )
 
 
 class WorkerSetupError(Exception):
@@ -462,7 +495,7 @@ def launch(
         raise WorkerSetupError(f"could not start a worker process: {exc}") from None
     cmd = worker.command
     init = dict(init, path=cmd.submission_path, **limits.worker_init())
-    arrays: list[np.ndarray] = []
+    arrays: list[np.ndarray | bytes] = []
     if cmd.seccomp:
         arrays.append(np.frombuffer(cmd.seccomp, dtype=np.uint8))
         init["seccomp_frame"] = 0
@@ -486,10 +519,19 @@ def launch(
     if problems:
         worker.kill()
         raise WorkerSetupError(f"the worker ({launcher.mode}) could not set up its isolation: {'; '.join(problems)}")
+    # The worker waits for this go-ahead before it imports anything: until then it is ours, so
+    # a worker that cannot be found, or is gone, is the grader's problem; from then on, what
+    # happens to it is the submission's.
     worker.started(int(hello.get("pid", -1)))
     if worker.tree.worker is None:
         worker.kill()
         raise WorkerSetupError(f"the worker ({launcher.mode}) could not be found among its processes")
+    try:
+        worker.send({"op": "go"}, [], deadline)
+    except (WorkerTimeout, WorkerDied) as exc:
+        how = "did not read its go-ahead in time" if isinstance(exc, WorkerTimeout) else worker.exit_description()
+        worker.kill()
+        raise WorkerSetupError(f"the worker ({launcher.mode}) {how} before it was ready") from None
     return worker
 
 

@@ -53,6 +53,7 @@ SHARED_UID_SLACK = 16
 user namespace of its own, no pids cgroup), so that the worker's own threads can still start."""
 TIERS = ("bubblewrap", "process")
 OFFICIAL = ("solutions", "secret", "network")
+"""What official grading needs in every tier; without bubblewrap's namespaces, see official_needs."""
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 ETC_FILES = ("ld.so.cache", "nsswitch.conf", "localtime")
 
@@ -416,11 +417,6 @@ def _smi_gpus() -> tuple[tuple[str, str, str], ...]:
     return tuple(rows) if proc.returncode == 0 else ()  # type: ignore[return-value]
 
 
-@functools.lru_cache(maxsize=4)
-def _seccomp_program(deny_ip_sockets: bool) -> bytes:
-    return seccomp.build(deny_ip_sockets)
-
-
 # -- guarantees ---------------------------------------------------------------------------------
 
 
@@ -482,7 +478,12 @@ def assess(launcher: Launcher, lab_dir: Path | None = None, memory_mb: int | Non
     else:
         g["processes"] = (False, "it runs as the grader's uid and can signal the grader's processes")
 
-    g["uid"] = (True, "a leased uid of its own, from a range no account uses") if launcher.drop_uid else (False, uid_note)
+    if launcher.drop_uid:
+        g["uid"] = (True, "a leased uid of its own, from a range no account uses")
+    elif os.geteuid() == 0:
+        g["uid"] = (False, f"the worker keeps uid 0 ({uid_note}): without capabilities it still owns root's files, sockets and processes")
+    else:
+        g["uid"] = (False, uid_note)
     g["seccomp"] = (seccomp.supported(), "deny-list: no tracing, mounts, namespaces, memfd or SysV IPC, no sockets but AF_UNIX" if seccomp.supported() else f"no table for {os.uname().machine}")
 
     if cg.has("memory") and not launcher.gpu:
@@ -524,13 +525,24 @@ def assess(launcher: Launcher, lab_dir: Path | None = None, memory_mb: int | Non
 
     launcher = dataclasses.replace(launcher)
     launcher.guarantees = [Guarantee(name=k, held=v[0], how=v[1]) for k, v in g.items()]
-    launcher.official_ok = all(g[name][0] for name in OFFICIAL)
+    needs = official_needs(launcher)
+    launcher.official_ok = all(g[name][0] for name in needs)
     launcher.degraded = not launcher.official_ok
     launcher.warnings = [f"{k}: {v[1]}" for k, v in g.items() if not v[0]]
     if launcher.degraded:
-        open_ = [name for name in OFFICIAL if not g[name][0]]
+        open_ = [name for name in needs if not g[name][0]]
         launcher.warnings.insert(0, f"DEGRADED ISOLATION: {', '.join(open_)} within the submission's reach")
     return launcher
+
+
+def official_needs(launcher: Launcher) -> tuple[str, ...]:
+    """The guarantees official grading needs in ``launcher``'s tier: everywhere the solutions, the
+    secret and the network out of reach; without bubblewrap's namespaces also the grader's
+    processes out of the worker's signals (a uid of its own, or Landlock ABI 6) and, for a root
+    grader, a worker uid that is not 0 (Landlock does not cover everything uid 0 owns)."""
+    if launcher.mode == "bubblewrap":
+        return OFFICIAL
+    return (*OFFICIAL, "processes", *(("uid",) if os.geteuid() == 0 else ()))
 
 
 def hidden_from_others(lab_dir: Path) -> bool:
@@ -711,15 +723,19 @@ def worker_env(extra: dict[str, str], threads: int) -> dict[str, str]:
 
 def refusal(launcher: Launcher) -> str:
     """Why official grading will not run in ``launcher``'s tier, and what the course staff can do."""
-    missing = {g.name: g.how for g in launcher.guarantees if not g.held and g.name in OFFICIAL}
+    needs = official_needs(launcher)
+    missing = {g.name: g.how for g in launcher.guarantees if not g.held and g.name in needs}
+    extra = "" if needs == OFFICIAL else (
+        " (and, without bubblewrap, the grader's processes out of its signals" + (" and a worker uid other than 0)" if "uid" in needs else ")")
+    )  # fmt: skip
     return (
-        "official grading needs the solutions, the secret seed and the network out of the submission's reach, "
+        f"official grading needs the solutions, the secret seed and the network out of the submission's reach{extra}, "
         f"and the strongest isolation here ({launcher.mode}) leaves "
         + "; ".join(f"{name} open ({how})" for name, how in missing.items())
         + ". For the course staff: "
         + remedies(launcher)
-        + "; or, to accept this isolation, grade with --allow-unsandboxed (GRADER_ALLOW_UNSANDBOXED=1 in the "
-        "Gradescope zip's grader.env) and every result says it was degraded"
+        + "; or, to accept this isolation, grade with --allow-unsandboxed (an LMS autograder: build or configure it "
+        "with that flag) and every result says it was degraded"
     )
 
 

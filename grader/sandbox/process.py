@@ -8,7 +8,10 @@ passes the whole process tree is killed and the call reports a timeout.
 Containment of the tree (:class:`Tree`): between calls the whole tree is frozen (the cgroup
 freezer, else SIGSTOP to each of its processes), so nothing of the submission runs while the
 grader times a baseline or computes references; after each call every process the submission
-started is killed unless the lab lets them live. The tree is what the worker's cgroup holds, or
+started is killed unless the lab lets them live. A process stopped by SIGSTOP can be resumed by
+the kernel on the submission's behalf (a timer armed to send SIGCONT): so with SIGSTOP each
+process's CPU time is read when the tree is frozen and again before it is thawed, and any
+progress (or a process that was not there) is broken containment, never a measurement. The tree is what the worker's cgroup holds, or
 what lies below the keeper (a child subreaper, so nothing leaves it), plus every process of the
 worker's leased uid. Nothing else is ever signalled: a grading kills only what it started.
 """
@@ -75,6 +78,9 @@ class OutputTail:
 
 SETTLE_TIMEOUT_S = 2.0
 STOPPED = {"T", "t", "Z", "X"}
+FROZEN_CPU_SLACK_NS = 1_000_000
+"""CPU time a frozen tree may still show, in all (a task's last accounting after /proc already
+says it is stopped takes microseconds); more is a process that ran while frozen."""
 
 
 class WorkerTimeout(Exception):
@@ -149,7 +155,7 @@ class WorkerProcess:
 
     # -- messages -----------------------------------------------------------------------------
 
-    def send(self, header: dict[str, Any], arrays: list[np.ndarray], deadline: float) -> None:
+    def send(self, header: dict[str, Any], arrays: list[np.ndarray | bytes], deadline: float) -> None:
         view = memoryview(wire.encode(header, arrays))
         while view:
             remaining = deadline - time.monotonic()
@@ -265,9 +271,12 @@ class WorkerProcess:
             self.tree.kill_children()
         return self.tree.freeze()
 
-    def thaw(self) -> None:
-        """Before a request: let the tree run again."""
+    def thaw(self) -> str | None:
+        """Before a request: let the tree run again. Returns how the tree broke its freeze, if it
+        ran while frozen (see :meth:`Tree.ran_while_frozen`); the caller discards the worker."""
+        broken = self.tree.ran_while_frozen()
         self.tree.thaw()
+        return broken
 
     def close(self, grace_s: float = 1.0) -> None:
         if self._w >= 0 and self.proc.poll() is None:
@@ -322,6 +331,10 @@ class Tree:
         """The keeper and bwrap's processes: never frozen or killed as the submission's children."""
         self.worker: int | None = None
         self._stopped: set[int] = set()
+        self._cpu: dict[int, int] = {}
+        """Each stopped process's CPU time (ns) when the tree was frozen by SIGSTOP."""
+        self.resumed: str | None = None
+        """Why the last freeze failed, when a stopped process ran again (broken containment)."""
 
     def members(self, table: dict[int, procfs.Proc] | None = None) -> set[int]:
         """Live (not zombie) processes of the tree: the cgroup's, else those below the keeper and
@@ -371,6 +384,9 @@ class Tree:
             time.sleep(0.002)
 
     def freeze(self) -> bool:
+        """Freeze the tree; False if it could not be frozen (then ``resumed`` says so when a
+        process the grader had stopped ran again: something sent it SIGCONT)."""
+        self.resumed = None
         if self.cgroup is not None and self.cgroup.can_freeze:
             try:
                 return self.cgroup.freeze(True)
@@ -378,16 +394,39 @@ class Tree:
                 return False
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         table = procfs.table()
+        seen_stopped: set[int] = set()
         while True:
             targets = self.members(table) - self.ours
-            _signal(targets - self._stopped, signal.SIGSTOP)
+            # Stopped once, only a SIGCONT (the submission's: a timer's) can make it run again.
+            again = {pid for pid in seen_stopped if pid in table and table[pid].state not in STOPPED}
+            if again:
+                self.resumed = f"{len(again)} process{'es' if len(again) > 1 else ''} resumed while being frozen"
+                return False
+            # Again to any not stopped yet: a SIGCONT before the stop took effect cancelled it.
+            _signal({pid for pid in targets if pid not in table or table[pid].state not in STOPPED}, signal.SIGSTOP)
             self._stopped |= targets
             time.sleep(0.0002)  # a signal is delivered when the process next runs
             table = procfs.table()
+            seen_stopped |= {pid for pid in targets if pid in table and table[pid].state in STOPPED}
             if all(table[pid].state in STOPPED for pid in targets if pid in table) and not (self.members(table) - self.ours - targets):
+                self._cpu = {pid: cpu for pid in targets if (cpu := procfs.cpu_ns(pid)) is not None}
                 return True
             if time.monotonic() > deadline:
                 return False
+
+    def ran_while_frozen(self) -> str | None:
+        """With SIGSTOP freezing: how the tree made progress since it was frozen (CPU time, or a
+        process that appeared), in words; None if it stayed still (or a cgroup froze it)."""
+        if not self._cpu:
+            return None
+        table = procfs.table()
+        appeared = self.members(table) - self.ours - set(self._cpu)
+        if appeared:
+            return f"{len(appeared)} process{'es' if len(appeared) > 1 else ''} appeared in it"
+        used = sum(max(0, (procfs.cpu_ns(pid) or then) - then) for pid, then in self._cpu.items())
+        if used > FROZEN_CPU_SLACK_NS:
+            return f"it used {used / 1e6:.1f} ms of CPU time"
+        return None
 
     def thaw(self) -> None:
         if self.cgroup is not None and self.cgroup.can_freeze:
@@ -398,6 +437,7 @@ class Tree:
             return
         _signal(self._stopped, signal.SIGCONT)
         self._stopped = set()
+        self._cpu = {}
 
     def kill(self) -> None:
         """SIGKILL the whole tree, the keeper last (it is the subreaper that holds the rest). With

@@ -1,13 +1,23 @@
 """A seccomp-bpf deny-list for the worker, assembled here without libseccomp.
 
 The filter allows everything except system calls a numpy/torch/triton submission never needs
-and an escape would: tracing, mounting, namespaces, kernel modules, BPF, io_uring, keyrings;
-memory that no address-space limit sees and that may outlive the worker (``memfd_create``,
-System V shared memory, semaphores and message queues, POSIX message queues); and every socket
-but AF_UNIX (so no IP, netlink, packet or vsock socket, in every tier: a network namespace does
-not cover AF_VSOCK, which reaches the host). ``clone`` is allowed unless it asks for a new
-namespace; ``clone3`` answers ENOSYS so that glibc falls back to ``clone``, whose flags a filter
-can read. docs/sandbox.md says which guarantee each part holds.
+and an escape would: tracing, mounting and the whole mount API (``statmount``, ``listmount``
+and ``open_tree_attr`` included), namespaces, kernel modules, BPF, io_uring, keyrings; memory
+that no address-space limit sees and that may outlive the worker (``memfd_create``, System V
+shared memory, semaphores and message queues, POSIX message queues); and system calls newer
+than this table (numbers from ``FIRST_UNKNOWN`` on answer ENOSYS, as on an older kernel: a
+deny-list must not let the next kernel's calls through unread).
+
+Sockets: ``socket`` is refused outright, in every tier, and ``socketpair`` makes only AF_UNIX
+stream and seqpacket pairs. A socket that ``socket`` makes can ``connect`` (or ``sendto``) any
+pathname UNIX socket the uid may write, and no filter can read the address it is given; a pair
+is connected to itself from birth, and a stream or seqpacket socket ignores or refuses a
+destination address (a datagram one would send to it, so datagram pairs are refused too). So no
+IP, netlink, packet or vsock socket (a network namespace does not cover AF_VSOCK, which reaches
+the host), and no host socket (D-Bus, ``/dev/log``, munge, ``docker.sock``), where no mount
+namespace hides them. ``clone`` is allowed unless it asks for a new namespace; ``clone3``
+answers ENOSYS so that glibc falls back to ``clone``, whose flags a filter can read.
+docs/sandbox.md says which guarantee each part holds.
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ DENY_X86_64 = {
     "io_uring_register": 427, "open_by_handle_at": 304, "name_to_handle_at": 303, "reboot": 169,
     "swapon": 167, "swapoff": 168, "acct": 163, "settimeofday": 164, "clock_settime": 227,
     "mknod": 133, "mknodat": 259, "open_tree": 428, "move_mount": 429, "fsopen": 430,
-    "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+    "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "statmount": 457,
+    "listmount": 458, "open_tree_attr": 467,
     "memfd_create": 319, "memfd_secret": 447,
     "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65, "semctl": 66,
     "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
@@ -38,8 +49,13 @@ DENY_X86_64 = {
     "mq_getsetattr": 245, "pidfd_getfd": 438, "kcmp": 312, "process_madvise": 440, "syslog": 103,
 }
 CLONE, CLONE3, SOCKET, SOCKETPAIR = 56, 435, 41, 53
+FIRST_UNKNOWN = 470
+"""The first x86_64 system call number after this table (``file_setattr``, 469, is Linux 6.17's)."""
 CLONE_NEW_FLAGS = 0x10000000 | 0x20000000 | 0x40000000 | 0x00020000 | 0x04000000 | 0x08000000 | 0x02000000 | 0x00000080
 ALLOWED_FAMILY = socket.AF_UNIX
+ALLOWED_PAIRS = (socket.SOCK_STREAM, socket.SOCK_SEQPACKET)
+SOCK_TYPE_MASK = 0xF
+"""The type argument's low bits; SOCK_NONBLOCK and SOCK_CLOEXEC sit above them."""
 
 RET_ALLOW = 0x7FFF0000
 RET_ERRNO = 0x00050000
@@ -49,9 +65,10 @@ LD_W_ABS = 0x20
 JEQ_K = 0x15
 JGE_K = 0x35
 JSET_K = 0x45
+AND_K = 0x54
 RET_K = 0x06
 
-OFF_NR, OFF_ARCH, OFF_ARG0 = 0, 4, 16
+OFF_NR, OFF_ARCH, OFF_ARG0, OFF_ARG1 = 0, 4, 16, 24
 
 
 def supported() -> bool:
@@ -73,20 +90,26 @@ def build() -> bytes:
     emit(JEQ_K, AUDIT_ARCH_X86_64, 0, "deny")
     emit(LD_W_ABS, OFF_NR)
     emit(JGE_K, X32_SYSCALL_BIT, "deny", 0)
-    for nr in sorted(DENY_X86_64.values()):
+    emit(JGE_K, FIRST_UNKNOWN, "nosys", 0)
+    for nr in sorted([*DENY_X86_64.values(), SOCKET]):
         emit(JEQ_K, nr, "deny", 0)
     emit(JEQ_K, CLONE3, "nosys", 0)
     emit(JEQ_K, CLONE, "clone", 0)
-    emit(JEQ_K, SOCKET, "socket", 0)
-    emit(JEQ_K, SOCKETPAIR, "socket", 0)
+    emit(JEQ_K, SOCKETPAIR, "pair", 0)
     emit(RET_K, RET_ALLOW)
     labels = {"clone": len(prog)}
     emit(LD_W_ABS, OFF_ARG0)
     emit(JSET_K, CLONE_NEW_FLAGS, "deny", 0)
     emit(RET_K, RET_ALLOW)
-    labels["socket"] = len(prog)
+    labels["pair"] = len(prog)
     emit(LD_W_ABS, OFF_ARG0)
     emit(JEQ_K, int(ALLOWED_FAMILY), 0, "deny")
+    emit(LD_W_ABS, OFF_ARG1)
+    emit(AND_K, SOCK_TYPE_MASK)
+    for kind in ALLOWED_PAIRS:
+        emit(JEQ_K, int(kind), "allow", 0)
+    emit(RET_K, eperm)
+    labels["allow"] = len(prog)
     emit(RET_K, RET_ALLOW)
     labels["deny"] = len(prog)
     emit(RET_K, eperm)

@@ -8,6 +8,7 @@ a broken rule or an unusable message).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ from grader.errors import InfrastructureError
 from grader.manifest import FunctionSpec, OutputSpec
 from grader.recipes import Recipe
 from grader.results import Status
-from grader.sandbox.boot import wire
+from grader.sandbox.boot import plain, wire
 from grader.tensors import bit_pattern, is_tensor
 from grader.text import printable
 
@@ -83,6 +84,8 @@ class Reply(_Answer):
     fingerprints: list[list[float]] | None = Field(default=None, max_length=10000)
     kernels: list[KernelRow] | None = Field(default=None, max_length=200)
     defined: list[Annotated[str, _clip(100)]] | None = Field(default=None, max_length=100)
+    changed: list[StrictInt] | None = Field(default=None, max_length=64)
+    """The arguments (by position) the call changed in place, as the worker saw it."""
     code: list[CodeRow] | None = Field(default=None, max_length=100)
 
 
@@ -109,16 +112,17 @@ class SubmissionFault(Exception):
 
 @dataclass
 class Outputs:
-    """Validated outputs of one call, by output name, plus the grader-side wall time."""
+    """Validated outputs of one call, by output name, plus the grader-side wall time. Arrays are
+    numpy arrays; plain outputs are the Python values (str, int, float, bool, None, list, dict)."""
 
-    values: dict[str, np.ndarray]
+    values: dict[str, Any]
     wall_s: float = 0.0
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def __getitem__(self, name: str) -> Any:
         return self.values[name]
 
 
-def encode_input(value: Any, arrays: list[np.ndarray], torch_device: str | None) -> dict[str, Any]:
+def encode_input(value: Any, arrays: list[np.ndarray | bytes], torch_device: str | None) -> dict[str, Any]:
     """The wire spec of one argument; arrays are appended to ``arrays`` and referred to by index."""
     if isinstance(value, Recipe):
         return {"t": "recipe", "recipe": value.spec, "device": torch_device or "cpu"}
@@ -149,8 +153,16 @@ def encode_input(value: Any, arrays: list[np.ndarray], torch_device: str | None)
         return spec
     if isinstance(value, np.generic):
         value = value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 1000):
         return {"t": "json", "v": value}
+    if isinstance(value, (str, list, tuple, dict)):
+        # A plain value (a profiler trace as json.load gives it, a list of rows) rides in a frame
+        # of its own: the header stays small whatever its size.
+        try:
+            arrays.append(plain.dumps(value))
+        except (TypeError, ValueError) as exc:
+            raise InfrastructureError(f"cannot send a plain argument to the worker: {exc}") from None
+        return {"t": "plain", "f": len(arrays) - 1}
     raise InfrastructureError(f"cannot send an argument of type {type(value).__name__} to the worker")
 
 
@@ -195,8 +207,11 @@ def validate_output(
     label: str,
     arg_dtypes: Mapping[str, str | None] | None = None,
 ) -> np.ndarray:
-    """One output as a plain numpy array (bfloat16 and float8 widened to float32), or SubmissionFault(failed)."""
+    """One output as a plain numpy array (bfloat16 and float8 widened to float32), a plain Python
+    value for a ``plain`` output, or SubmissionFault(failed)."""
     kind = value.get("t")
+    if spec.type == "plain":
+        return validate_plain(value, frames, spec, label)
     if spec.type == "scalar":
         if kind == "json" and isinstance(value.get("v"), (bool, int, float)):
             array = np.asarray(value["v"])
@@ -239,6 +254,33 @@ def validate_output(
     return array
 
 
+def validate_plain(value: dict[str, Any], frames: list[bytes], spec: OutputSpec, label: str) -> Any:
+    """A plain output: its JSON frame read strictly within the spec's limits, then its form."""
+    kind = value.get("t")
+    if kind == "json" and (value.get("v") is None or isinstance(value.get("v"), (bool, int, float, str))):
+        got = value["v"]
+        if isinstance(got, float) and not spec.plain_limits.allow_nan and not math.isfinite(got):
+            raise SubmissionFault(Status.failed, f"{label} is {got}; NaN never passes")
+        if isinstance(got, str) and len(got) > spec.plain_limits.max_string:
+            raise SubmissionFault(Status.failed, f"{label} is a string of {len(got)} characters (at most {spec.plain_limits.max_string})")
+    elif kind == "plain" and isinstance(value.get("f"), int):
+        if not 0 <= value["f"] < len(frames):
+            raise SubmissionFault(Status.error, "the worker referred to a value it did not send")
+        try:
+            got = plain.loads(frames[value["f"]], spec.plain_limits)
+        except plain.PlainError as exc:
+            raise SubmissionFault(Status.failed, f"{label} {exc}") from None
+    elif kind == "unplain":
+        why = printable(str(value.get("why", ""))[:200], keep_newlines=False)
+        raise SubmissionFault(Status.failed, f"{label} is not a plain value: {why}")
+    else:
+        raise SubmissionFault(Status.failed, f"{label} should be a plain value ({spec.form or 'any'}), got {_describe_py(value)}")
+    problem = plain.conforms(got, spec.plain_form, label)
+    if problem:
+        raise SubmissionFault(Status.failed, problem)
+    return got
+
+
 def _frame(frames: list[bytes], index: int) -> np.ndarray:
     if not 0 <= index < len(frames):
         raise SubmissionFault(Status.error, "the worker referred to an array it did not send")
@@ -265,7 +307,7 @@ def decode_outputs(
     if n > 1 and (not reply.tuple or len(values) != n):
         what = f"a {reply.py or '?'}" if not reply.tuple else f"{len(values)} values"
         raise SubmissionFault(Status.failed, f"{function} should return a tuple of {n} values, got {what}")
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     for i, ospec in enumerate(spec.returns):
         label = f"{function}'s {ospec.name}" if n > 1 else f"{function}'s result"
         out[ospec.name] = validate_output(values[i], frames, ospec, dims, label, arg_dtypes)

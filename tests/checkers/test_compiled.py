@@ -79,7 +79,8 @@ def test_the_worker_reads_a_compiled_kernels_matrix_instructions() -> None:
     jit = types.SimpleNamespace(fn=_gemm, device_caches={0: ({"key": kernel}, {}, None, None, None)})
     module._gemm = jit
     module.helper = types.SimpleNamespace(fn=lambda: None, device_caches={})  # from another module: not the submission's
-    rows = worker.compiled_code(module)
+    rows = worker.compiled_code({"submission": module})
+    assert worker.jit_functions({"submission": module, "helpers": module}) == [jit]  # each kernel once
     assert rows == [{
         "kernel": "_gemm",
         "ptx_mma": ["mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3"],

@@ -57,10 +57,12 @@ def fake_context(monkeypatch: pytest.MonkeyPatch, device: str, submission_us: fl
     submission = types.SimpleNamespace(
         time=lambda function, sets, limit, warmup, budget_s: (
             [submission_us] * (len(sets) - warmup), [print_] * (len(sets) - warmup), 60.0
-        )
+        ),
+        check_frozen=lambda function: None,
     )
     return types.SimpleNamespace(
-        lab=lab, submission=submission, device="cuda", cases=lambda *a: [case], rng=lambda *key: np.random.default_rng(0)
+        lab=lab, submission=submission, device="cuda", cases=lambda *a: [case], rng=lambda *key: np.random.default_rng(0),
+        attempt=0,
     )
 
 
@@ -228,8 +230,10 @@ def scripted_context(monkeypatch: pytest.MonkeyPatch, cases: list[dict[str, Any]
         implementation=lambda function, reference: (lambda *a: None),
         arguments=lambda function, inputs, device: [inputs],
     )
-    submission = types.SimpleNamespace(time=submission_times)
-    return types.SimpleNamespace(lab=lab, submission=submission, device="cuda", cases=lambda *a: made, rng=rng, keys=keys, seen=seen)
+    submission = types.SimpleNamespace(time=submission_times, check_frozen=lambda function: None)
+    return types.SimpleNamespace(
+        lab=lab, submission=submission, device="cuda", cases=lambda *a: made, rng=rng, keys=keys, seen=seen, attempt=0
+    )
 
 
 def test_a_stale_answer_on_a_refilled_buffer_fails_as_wrong_even_under_the_floor(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,6 +275,18 @@ def test_a_near_miss_is_measured_again_on_inputs_of_its_own(monkeypatch: pytest.
     once = gpu_checks.GpuSpeedChecker().run("fused-moe-speed", speed_check(), far)
     assert once.status is Status.failed and "rounds" not in once.details and all("round" not in k for k in far.keys)
     assert speed_check().retry_near == 0.0  # the session's same-input retry is off for this kind
+
+
+def test_a_whole_second_grading_of_the_check_draws_inputs_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a course turns retry_near on, the session grades the check again (ctx.attempt = 1):
+    that grading must not see the first one's inputs either."""
+    floor = FAST.floor_us(*WORK)
+    first = scripted_context(monkeypatch, [{"sub_us": floor * 2 / 0.5, "ref_us": floor * 2}])
+    gpu_checks.GpuSpeedChecker().run("fused-moe-speed", speed_check(), first)
+    again = scripted_context(monkeypatch, [{"sub_us": floor * 2 / 0.5, "ref_us": floor * 2}])
+    again.attempt = 1
+    gpu_checks.GpuSpeedChecker().run("fused-moe-speed", speed_check(), again)
+    assert first.seen and again.seen and not first.seen[0] & again.seen[0]
 
 
 # --- the timing harness, with a stand-in for torch's CUDA API --------------------------------

@@ -51,6 +51,41 @@ def test_whole_products_are_found(body: str) -> None:
     assert found and "tiled_matmul" in found[0] and "whole operands" in found[0]
 
 
+HELPER_MATH = """
+import torch
+
+def grouped_gemm(a, b):
+    return torch.matmul(a, b)
+
+def unused_reference(a, b):
+    return torch.mm(a, b)
+"""
+
+
+@pytest.mark.parametrize(
+    ("main", "helpers"),
+    [
+        ("from moe_math import grouped_gemm\n\ndef fused_moe(x, w1, w2, tw, ti):\n    return grouped_gemm(x, w1)", {"moe_math.py": HELPER_MATH}),
+        ("import moe_math as mm\n\ndef fused_moe(x, w1, w2, tw, ti):\n    return mm.grouped_gemm(x, w1)", {"moe_math.py": HELPER_MATH}),
+        ("from moe_math import *\n\ndef fused_moe(x, w1, w2, tw, ti):\n    return grouped_gemm(x, w1)", {"moe_math.py": HELPER_MATH}),
+        ("from pkg import fused_moe", {"pkg/__init__.py": "from .layer import fused_moe", "pkg/layer.py": "from .math import *\n\ndef fused_moe(x, w1, w2, tw, ti):\n    return grouped_gemm(x, w1)", "pkg/math.py": HELPER_MATH}),
+        ("from moe_math import grouped_gemm as fused_moe", {"moe_math.py": HELPER_MATH}),
+    ],
+    ids=["from-import", "module-alias", "star", "package-re-export", "the-function-itself"],
+)
+def test_forbidden_calls_are_followed_into_the_uploads_other_modules(main: str, helpers: dict[str, str]) -> None:
+    found = analyse(main, NO_TORCH, helpers)
+    assert len(found) == 1 and "calls torch.matmul" in found[0] and "math.py" in found[0], found  # not the unused torch.mm
+    assert analyse(main, NO_TORCH) == []  # without the helpers nothing can be read: the upload is what counts
+
+
+def test_whole_operands_are_followed_into_a_helper_module() -> None:
+    helper = "def product(x, y):\n    return x @ y\n"
+    main = "import blas\n\ndef tiled_matmul(a, b, tile_m, tile_n, tile_k):\n    return blas.product(a, b), 0\n"
+    found = analyse(main, TILING, {"blas.py": helper})
+    assert found and "tiled_matmul -> blas.product, line 2 of blas.py: multiplies the whole operands" in found[0], found
+
+
 def test_tiled_products_are_fine() -> None:
     source = """
     import numpy as np

@@ -39,7 +39,8 @@ def synthetic() -> GradeResult:
             _check("b-fails", Status.failed, 0.0, 1.0, Visibility.visible, "case 2 of 11: topk_ids differ"),
             _check("c-errors", Status.error, 0.0, 1.0, Visibility.after_due_date, "route raised ValueError: boom"),
             _check("d-pending", Status.skipped, 0.0, 0.5, Visibility.visible, "pending: needs a CUDA GPU", deferred=True),
-            _check("e-hidden", Status.passed, 3.5, 3.5, Visibility.hidden, "secret cases pass"),
+            _check("e-hidden", Status.passed, 3.5, 3.5, Visibility.hidden, "secret cases pass",
+                   leaderboard=[LeaderboardEntry(name="speedup", value=9.5, order="desc")]),  # fmt: skip
         ],
         environment=Environment(grader="0.1.0", python="3.11"),
         sandbox=SandboxInfo(mode="bubblewrap"),

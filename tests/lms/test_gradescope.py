@@ -34,6 +34,7 @@ def test_payload_maps_status_visibility_pending_and_leaderboard(synthetic: Grade
     pending = tests["d-pending"]
     assert "score" not in pending and "PENDING" in pending["output"] and pending["name"].endswith("(pending)")
     assert "need a GPU and are graded later" in payload["output"]
+    # The leaderboard is public: the hidden check's number stays off it.
     assert payload["leaderboard"] == [{"name": "a-passes: speedup", "value": 7.25, "order": "desc"}]
     # With hidden checks the student must not read the total (or a hidden check's result) off the text,
     # nor the printed output (a hidden check's inputs could leak through it).
@@ -143,6 +144,19 @@ def test_every_installed_distribution_is_pinned(tmp_path: Path, run_cli) -> None
         assert pins["numpy"] == metadata.version("numpy") and pins["pydantic"] == metadata.version("pydantic")
         assert ("triton" in pins) is triton and ("GRADER_EXTRAS=triton" in settings) is triton
         assert "torch" not in pins  # from the CPU index, pinned in grader.env
+
+
+def test_a_lab_s_required_distributions_are_installed_in_its_image(tmp_path: Path, run_cli) -> None:
+    """lab-02's lab.requires names transformers: its zip installs the transformers extra, pinned."""
+    from importlib import metadata
+
+    archive = tmp_path / "lab-02.zip"
+    assert run_cli("lms", "gradescope", "build", "-e", "lab-02", "--out", archive)[0] == 0
+    with zipfile.ZipFile(archive) as zf:
+        pins = dict(line.split("==") for line in zf.read("constraints.txt").decode().split())
+        settings = zf.read("grader.env").decode()
+    assert "GRADER_EXTRAS=transformers" in settings
+    assert pins["transformers"] == metadata.version("transformers")
 
 
 FAKE_TOOL = """#!/bin/sh

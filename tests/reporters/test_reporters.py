@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import html
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import xmlschema
+from markdown_it import MarkdownIt
 
 from grader.reporters.jsonfile import JsonReporter
 from grader.reporters.junit import JUnitReporter
-from grader.reporters.markdown import MarkdownReporter
+from grader.reporters.markdown import MarkdownReporter, cell, code
 from grader.reporters.terminal import TerminalReporter
 from grader.results import CheckResult, Environment, GradeResult, Mismatch, SandboxInfo, Status
 
@@ -150,6 +152,23 @@ def test_markdown_scorecard(result: GradeResult) -> None:
     assert "## ✅ `a-passes`" not in text  # passed checks get no section
     assert "<input>" not in text.split("## 💥")[0]  # table cells are escaped
     assert "\x1b" not in text
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a`b.py", "``x``.py", "`` ![t](https:e.example) ``.py", "a\\|[c](https:e.example)|b.py", "`", "ends with `"],
+)
+def test_code_spans_hold_any_text(name: str) -> None:
+    """A code span shows exactly its text: no run of backticks in it closes it, no pipe splits a
+    table row, rendered as CommonMark with GitHub's tables."""
+    renderer = MarkdownIt("commonmark").enable("table")
+    prose = renderer.render(f"Submission {code(name)} graded")
+    assert prose.count("<code>") == 1 and "<a " not in prose and "<img" not in prose, prose
+    assert html.unescape(prose.split("<code>")[1].split("</code>")[0]) == name
+    row = renderer.render(f"| file | result |\n| --- | --- |\n| {code(name, in_table=True)} | {cell('[x](https:e.example) `y` <b>')} |")
+    cells = row.split("<tbody>")[1].count("<td>")
+    assert cells == 2 and "<a " not in row and "<b>" not in row, row
+    assert html.unescape(row.split("<code>")[1].split("</code>")[0]) == name
 
 
 def test_markdown_shows_degraded_sandbox(result: GradeResult) -> None:

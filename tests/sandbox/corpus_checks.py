@@ -2,22 +2,33 @@
 grading: shared by test_corpus.py (the full corpus) and test_environments.py (a subset in each
 emulated environment).
 
-Every file states, in ``# verdict:`` lines, the status (and a fragment of the message) each
-check must end with (``*`` for the checks not named) and, in ``# max-score:``, the most it may score.
+Every file states, in ``# verdict:`` lines, the status (or statuses, ``passed|failed`` for a
+timing either may give; and a fragment of the message) each check must end with (``*`` for the
+checks not named) and, in ``# max-score:``, the most it may score. Optional lines: ``# hidden:``
+check ids graded as hidden in that file's copy of the lab (which also publishes the speed
+check's number on the leaderboard), ``# graded-as:`` the name the file is uploaded under.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from grader.results import GradeResult
+from markdown_it import MarkdownIt
+
+from grader.lms.gradescope import GradescopeFormat
+from grader.reporters.markdown import MarkdownReporter
+from grader.results import GradeResult, Visibility
 from grader.sandbox.uids import configured_range, leased
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
-VERDICT = re.compile(r'^# verdict: (\S+) (passed|failed|error|skipped)(?: "(.*)")?\s*$', re.M)
+STATUS = "(?:passed|failed|error|skipped)"
+VERDICT = re.compile(rf'^# verdict: (\S+) ({STATUS}(?:\|{STATUS})*)(?: "(.*)")?\s*$', re.M)
 MAX_SCORE = re.compile(r"^# max-score: ([0-9.]+)\s*$", re.M)
+HIDDEN = re.compile(r"^# hidden: (.+)$", re.M)
+GRADED_AS = re.compile(r"^# graded-as: (.+)$", re.M)
 SECRET = "corpus-secret-7f3a"
 
 
@@ -28,6 +39,49 @@ def expectations(path: Path) -> tuple[dict[str, tuple[str, str]], float]:
     assert "*" in verdicts or verdicts, f"{path.name} states no verdicts"
     assert match, f"{path.name} states no max-score"
     return verdicts, float(match.group(1))
+
+
+def hidden(path: Path) -> tuple[str, ...]:
+    """The checks graded as hidden in this file's copy of the lab (none: the lab as it is)."""
+    match = HIDDEN.search(path.read_text())
+    return tuple(match.group(1).split()) if match else ()
+
+
+def graded_as(path: Path) -> str:
+    """The name the file is uploaded under."""
+    match = GRADED_AS.search(path.read_text())
+    return match.group(1).strip() if match else path.name
+
+
+def lab_edit(text: str, hidden_checks: tuple[str, ...]) -> str:
+    """A manifest with ``hidden_checks`` hidden, and the speed check's number on the leaderboard."""
+    for cid in hidden_checks:
+        text, n = re.subn(rf"^\[checks\.{re.escape(cid)}\]$", f'[checks.{cid}]\nvisibility = "hidden"', text, flags=re.M)
+        assert n == 1, f"no check {cid} in the lab"
+    if hidden_checks:
+        text = text.replace("[checks.grouped-is-faster]\n", '[checks.grouped-is-faster]\nleaderboard = { speedup = "desc" }\n')
+    return text
+
+
+def matches(status: str, expected: str) -> bool:
+    return status in expected.split("|")
+
+
+UPLOADS = CORPUS / "uploads"
+"""Multi-file uploads, one folder each: the graded file (the one with ``# verdict:`` lines) names
+its lab (``# lab:``) and files to make from the lab's solution (``# helper-from-solution: NAME``)."""
+
+
+def upload(folder: Path, into: Path, labs: Path) -> tuple[Path, Path]:
+    """Lay the upload in ``folder`` out in ``into``: (the graded file, its lab)."""
+    shutil.copytree(folder, into, ignore=shutil.ignore_patterns("__pycache__"))
+    main = next(p for p in sorted(into.rglob("*.py")) if VERDICT.search(p.read_text()))
+    text = main.read_text()
+    lab_id = re.search(r"^# lab: (\S+)", text, re.M).group(1)
+    lab = next(labs.glob(f"*/{lab_id}"))
+    for name in re.findall(r"^# helper-from-solution: (\S+)$", text, re.M):
+        shutil.copyfile(lab / "solution.py", main.parent / name)
+    return main, lab
 
 
 
@@ -102,6 +156,25 @@ def _tmp_bounded(result: GradeResult) -> None:
     assert match is None or int(match.group(1)) <= 1024, message
 
 
+def _hidden_stays_hidden(result: GradeResult) -> None:
+    """Nothing a hidden check measured reaches Gradescope's public leaderboard."""
+    payload = GradescopeFormat().payload(result)
+    hidden_ids = {c.id for c in result.checks if c.visibility is not Visibility.visible}
+    assert any(c.leaderboard for c in result.checks if c.id in hidden_ids), "the speed check measured nothing to publish"
+    assert not [e for e in payload.get("leaderboard", []) if e["name"].split(":")[0] in hidden_ids], payload["leaderboard"]
+
+
+def _renders_as_text(result: GradeResult) -> None:
+    """scorecard.md and every Markdown field of Gradescope's results.json, rendered as CommonMark
+    with GitHub's tables, hold no link, image or HTML that the upload's name (or output) made."""
+    renderer = MarkdownIt("commonmark").enable("table")
+    payload = GradescopeFormat().payload(result)
+    for text in (MarkdownReporter().render(result), payload["output"], *(t["output"] for t in payload["tests"])):
+        html = renderer.render(text)
+        assert "<a " not in html and "<img" not in html and "<script" not in html, html
+    assert "Submission <code>" in renderer.render(MarkdownReporter().render(result))
+
+
 POST: dict[str, Callable[[GradeResult], None]] = {
     "daemon_keeps_pipe.py": _no_slot_processes,
     "fork_bomb.py": _no_slot_processes,
@@ -117,4 +190,6 @@ POST: dict[str, Callable[[GradeResult], None]] = {
     "memory_across_processes.py": _no_slot_processes,
     "starves_the_baseline.py": _no_slot_processes,
     "fills_tmp_with_files.py": _tmp_bounded,
+    "hidden_inputs_through_visible_checks.py": _hidden_stays_hidden,
+    "markdown_in_its_name.py": _renders_as_text,
 }

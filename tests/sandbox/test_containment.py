@@ -113,12 +113,55 @@ def test_between_calls_the_whole_tree_is_frozen(full: Launcher, tmp_path: Path, 
         before = _cpu_ticks(burner)
         time.sleep(0.5)
         assert _cpu_ticks(burner) == before, "a frozen child ran"
-        worker.thaw()
+        assert worker.thaw() is None  # it stayed still: nothing to report
         time.sleep(0.5)
         assert _cpu_ticks(burner) > before + 10
     finally:
         worker.close()
     assert not any(Path(f"/proc/{pid}").exists() for pid in burner)
+
+
+RESUMES_ITSELF = """
+import ctypes, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+
+class SigEvent(ctypes.Structure):
+    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int), ("pad", ctypes.c_int * 12)]
+
+class ITimerSpec(ctypes.Structure):
+    _fields_ = [("interval_s", ctypes.c_long), ("interval_ns", ctypes.c_long), ("value_s", ctypes.c_long), ("value_ns", ctypes.c_long)]
+
+if os.fork() == 0:
+    timer = ctypes.c_void_p()
+    assert libc.timer_create(1, ctypes.byref(SigEvent(None, signal.SIGCONT, 0)), ctypes.byref(timer)) == 0
+    assert libc.timer_settime(timer, 0, ctypes.byref(ITimerSpec(0, 20_000_000, 0, 300_000_000)), None) == 0
+    while True:
+        pass
+"""
+
+
+def test_a_tree_frozen_by_sigstop_that_resumes_itself_is_caught(full: Launcher, tmp_path: Path) -> None:
+    """SIGSTOP can be undone by the kernel on the submission's behalf: a POSIX timer armed to
+    send SIGCONT resumes a stopped process. Its CPU time, read at the freeze and before the thaw,
+    shows it ran, and the thaw says so (the client then discards the worker)."""
+    launcher = dataclasses.replace(full, cgroups=cgroups.Support())
+    folder = tmp_path / "sub"
+    folder.mkdir(mode=0o755)
+    path = folder / "resume.py"
+    path.write_text(RESUMES_ITSELF)
+    path.chmod(0o644)
+    init = {"op": "init", "module": "resume", "functions": [], "imports": ["numpy"], "threads": 1}
+    deadline = time.monotonic() + 30
+    worker = launch(launcher, sys.executable, path, worker_env({}, 1), launcher.limits(1024), init, deadline, keep_children=True)
+    try:
+        assert worker.receive(deadline).header["op"] == "ready"
+        assert worker.settle()
+        assert worker.tree.ran_while_frozen() is None  # the timer has not fired yet (300 ms)
+        time.sleep(0.8)
+        broken = worker.thaw()
+        assert broken is not None and "ms of CPU time" in broken, broken
+    finally:
+        worker.close()
 
 
 GRADER_DIES = """

@@ -4,6 +4,7 @@ that leaves solutions, secret or network in reach, telling the course staff what
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -126,9 +127,30 @@ def _weak() -> Launcher:
 def test_a_weak_tier_says_what_it_lacks() -> None:
     launcher = assess(_weak(), LAB01)
     assert launcher.degraded and not launcher.official_ok
-    assert launcher.warnings[0].startswith("DEGRADED ISOLATION: solutions, secret within the submission's reach")
+    assert launcher.warnings[0].startswith("DEGRADED ISOLATION: solutions, secret, "), launcher.warnings[0]
     held = {g.name: g.held for g in launcher.guarantees}
     assert held["network"] is seccomp.supported() and not held["filesystem"] and not held["uid"]
+
+
+@pytest.mark.parametrize(
+    ("root", "drop_uid", "abi", "ok", "open_"),
+    [
+        (True, True, 7, True, ""),
+        (True, False, 7, False, "uid open (the worker keeps uid 0"),  # Landlock does not cover all that uid 0 owns
+        (False, False, 6, True, ""),
+        (False, False, 5, False, "processes open"),  # the grader's own uid, and nothing scopes its signals
+        (True, True, 5, True, ""),  # a uid of its own cannot signal the grader anyway
+    ],
+)
+def test_the_process_tier_is_official_only_with_a_uid_not_0_and_signals_kept_in(
+    monkeypatch: pytest.MonkeyPatch, root: bool, drop_uid: bool, abi: int, ok: bool, open_: str
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0 if root else 1000)
+    launcher = assess(Launcher("process", drop_uid=drop_uid, landlock=abi), LAB01)
+    assert launcher.official_ok is ok, launcher.warnings
+    if not ok:
+        assert open_ in refusal(launcher) and "without bubblewrap" in refusal(launcher)
+    assert assess(dataclasses.replace(launcher, mode="bubblewrap", bwrap=None), LAB01).official_ok  # namespaces hold these
 
 
 def test_official_grading_refuses_and_tells_the_staff_what_to_do() -> None:
@@ -138,7 +160,8 @@ def test_official_grading_refuses_and_tells_the_staff_what_to_do() -> None:
     assert "--allow-unsandboxed" in message  # named last, as the staff's choice, never as the fix
 
 
-def test_landlock_alone_keeps_the_official_guarantees() -> None:
+def test_landlock_alone_keeps_the_official_guarantees(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # a root grader must also hand the worker a uid of its own
     launcher = assess(Launcher("process", drop_uid=False, landlock=6), LAB01)
     assert launcher.official_ok, launcher.warnings
     assert {g.name for g in launcher.guarantees if g.held} >= set(OFFICIAL) | {"filesystem", "processes"}
@@ -184,7 +207,7 @@ def test_worker_environment_is_clean(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.skipif(not seccomp.supported(), reason="no seccomp table for this machine")
-def test_seccomp_filter_allows_only_unix_sockets_and_no_hidden_memory(tmp_path: Path) -> None:
+def test_seccomp_filter_allows_only_socket_pairs_and_no_hidden_memory(tmp_path: Path) -> None:
     script = tmp_path / "probe.py"
     script.write_text(
         "import ctypes, os, socket, sys\n"
@@ -198,7 +221,12 @@ def test_seccomp_filter_allows_only_unix_sockets_and_no_hidden_memory(tmp_path: 
         "                        ('netlink', socket.AF_NETLINK, socket.SOCK_RAW)):\n"
         "    try:\n        socket.socket(fam, kind)\n        print(name, 'ok')\n    except OSError as e:\n        print(name, e.errno)\n"
         "try:\n    os.memfd_create('x')\n    print('memfd ok')\nexcept OSError as e:\n    print('memfd', e.errno)\n"
-        "socket.socket(socket.AF_UNIX).close(); print('unix ok')\n"
+        "for name, fn in (('unix', lambda: socket.socket(socket.AF_UNIX)), ('pair', socket.socketpair),\n"
+        "                 ('seqpacket', lambda: socket.socketpair(type=socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)),\n"
+        "                 ('dgram', lambda: socket.socketpair(type=socket.SOCK_DGRAM))):\n"
+        "    try:\n        fn()\n        print(name, 'ok')\n    except OSError as e:\n        print(name, e.errno)\n"
+        "for name, nr in (('statmount', 457), ('listmount', 458), ('open_tree_attr', 467), ('unknown', 470)):\n"
+        "    print(name, libc.syscall(nr, 0, 0, 0, 0), ctypes.get_errno())\n"
         "pid = os.fork()\n"
         "if pid == 0:\n    os._exit(7)\n"
         "print('fork', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
@@ -208,7 +236,9 @@ def test_seccomp_filter_allows_only_unix_sockets_and_no_hidden_memory(tmp_path: 
     boot = Path(seccomp.__file__).parent / "boot"
     out = subprocess.run([sys.executable, str(script), str(boot), str(bpf)], capture_output=True, text=True, timeout=30)
     lines = out.stdout.splitlines()
-    for expected in ("unshare -1 1", "shmget -1 1", "inet 1", "vsock 1", "netlink 1", "memfd 1", "unix ok", "fork 7"):
+    expected_lines = ("unshare -1 1", "shmget -1 1", "inet 1", "vsock 1", "netlink 1", "memfd 1", "unix 1", "pair ok",
+                      "seqpacket ok", "dgram 1", "statmount -1 1", "listmount -1 1", "open_tree_attr -1 1", "unknown -1 38", "fork 7")  # fmt: skip
+    for expected in expected_lines:
         assert expected in lines, out.stdout + out.stderr
 
 

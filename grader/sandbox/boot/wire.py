@@ -49,11 +49,12 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode(header: dict[str, Any], arrays: list[np.ndarray]) -> bytes:
-    """One message: the JSON header, then each array as an .npy frame."""
+def encode(header: dict[str, Any], arrays: list[np.ndarray | bytes]) -> bytes:
+    """One message: the JSON header, then each array as an .npy frame (bytes, a plain value's
+    JSON text, as they are)."""
     header = dict(header, frames=len(arrays))
     parts = [frame(json.dumps(header, allow_nan=True).encode())]
-    parts += [frame(npy_bytes(a)) for a in arrays]
+    parts += [frame(a if isinstance(a, bytes) else npy_bytes(a)) for a in arrays]
     return b"".join(parts)
 
 

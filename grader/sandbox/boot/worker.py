@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu  # noqa: E402
 import landlock  # noqa: E402
 import numpy as np  # noqa: E402
+import plain  # noqa: E402
 import wire  # noqa: E402
 
 torch: Any = None
@@ -52,7 +53,7 @@ class Channel:
             frames.append(self._read_exact(int.from_bytes(self._read_exact(8), "little")))
         return header, frames
 
-    def send(self, header: dict[str, Any], arrays: list[np.ndarray]) -> None:
+    def send(self, header: dict[str, Any], arrays: list[np.ndarray | bytes]) -> None:
         # What the submission printed reaches the grader's log before the answer does (it may be
         # killed right after answering).
         for stream in (sys.__stdout__, sys.__stderr__, sys.stdout, sys.stderr):
@@ -133,25 +134,32 @@ def read_copy(path: str, files: dict[str, str]) -> tuple[bytes | None, str | Non
     return source, None
 
 
+def _base(filename: object) -> str:
+    return os.path.basename(filename) if isinstance(filename, str) and filename else "?"
+
+
 def describe(exc: BaseException, path: str) -> dict[str, Any]:
     """Exception type, message, the innermost line of the submission it came from, and the
     traceback cut to the submission's own frames (what a student can act on)."""
     frames = [entry for entry in traceback.extract_tb(exc.__traceback__) if entry.filename == path]
     where = f"line {frames[-1].lineno}, in {frames[-1].name}" if frames else ""
-    if isinstance(exc, SyntaxError) and exc.filename == path and exc.lineno:
-        where = f"line {exc.lineno}"
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        # the file and line once, in ``where`` (str() of a SyntaxError repeats them); a helper module by its name
+        own_file = exc.filename == path
+        where = f"line {exc.lineno}" if own_file else f"{_base(exc.filename)}, line {exc.lineno}"
     if isinstance(exc, SystemExit):
         message = f"called sys.exit({exc.code!r})"
     elif isinstance(exc, SyntaxError) and where:
         message = str(exc.msg)  # str() would add "(file, line N)", which ``where`` says already
     else:
         try:
-            message = str(exc)
+            message = str(exc.msg) if isinstance(exc, SyntaxError) else str(exc)
         except BaseException:  # noqa: BLE001 - a hostile __str__
             message = "(its message could not be read)"
     own = "".join(traceback.format_list(frames)).replace(path, "your file")
     if isinstance(exc, SyntaxError) and exc.lineno:
-        own += f'  File "your file", line {exc.lineno}\n    {(exc.text or "").rstrip()}\n'
+        shown = "your file" if exc.filename == path else _base(exc.filename)
+        own += f'  File "{shown}", line {exc.lineno}\n    {str(exc.text or "").rstrip()}\n'
     return {
         "type": type(exc).__name__,
         "message": message[:2000],
@@ -165,6 +173,8 @@ def to_input(spec: dict[str, Any], frames: list[bytes]) -> Any:
         return spec["v"]
     if spec["t"] == "recipe":
         return gpu.materialize(spec["recipe"], spec.get("device", "cpu"))
+    if spec["t"] == "plain":
+        return plain.loads(frames[spec["f"]], None)
     array = np.load(io.BytesIO(frames[spec["f"]]), allow_pickle=False)
     if spec["t"] == "ndarray":
         return array
@@ -176,6 +186,63 @@ def to_input(spec: dict[str, Any], frames: list[bytes]) -> Any:
     if view is not None:  # a strided argument: the same view of a buffer of its own
         tensor = tensor.as_strided(view["shape"], view["strides"])
     return tensor
+
+
+def unchanged_check(spec: dict[str, Any], frames: list[bytes], value: Any) -> Any:
+    """How to tell, after the call, whether the function changed this argument in place: an array
+    or tensor that came in a frame is compared with the frame's bytes (nothing to do before the
+    call but note its shape and type, so nothing is added to a timed call's own time); one made
+    here from a recipe (on the GPU, too big to copy) keeps a fingerprint taken now. None: nothing
+    to compare (a number). A strided argument's frame is the storage it spans, gaps included, so
+    its content is fingerprinted instead."""
+    if spec["t"] in ("ndarray", "tensor") and spec.get("view") is None:
+        return ("frame", frames[spec["f"]], _layout(value))
+    if spec["t"] in ("recipe", "tensor"):
+        return ("fingerprint", fingerprint(value))
+    return None
+
+
+def _layout(value: Any) -> tuple[tuple[int, ...], str]:
+    return tuple(value.shape), str(value.dtype)
+
+
+FINGERPRINT_CHUNK = 1 << 26
+"""Elements summed at a time on a GPU: a weight tensor may fill most of its memory, so no sum may
+need a widened copy of all of it."""
+
+
+def fingerprint(value: Any) -> tuple[Any, ...]:
+    """The shape, type and content of a tensor or array: exact (a hash of its bytes) on the CPU;
+    on a GPU two sums, of its bits as integers and of its values, computed there chunk by chunk."""
+    if torch is not None and isinstance(value, torch.Tensor):
+        t = value.detach()
+        if t.device.type != "cpu":
+            flat = t.contiguous().reshape(-1)
+            bits_view = flat.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+            bits, total = 0, 0.0
+            for start in range(0, flat.numel(), FINGERPRINT_CHUNK):
+                bits += int(bits_view[start : start + FINGERPRINT_CHUNK].sum(dtype=torch.int64))
+                total += float(flat[start : start + FINGERPRINT_CHUNK].sum(dtype=torch.float64))
+            return (*_layout(t), bits, total)
+        value = as_numpy(t)[0]
+    return (*_layout(value), hashlib.blake2b(np.ascontiguousarray(value).reshape(-1).view(np.uint8)).digest())
+
+
+def changed(value: Any, check: Any) -> bool:
+    """Whether ``value`` differs from what it was when the call began (see unchanged_check)."""
+    if check is None:
+        return False
+    try:
+        if check[0] == "fingerprint":
+            return fingerprint(value) != check[1]
+        _, frame, layout = check
+        if _layout(value) != layout:
+            return True
+        array = as_numpy(value)[0] if torch is not None and isinstance(value, torch.Tensor) else np.asarray(value)
+        data = np.frombuffer(frame, dtype=np.uint8, count=array.nbytes, offset=len(frame) - array.nbytes)
+        return not np.array_equal(np.ascontiguousarray(array).reshape(-1).view(np.uint8), data)
+    except Exception:  # noqa: BLE001 - an argument the submission turned into something else
+        return True
 
 
 def as_numpy(value: Any) -> tuple[np.ndarray, str | None]:
@@ -190,7 +257,7 @@ def as_numpy(value: Any) -> tuple[np.ndarray, str | None]:
     return t.cpu().contiguous().numpy(), None
 
 
-def encode_value(value: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
+def encode_value(value: Any, arrays: list[np.ndarray | bytes]) -> dict[str, Any]:
     py = type(value).__name__
     if torch is not None and isinstance(value, torch.Tensor):
         array, named = as_numpy(value)
@@ -201,12 +268,13 @@ def encode_value(value: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
         return out
     if isinstance(value, bool | int | float) and not isinstance(value, np.generic):
         return {"t": "json", "v": value, "py": py}
-    if isinstance(value, str):
-        return {"t": "json", "v": value[:10000], "py": py}
-    if isinstance(value, dict):
-        if all(isinstance(k, str) and isinstance(v, int | float) for k, v in value.items()):
-            return {"t": "json", "v": dict(list(value.items())[:1000]), "py": py}
-        return {"t": "other", "py": py}
+    if value is None or isinstance(value, str | list | tuple | dict):
+        # A plain value goes as JSON text in a frame of its own; the grader reads it strictly.
+        try:
+            arrays.append(plain.dumps(value))
+        except (TypeError, ValueError, RecursionError) as exc:
+            return {"t": "unplain", "py": py, "why": str(exc)[:200]}
+        return {"t": "plain", "f": len(arrays) - 1, "py": py}
     if isinstance(value, np.ndarray | np.generic):
         array = np.asarray(value)  # strips ndarray subclasses
         if array.dtype.str not in wire.ALLOWED_DESCR | wire.SWAPPED_DESCR:
@@ -216,11 +284,26 @@ def encode_value(value: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
     return {"t": "other", "py": py}
 
 
-class NoopKernels:
-    """While active, launches of Triton kernels defined in the submission do nothing (ghost replay)."""
+def upload_modules(folder: str) -> dict[str, Any]:
+    """The modules loaded from the upload's folder (the submission and the helper modules it
+    imported), by name: all of them are the submission's code."""
+    out = {}
+    for name, module in list(sys.modules.items()):
+        try:
+            file = getattr(module, "__file__", None)
+            if isinstance(file, str) and os.path.realpath(file).startswith(folder + os.sep):
+                out[name] = module
+        except BaseException:  # noqa: BLE001 - whatever the submission put in sys.modules
+            continue
+    return out
 
-    def __init__(self, module_name: str) -> None:
-        self.module_name = module_name
+
+class NoopKernels:
+    """While active, launches of Triton kernels defined in the submission (any of the upload's
+    modules) do nothing (ghost replay)."""
+
+    def __init__(self, module_names: set[str]) -> None:
+        self.module_names = module_names
         self.saved: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> None:
@@ -237,8 +320,8 @@ class NoopKernels:
         for cls in classes:
             original = cls.run
 
-            def run(self: Any, *args: Any, _original: Any = original, _name: str = self.module_name, **kwargs: Any) -> Any:
-                if getattr(getattr(self, "fn", None), "__module__", None) == _name:
+            def run(self: Any, *args: Any, _original: Any = original, _names: set[str] = self.module_names, **kwargs: Any) -> Any:
+                if getattr(getattr(self, "fn", None), "__module__", None) in _names:
                     return None
                 return _original(self, *args, **kwargs)
 
@@ -371,31 +454,33 @@ PTX_MMA = re.compile(r"\b(?:wgmma\.mma_async|mma\.sync|tcgen05\.mma)[\w.:]*")
 SASS_MMA = re.compile(r"\b[A-Z]{1,3}[GM]MA(?:\.\w+)*")
 
 
-def jit_functions(module: Any) -> list[Any]:
-    """The JIT functions behind the Triton kernels the submission defines (autotuned or not)."""
-    found = []
-    for value in vars(module).values():
-        fn = value
-        while hasattr(fn, "fn") and not hasattr(fn, "device_caches"):
-            fn = fn.fn  # an autotuner or heuristics wraps the JIT function
-        caches = getattr(fn, "device_caches", None)
-        if isinstance(caches, dict) and getattr(getattr(fn, "fn", None), "__module__", None) == module.__name__:
-            found.append(fn)
-    return found
+def jit_functions(modules: dict[str, Any]) -> list[Any]:
+    """The JIT functions behind the Triton kernels the submission defines in any of its modules
+    (autotuned or not), each once."""
+    found: dict[int, Any] = {}
+    for module_name, module in modules.items():
+        for value in list(vars(module).values()):
+            fn = value
+            while hasattr(fn, "fn") and not hasattr(fn, "device_caches"):
+                fn = fn.fn  # an autotuner or heuristics wraps the JIT function
+            caches = getattr(fn, "device_caches", None)
+            if isinstance(caches, dict) and getattr(getattr(fn, "fn", None), "__module__", None) == module_name:
+                found[id(fn)] = fn
+    return list(found.values())
 
 
-def forget_compiled(module: Any) -> None:
+def forget_compiled(modules: dict[str, Any]) -> None:
     """Empty the in-memory caches of compiled kernels of the submission's JIT functions, so that
     the next call compiles (from Triton's disk cache) exactly the kernels it launches."""
-    for fn in jit_functions(module):
+    for fn in jit_functions(modules):
         fn.device_caches.clear()
 
 
-def compiled_code(module: Any) -> list[dict[str, Any]]:
+def compiled_code(modules: dict[str, Any]) -> list[dict[str, Any]]:
     """Each compiled kernel of the submission's Triton kernels: its name and the distinct matrix
     instructions of its PTX and, where Triton can disassemble it, its SASS."""
     rows = []
-    for fn in jit_functions(module):
+    for fn in jit_functions(modules):
         for entry in list(fn.device_caches.values()):
             for table in entry if isinstance(entry, tuple) else (entry,):
                 for kernel in list(table.values()) if isinstance(table, dict) else ():
@@ -416,15 +501,17 @@ def compiled_code(module: Any) -> list[dict[str, Any]]:
     return rows[:100]
 
 
-def kernel_names(module: Any) -> list[str]:
-    """Names of the Triton kernels the submission defines (JIT functions, autotuned or not)."""
+def kernel_names(modules: dict[str, Any]) -> list[str]:
+    """Names of the Triton kernels the submission defines in any of its modules (JIT functions,
+    autotuned or not)."""
     names = []
-    for value in vars(module).values():
-        fn = value
-        while hasattr(fn, "fn") and not callable(getattr(fn, "__code__", None)):
-            fn = fn.fn
-        if fn is not value and getattr(fn, "__module__", None) == module.__name__:
-            names.append(fn.__name__)
+    for module_name, module in modules.items():
+        for value in list(vars(module).values()):
+            fn = value
+            while hasattr(fn, "fn") and not callable(getattr(fn, "__code__", None)):
+                fn = fn.fn
+            if fn is not value and getattr(fn, "__module__", None) == module_name:
+                names.append(fn.__name__)
     return sorted(set(names))
 
 
@@ -450,6 +537,15 @@ def main() -> int:
     chan.send({"op": "hello", "landlock": applied, "copy": copy, **confinement()}, [])
     if copy is not None:
         return 1
+    # Nothing of the student's runs until the grader has found this process among the tree's
+    # (a submission that ends itself at once must be this import's failure, not a worker the
+    # grader never saw) and says go.
+    try:
+        go, _ = chan.receive()
+    except EOFError:
+        return 0
+    if go.get("op") != "go":
+        return 0
     for name in init.get("imports", []):
         try:
             module = importlib.import_module(name)
@@ -464,6 +560,7 @@ def main() -> int:
     if init.get("address_space_extra"):
         limit_address_space(int(init["address_space_extra"]))
     path = init["path"]
+    folder = os.path.realpath(os.path.dirname(path))
     sys.path.insert(0, os.path.dirname(path))  # the upload's own helper modules import as they did at home
     try:
         spec = importlib.util.spec_from_file_location(init.get("module", "submission"), path)
@@ -499,26 +596,27 @@ def main() -> int:
                     times, prints = gpu.time_calls(fn, sets, request.get("warmup", 3), request.get("budget_s", 3.0))
                     reply = {"op": "result", "id": call_id, "ok": True, "times_us": times, "fingerprints": prints}
                 elif op == "code":
-                    forget_compiled(module)  # what earlier calls compiled (other shapes, other tiles) is not this call's
+                    forget_compiled(upload_modules(folder))  # what earlier calls compiled (other shapes, tiles) is not this call's
                     fn(*sets[0])  # compiles every kernel the call launches
                     if torch is not None and torch.cuda.is_available():
                         torch.cuda.synchronize()
-                    reply = {"op": "result", "id": call_id, "ok": True, "code": compiled_code(module)}
+                    reply = {"op": "result", "id": call_id, "ok": True, "code": compiled_code(upload_modules(folder))}
                 else:
                     rows = gpu.profile_calls(fn, sets[0], request.get("warmup", 2), request.get("active", 3))
-                    reply = {"op": "result", "id": call_id, "ok": True, "kernels": rows[:200], "defined": kernel_names(module)}
+                    reply = {"op": "result", "id": call_id, "ok": True, "kernels": rows[:200], "defined": kernel_names(upload_modules(folder))}
             except BaseException as exc:  # noqa: BLE001
                 reply = {"op": "result", "id": call_id, "ok": False, "error": describe(exc, path)}
             chan.send(reply, [])
             continue
         args = [to_input(spec, frames) for spec in request["args"]]
+        checks = [unchanged_check(spec, frames, arg) for spec, arg in zip(request["args"], args)]
         started = time.perf_counter()
         try:
             if not callable(fn):
                 raise AttributeError(f"the submission defines no function {request['function']!r}")
             with PoisonedMemory(bool(init.get("poison"))):
                 if request.get("noop_kernels"):
-                    with NoopKernels(module.__name__):
+                    with NoopKernels(set(upload_modules(folder))):
                         result = fn(*args)
                 else:
                     result = fn(*args)
@@ -528,9 +626,11 @@ def main() -> int:
             chan.send({"op": "result", "id": call_id, "ok": False, "error": describe(exc, path)}, [])
             continue
         elapsed = time.perf_counter() - started
+        # Reported for the student's sake: a forger can leave it out, and gains what a correct file has.
+        mutated = [i for i, (arg, check) in enumerate(zip(args, checks)) if changed(arg, check)]
         as_tuple = isinstance(result, tuple | list) and request.get("outputs", 1) > 1
         outputs = list(result) if as_tuple else [result]
-        arrays: list[np.ndarray] = []
+        arrays: list[np.ndarray | bytes] = []
         try:
             values = [encode_value(v, arrays) for v in outputs[:16]]
             header = {
@@ -541,6 +641,7 @@ def main() -> int:
                 "py": type(result).__name__,
                 "values": values,
                 "elapsed_s": elapsed,
+                "changed": mutated,
             }
         except BaseException as exc:  # noqa: BLE001 - a hostile __array__ or __len__
             chan.send({"op": "result", "id": call_id, "ok": False, "error": describe(exc, path)}, [])

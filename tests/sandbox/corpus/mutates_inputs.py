@@ -1,9 +1,8 @@
 """Zeroes its inputs in place and returns zeros, hoping a later reference run sees zeros too.
-Every call gets fresh copies and the reference runs on the grader's own: nothing to gain, and
-the zeros are a wrong answer. (Whether inputs changed is not scored: only the submission's own
-process could report it, and it can lie.)"""
+Every call gets fresh copies and the reference runs on the grader's own: nothing to gain. The
+change itself is reported (by the worker, for the student's sake) and costs the check."""
 # verdict: * error "defines no function"
-# verdict: expert-mlp-matches-reference failed "differ from the reference"
+# verdict: expert-mlp-matches-reference error "changed its argument 'w1' in place"
 # max-score: 0
 import numpy as np
 
