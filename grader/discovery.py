@@ -111,6 +111,38 @@ def defined_functions(source: str) -> set[str]:
     return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
+def provided_names(source: str) -> set[str]:
+    """The top-level names a file gives its importers: what it defines, and what it imports by
+    name (``from moe_kernels import fused_moe`` re-exports ``fused_moe``)."""
+    tree = parse_source(source)
+    if tree is None:
+        return defined_functions(source)
+    names = defined_functions(source)
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            names |= {a.asname or a.name for a in node.names if a.name != "*"}
+    return names
+
+
+def imported_modules(source: str) -> set[str]:
+    """The modules a file imports at any depth, by their dotted names and by their last part
+    (``import src.helpers`` -> ``src.helpers``, ``helpers``; ``from . import x`` -> ``x``)."""
+    tree = parse_source(source)
+    if tree is None:
+        return set()
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            dotted = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            dotted = [node.module] if node.module else [a.name for a in node.names]
+        else:
+            continue
+        for name in dotted:
+            out |= {name, name.rsplit(".", 1)[-1]}
+    return out
+
+
 def _names_lab(declared: str | None, lab_id: str) -> bool:
     """Whether an EXERCISE line names ``lab_id`` (as ``--exercise`` would: the id or a prefix of it)."""
     if not declared:
@@ -302,9 +334,13 @@ class Upload:
             return declared[0]
         pool = declared or list(self.files)
         wanted = set(manifest.functions)
-        scores = {n: len(wanted & defined_functions(self.files[n].text)) for n in pool}
+        scores = {n: len(wanted & provided_names(self.files[n].text)) for n in pool}
         best = max(scores.values(), default=0)
         winners = [n for n, score in scores.items() if score == best]
+        if best and len(winners) > 1:
+            # a file that another file of the upload imports is a helper, not the graded file
+            imported = set().union(*(imported_modules(f.text) for f in self.files.values()))
+            winners = [n for n in winners if PurePosixPath(n).stem not in imported and _module(n) not in imported] or winners
         if best and len(winners) == 1:
             return winners[0]
         names = ", ".join(printable(n, 100, False) for n in (winners if best else list(self.files))[:6])
@@ -337,6 +373,11 @@ class Upload:
                 continue  # above the graded file's folder: not importable from it
             helpers[rel.relative_to(base).as_posix() if base.parts else other] = self.files[other].data
         return dataclasses.replace(file, helpers=helpers)
+
+
+def _module(name: str) -> str:
+    """The dotted module name of an upload's file (``src/helpers.py`` -> ``src.helpers``)."""
+    return ".".join(PurePosixPath(name).with_suffix("").parts)
 
 
 def read_upload(

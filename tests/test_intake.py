@@ -194,6 +194,18 @@ def test_a_folder_becomes_one_submission_with_its_helpers(manifest, tmp_path: Pa
     assert file.name == "moe.py" and dict(file.helpers) == {"util/maths.py": b"ONE = 1\n"}
 
 
+def test_a_file_that_re_exports_a_helper_s_functions_is_the_graded_one(manifest, tmp_path: Path) -> None:
+    """Both files name the lab and give its functions (one defines them, the other imports them):
+    the one another file imports is the helper."""
+    tmp_path = tmp_path / "upload"
+    tmp_path.mkdir()
+    (tmp_path / "moe_impl.py").write_text(SOLUTION)
+    names = ", ".join(manifest.functions)
+    (tmp_path / "moe.py").write_text(f'EXERCISE = "{manifest.id}"\nfrom moe_impl import {names}  # noqa: F401\n')
+    file = read_upload(tmp_path).submission(manifest)
+    assert file.name == "moe.py" and set(file.helpers) == {"moe_impl.py"}
+
+
 def test_the_hash_covers_the_helpers_and_the_file_crosses_the_wire_whole(manifest, tmp_path: Path) -> None:
     alone = SubmissionFile("moe.py", SOLUTION.encode())
     assert alone.sha256 == discovery.sha256(SOLUTION.encode())  # a single file: its own hash, as before

@@ -20,7 +20,7 @@ import pytest
 from sandbox.corpus_checks import CORPUS, POST, SECRET, UPLOADS, expectations, graded_as, hidden, lab_edit, matches, upload
 from support import LAB01, PHASE, tight_limits
 
-from grader.discovery import read_submission, with_helpers
+from grader.discovery import intake, read_submission
 from grader.manifest import load_manifest
 from grader.plugins import default as default_plugins
 from grader.results import GradeResult
@@ -93,8 +93,10 @@ def test_hostile_upload_gets_its_verdict(folder: Path, tmp_path: Path, monkeypat
         pytest.skip(f"the corpus needs full isolation; this machine runs '{probe().mode}'")
     monkeypatch.setenv("GRADER_SECRET_SEED", SECRET)
     main, lab = upload(folder, tmp_path / "upload", PHASE.parent)
-    file = with_helpers(read_submission(main), main, sorted((tmp_path / "upload").rglob("*.py")))
-    result = Grader(load_manifest(lab, default_plugins().checkers()), GradingOptions(official=True)).grade(file)
+    manifest = load_manifest(lab, default_plugins().checkers())
+    file = intake(main.parent, manifest)  # the upload's folder, as every door reads it
+    assert file.name == main.name
+    result = Grader(manifest, GradingOptions(official=True)).grade(file)
     verdicts, max_score = expectations(main)
     assert result.gradable, result.error
     assert sorted(result.helper_files) == sorted(str(p.relative_to(main.parent)) for p in main.parent.rglob("*.py") if p != main)
