@@ -68,28 +68,33 @@ class Ceilings:
         return out
 
 
-def _sheet(bandwidth_tbps: float, bf16_tflops: float, tf32_tflops: float, fp32_tflops: float, source: str) -> Ceilings:
+def _sheet(
+    bandwidth_tbps: float, bf16_tflops: float, tf32_tflops: float, fp32_tflops: float, source: str, fp8_tflops: float | None = None
+) -> Ceilings:
     rates = {"bfloat16": bf16_tflops, "float16": bf16_tflops, "tfloat32": tf32_tflops, "float32": fp32_tflops}
+    if fp8_tflops is not None:  # GPUs with FP8 tensor cores (Ada, Hopper, Blackwell)
+        rates["float8_e4m3fn"] = fp8_tflops
     return Ceilings(bandwidth_tbps * 1e12, {k: v * 1e12 for k, v in rates.items()}, source)
 
 
-# Vendor datasheet peaks, dense (no 2:4 sparsity), by the name torch.cuda.get_device_name gives.
+# Vendor datasheet peaks, dense (no 2:4 sparsity; FP8 is half the datasheet's sparse figure), by the
+# name torch.cuda.get_device_name gives.
 # Leads, not measurements: they bound what any kernel can reach, which is all the floor needs.
 _A100_40 = _sheet(1.555, 312, 156, 19.5, "NVIDIA A100 datasheet (40GB: 1555 GB/s)")
-_H100_SXM = _sheet(3.35, 989.4, 494.7, 66.9, "NVIDIA H100 datasheet (SXM5)")
-_H200_SXM = _sheet(4.8, 989.4, 494.7, 66.9, "NVIDIA H200 datasheet (SXM)")
+_H100_SXM = _sheet(3.35, 989.4, 494.7, 66.9, "NVIDIA H100 datasheet (SXM5)", fp8_tflops=1978.9)
+_H200_SXM = _sheet(4.8, 989.4, 494.7, 66.9, "NVIDIA H200 datasheet (SXM)", fp8_tflops=1978.9)
 DATASHEET: dict[str, Ceilings] = {
     "NVIDIA A100-SXM4-40GB": _A100_40,
     "NVIDIA A100-PCIE-40GB": _A100_40,
     "NVIDIA A100-SXM4-80GB": _sheet(2.039, 312, 156, 19.5, "NVIDIA A100 datasheet (80GB SXM: 2039 GB/s)"),
     "NVIDIA A100 80GB PCIe": _sheet(1.935, 312, 156, 19.5, "NVIDIA A100 datasheet (80GB PCIe: 1935 GB/s)"),
-    "NVIDIA L40S": _sheet(0.864, 362.05, 183, 91.6, "NVIDIA L40S datasheet"),
+    "NVIDIA L40S": _sheet(0.864, 362.05, 183, 91.6, "NVIDIA L40S datasheet", fp8_tflops=733),
     "NVIDIA H100 80GB HBM3": _H100_SXM,
-    "NVIDIA H100 PCIe": _sheet(2.0, 756.5, 378, 51.2, "NVIDIA H100 datasheet (PCIe)"),
-    "NVIDIA H100 NVL": _sheet(3.9, 835.5, 417.5, 60, "NVIDIA H100 datasheet (NVL)"),
+    "NVIDIA H100 PCIe": _sheet(2.0, 756.5, 378, 51.2, "NVIDIA H100 datasheet (PCIe)", fp8_tflops=1513),
+    "NVIDIA H100 NVL": _sheet(3.9, 835.5, 417.5, 60, "NVIDIA H100 datasheet (NVL)", fp8_tflops=1670.5),
     "NVIDIA H200": _H200_SXM,
-    "NVIDIA H200 NVL": _sheet(4.8, 835.5, 417.5, 60, "NVIDIA H200 datasheet (NVL)"),
-    "NVIDIA B200": _sheet(8.0, 2250, 1100, 80, "NVIDIA HGX B200 datasheet (1000 W)"),
+    "NVIDIA H200 NVL": _sheet(4.8, 835.5, 417.5, 60, "NVIDIA H200 datasheet (NVL)", fp8_tflops=1670.5),
+    "NVIDIA B200": _sheet(8.0, 2250, 1100, 80, "NVIDIA HGX B200 datasheet (1000 W)", fp8_tflops=4500),
 }
 
 
@@ -321,7 +326,18 @@ def _read_bandwidths(torch: Any, dev: Any) -> dict[str, float]:
     return out
 
 
+def _fp8_matmul_rate(torch: Any, dev: Any) -> float:
+    """e4m3 x e4m3 -> bf16 through torch._scaled_mm (cuBLASLt), per-tensor scales of 1."""
+    a = torch.randn(MATMUL_N, MATMUL_N, device=dev).to(torch.float8_e4m3fn)
+    b = torch.randn(MATMUL_N, MATMUL_N, device=dev).to(torch.float8_e4m3fn).t()  # column-major, as cuBLASLt wants
+    one = torch.ones((), device=dev)
+    run = lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)  # noqa: E731
+    return 2.0 * MATMUL_N**3 / (_median_ms(torch, run, 10) * 1e-3)
+
+
 def _matmul_rate(torch: Any, dev: Any, name: str) -> float:
+    if name == "float8_e4m3fn":
+        return _fp8_matmul_rate(torch, dev)
     dtype = torch.float32 if name in ("tfloat32", "float32") else getattr(torch, name)
     a = torch.randn(MATMUL_N, MATMUL_N, device=dev, dtype=dtype)  # random data: zeros run faster
     b = torch.randn(MATMUL_N, MATMUL_N, device=dev, dtype=dtype)
@@ -353,7 +369,7 @@ def ceilings_from(values: dict[str, Any], fresh: bool) -> Ceilings:
     source = (
         f"{when}: the fastest of {len(reads)} kernels that read a {READ_BYTES >> 30} GiB buffer once ({best}, "
         f"{reads[best] / 1e9:.0f} GB/s; a device copy, half of it writes, moved {values['copy'] / 1e9:.0f} GB/s) "
-        f"and {MATMUL_N}^3 torch.mm; medians of CUDA-event-timed calls"
+        f"and {MATMUL_N}^3 torch.mm (torch._scaled_mm for float8_e4m3fn); medians of CUDA-event-timed calls"
     )
     return Ceilings(reads[best], dict(values["rates"]), source)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -147,19 +147,30 @@ class Lab:
             raise InfrastructureError(f"the lab's solution.py defines no {name}")
         return fn
 
-    def arguments(self, function: str, inputs: Mapping[str, Any], device: str | None = None) -> list[Any]:
-        """Private copies of a case's inputs for ``function``, as trusted code receives them
-        (numpy or torch on ``device``; recipes materialised)."""
+    def arguments(
+        self, function: str, inputs: Mapping[str, Any], device: str | None = None, names: Sequence[str] | None = None
+    ) -> list[Any]:
+        """Private copies of a case's inputs for ``function`` (or the inputs ``names``), as trusted
+        code receives them (numpy or torch on ``device``; recipes materialised)."""
         spec = self.manifest.functions[function]
-        return [_private_copy(inputs[name], spec.arrays, device) for name in spec.args]
+        missing = [name for name in names or () if name not in inputs]
+        if missing:
+            raise InfrastructureError(f"the lab's cases for {function} give no input {', '.join(missing)} for its reference")
+        return [_private_copy(inputs[name], spec.arrays, device) for name in (names or spec.args)]
 
     def call_solution(
-        self, function: str, inputs: Mapping[str, Any], device: str | None = None, reference: str | None = None
+        self,
+        function: str,
+        inputs: Mapping[str, Any],
+        device: str | None = None,
+        reference: str | None = None,
+        names: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Run the reference for ``function`` on copies of ``inputs`` and return numpy outputs by name."""
+        """Run the reference for ``function`` on copies of ``inputs`` (its arguments, or the inputs
+        ``names``) and return numpy outputs by name."""
         spec = self.manifest.functions[function]
         fn = self.implementation(function, reference)
-        args = self.arguments(function, inputs, device)
+        args = self.arguments(function, inputs, device, names)
         try:
             result = fn(*args)
         except Exception as exc:
@@ -167,11 +178,17 @@ class Lab:
         return split_outputs(function, spec, result)
 
     def reference(
-        self, function: str, case: Case, key: tuple[Any, ...], device: str | None = None, reference: str | None = None
+        self,
+        function: str,
+        case: Case,
+        key: tuple[Any, ...],
+        device: str | None = None,
+        reference: str | None = None,
+        names: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        cache_key = (function, reference, case.set, case.index, *key)
+        cache_key = (function, reference, tuple(names or ()), case.set, case.index, *key)
         if cache_key not in self._references:
-            self._references[cache_key] = self.call_solution(function, case.inputs, device, reference)
+            self._references[cache_key] = self.call_solution(function, case.inputs, device, reference, names)
         return self._references[cache_key]
 
 

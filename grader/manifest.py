@@ -32,7 +32,7 @@ from pydantic import (
 from grader import dims as dimexpr
 from grader.errors import ManifestError, Problem
 from grader.results import Visibility
-from grader.sandbox.boot import plain
+from grader.sandbox.boot import plain, wire
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -93,7 +93,7 @@ class OutputSpec(Strict):
     limits: PlainLimits | None = Field(default=None, description="For a plain value: its bounds (defaults apply if omitted).")
     dtype: str = Field(
         default="number",
-        description="A category ('int', 'float', 'bool', 'number'), an exact dtype ('float32', 'bfloat16', ...) "
+        description="A category ('int', 'float', 'bool', 'number'), an exact dtype ('float32', 'bfloat16', 'float8_e4m3fn', ...) "
         "or 'like:<argument>' for the dtype of that argument.",
         examples=["int", "float32"],
     )
@@ -105,7 +105,7 @@ class OutputSpec(Strict):
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, value: str) -> str:
-        if value in DTYPE_CATEGORIES or value == "bfloat16" or (value.startswith("like:") and value[5:].isidentifier()):
+        if value in DTYPE_CATEGORIES or value in wire.BIT_DTYPES or (value.startswith("like:") and value[5:].isidentifier()):
             return value
         try:
             np.dtype(value)
@@ -172,13 +172,26 @@ class FunctionSpec(Strict):
 
 class Tolerance(Strict):
     """Closeness: elementwise |got - expected| <= atol + rtol * |expected|, or, when `norm` is set,
-    the relative Frobenius error ||got - expected|| / ||expected|| <= norm (for low precision)."""
+    the relative Frobenius error ||got - expected|| / ||expected|| <= norm (for low precision), or,
+    when `calc_diff` is set, DeepGEMM's 1 - 2<got, expected> / (||got||^2 + ||expected||^2) <= calc_diff."""
 
     rtol: float = Field(default=0.0, ge=0, description="Relative tolerance, elementwise.")
     atol: float = Field(default=0.0, ge=0, description="Absolute tolerance, elementwise.")
     norm: float | None = Field(
         default=None, gt=0, description="Bound on the relative Frobenius error; replaces the elementwise test."
     )
+    calc_diff: float | None = Field(
+        default=None,
+        gt=0,
+        description="Bound on DeepGEMM's calc_diff, 1 - 2<got, expected> / (||got||^2 + ||expected||^2), the metric of "
+        "its FP8 tests (about half the squared relative error); replaces the elementwise test.",
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Tolerance:
+        if self.norm is not None and self.calc_diff is not None:
+            raise ValueError("one of norm and calc_diff, not both")
+        return self
 
 
 class CaseSet(Strict):
@@ -223,6 +236,12 @@ class WorkerSettings(Strict):
     memory_mb: int = Field(default=4096, ge=256, description="Address-space limit on the CPU.")
     threads: int = Field(
         default=1, ge=1, description="BLAS/OpenMP threads in the worker (1 keeps timings steady on small machines)."
+    )
+    poison_uninitialized: bool = Field(
+        default=False,
+        description="In every call but the timed and profiled ones, memory torch allocates without initialising it "
+        "(torch.empty) reads as NaN, integers as their largest value, so a kernel that reads what it never wrote fails "
+        "(torch's deterministic mode, warnings only); for labs whose functions take torch tensors.",
     )
     children_outlive_calls: bool = Field(
         default=False,

@@ -141,9 +141,14 @@ class CheckContext:
     def torch_device(self) -> str | None:
         return self.device if self.device.startswith("cuda") else None
 
-    def reference(self, function: str, case: Case, check_id: str, reference: str | None = None) -> dict[str, np.ndarray]:
-        """The trusted outputs on this case (the solution's, or ``lab:<fn>``'s), computed in the grader's process (cached)."""
-        return self.lab.reference(function, case, key=(check_id, self.seeds.key), device=self.torch_device, reference=reference)
+    def reference(
+        self, function: str, case: Case, check_id: str, reference: str | None = None, args: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The trusted outputs on this case (the solution's, or ``lab:<fn>``'s, given the function's
+        arguments or the case's inputs ``args``), computed in the grader's process (cached)."""
+        return self.lab.reference(
+            function, case, key=(check_id, self.seeds.key), device=self.torch_device, reference=reference, names=args
+        )
 
     def call(self, function: str, case: Case, time_limit_s: float | None = None, **kw: Any) -> Outputs:
         """The submission's outputs on this case, validated; raises SubmissionFault naming the case

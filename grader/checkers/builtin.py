@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from grader.api import Checker, hookimpl
+from grader.checkers.compiled import CompiledCodeChecker
 from grader.checkers.conservation import ConservationChecker
 from grader.checkers.ghost import GhostChecker
 from grader.checkers.gpu import GpuProfileChecker, GpuSpeedChecker
@@ -20,6 +21,7 @@ BUILTIN_CHECKERS: tuple[type[Checker], ...] = (
     GhostChecker,
     GpuSpeedChecker,
     GpuProfileChecker,
+    CompiledCodeChecker,
 )
 
 

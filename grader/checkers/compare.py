@@ -54,7 +54,9 @@ def compare(name: str, expected: np.ndarray, got: np.ndarray, tol: Tolerance) ->
     if expected.shape != got.shape:
         return Comparison(False, f"{name} has shape {got.shape}, expected {expected.shape}")
     if tol.norm is not None:
-        return _compare_norm(name, expected, got, tol.norm)
+        return _compare_aggregate(name, expected, got, "norm", tol.norm)
+    if tol.calc_diff is not None:
+        return _compare_aggregate(name, expected, got, "calc_diff", tol.calc_diff)
     exact = tol.rtol == 0 and tol.atol == 0
     if exact or not (np.issubdtype(expected.dtype, np.floating) or np.issubdtype(got.dtype, np.floating)):
         bad = expected != got
@@ -79,7 +81,28 @@ def compare(name: str, expected: np.ndarray, got: np.ndarray, tol: Tolerance) ->
     return Comparison(False, message, mismatches)
 
 
-def _compare_norm(name: str, expected: np.ndarray, got: np.ndarray, bound: float) -> Comparison:
+def calc_diff(expected: np.ndarray, got: np.ndarray) -> float:
+    """DeepGEMM's similarity metric: 1 - 2<x, y> / (||x||^2 + ||y||^2); 0 when equal, 1 when orthogonal
+    (two all-zero arrays count as equal)."""
+    e = expected.astype(np.float64).ravel()
+    g = got.astype(np.float64).ravel()
+    denom = float(e @ e + g @ g)
+    return 0.0 if denom == 0 else 1.0 - 2.0 * float(e @ g) / denom
+
+
+def _relative_error(e: np.ndarray, g: np.ndarray) -> float:
+    return float(np.linalg.norm(g - e) / max(np.linalg.norm(e), 1e-30))
+
+
+AGGREGATES = {
+    "norm": (_relative_error, "relative error", "||got - expected|| / ||expected||"),
+    "calc_diff": (calc_diff, "calc_diff", "1 - 2<got, expected> / (||got||^2 + ||expected||^2)"),
+}
+
+
+def _compare_aggregate(name: str, expected: np.ndarray, got: np.ndarray, rule: str, bound: float) -> Comparison:
+    """One number over the whole array (a relative norm, calc_diff) against its bound."""
+    metric, label, formula = AGGREGATES[rule]
     e = expected.astype(np.float64)
     g = got.astype(np.float64)
     finite = np.isfinite(g)
@@ -87,18 +110,17 @@ def _compare_norm(name: str, expected: np.ndarray, got: np.ndarray, bound: float
         bad = np.argwhere(~finite)[:MAX_MISMATCHES]
         mismatches = [_mismatch(name, tuple(int(j) for j in i), e, g) for i in bad]
         return Comparison(False, f"{name}: {int((~finite).sum())} NaN or infinite {got.dtype} value(s); NaN never passes", mismatches)
-    err = np.abs(g - e)
-    rel = float(np.linalg.norm(err) / max(np.linalg.norm(e), 1e-30))
-    if rel <= bound:
+    value = metric(e, g)
+    if value <= bound:
         return Comparison(True)
+    err = np.abs(g - e)
     worst = np.argsort(err, axis=None)[::-1][:MAX_MISMATCHES]
     where = [np.unravel_index(i, err.shape) for i in worst]
     mismatches = [_mismatch(name, tuple(int(j) for j in i), e, g) for i in where]
     first = mismatches[0] if mismatches else None
     detail = f"; largest at {first.where}: expected {first.expected}, got {first.got}" if first else ""
     return Comparison(
-        False, f"{name}: relative error {rel:.3g} of its {got.dtype} values exceeds {bound:g} (||got - expected|| / ||expected||){detail}",
-        mismatches,
+        False, f"{name}: {label} {value:.3g} of its {got.dtype} values exceeds {bound:g} ({formula}){detail}", mismatches
     )  # fmt: skip
 
 

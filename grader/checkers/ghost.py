@@ -33,7 +33,7 @@ class GhostChecker(Checker):
             return Verdict.error(ctx.submission.import_failure or f"the submission defines no function {check.function}")
         cases = ctx.cases(check.cases, check_id)
         for case in cases:
-            expected = ctx.reference(check.function, case, check_id, check.reference)
+            expected = ctx.reference(check.function, case, check_id, check.reference, check.reference_args)
             try:
                 got = ctx.call(check.function, case, check.time_limit_s, noop_kernels=True).values
             except SubmissionFault:

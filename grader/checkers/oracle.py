@@ -28,6 +28,11 @@ class OracleOptions(CheckSpec):
         default=None,
         description="The trusted function to compare with: a solution function, or 'lab:<name>' from lab.py; defaults to `function`.",
     )
+    reference_args: list[str] | None = Field(
+        default=None,
+        description="The case's inputs the reference receives, by name, when it needs more than the submission gets "
+        "(e.g. the unquantised weights that the quantised arguments came from); defaults to the function's arguments.",
+    )
     tolerance: dict[str, str] = Field(
         default_factory=dict,
         description="Tolerance name per output; integer outputs default to 'exact', float ones to 'default'.",
@@ -42,6 +47,8 @@ class OracleOptions(CheckSpec):
         spec = manifest.functions[self.function]
         names = {o.name for o in spec.returns}
         out += case_set_problems(manifest, self.cases)
+        if self.reference_args is not None and not (self.reference or "").startswith("lab:"):
+            out.append(("reference_args", "a 'lab:<function>' reference to receive them", repr(self.reference)))
         out += [
             ("function", "a function whose outputs are arrays or scalars (check plain values with a property claim)", f"plain output {o.name!r}")
             for o in spec.returns
@@ -71,7 +78,7 @@ class OracleChecker(Checker):
         spec = ctx.manifest.functions[check.function]
         cases = ctx.cases(check.cases, check_id)
         for case in cases:
-            expected = ctx.reference(check.function, case, check_id, check.reference)
+            expected = ctx.reference(check.function, case, check_id, check.reference, check.reference_args)
             got = ctx.call(check.function, case, check.time_limit_s).values
             if check.unordered_rows_by:
                 key = check.unordered_rows_by

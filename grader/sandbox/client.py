@@ -150,6 +150,7 @@ class Submission:
             "imports": ["numpy", *lab.worker.imports],
             "threads": lab.worker.threads,
             "files": self._files,
+            "poison": lab.worker.poison_uninitialized,
         }
         # The limit covers the submission's import; starting Python (and torch, triton when the
         # lab imports them first) gets a fixed allowance on top, named in the message.
@@ -416,6 +417,16 @@ class Submission:
         if answer.kernels is None or answer.defined is None:
             raise SubmissionFault(Status.error, f"{function}: the profiler returned an invalid answer")
         return [row.model_dump() for row in answer.kernels], list(answer.defined)
+
+    def code(self, function: str, inputs: Mapping[str, Any], time_limit_s: float) -> list[dict[str, Any]]:
+        """After one call: each compiled kernel of the submission's own Triton kernels, with the
+        matrix instructions of its PTX and SASS (what the worker reports, bounded and typed)."""
+        arrays: list[np.ndarray] = []
+        header = {"op": "code", "input_sets": [self._encode(function, inputs, arrays)]}
+        answer, _, _ = self._request(function, header, arrays, time_limit_s)
+        if answer.code is None:
+            raise SubmissionFault(Status.error, f"{function}: the worker returned no compiled code")
+        return [row.model_dump() for row in answer.code]
 
 
 def copies_root() -> Path:

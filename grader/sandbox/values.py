@@ -22,7 +22,7 @@ from grader.manifest import FunctionSpec, OutputSpec
 from grader.recipes import Recipe
 from grader.results import Status
 from grader.sandbox.boot import plain, wire
-from grader.tensors import is_tensor
+from grader.tensors import bit_pattern, is_tensor
 from grader.text import printable
 
 MAX_MESSAGE_BYTES = 1 << 30
@@ -61,6 +61,13 @@ class KernelRow(_Answer):
     calls: StrictInt
 
 
+class CodeRow(_Answer):
+    kernel: Annotated[str, _clip(100)]
+    ptx_mma: list[Annotated[str, _clip(100)]] = Field(default_factory=list, max_length=32)
+    sass_mma: list[Annotated[str, _clip(100)]] = Field(default_factory=list, max_length=32)
+    sass: StrictBool = False
+
+
 class Reply(_Answer):
     """One answer from the worker, every field typed and bounded. Which fields are present depends
     on ``op``; what the values mean is decided here on the grader's side, never in the worker."""
@@ -79,6 +86,7 @@ class Reply(_Answer):
     defined: list[Annotated[str, _clip(100)]] | None = Field(default=None, max_length=100)
     changed: list[StrictInt] | None = Field(default=None, max_length=64)
     """The arguments (by position) the call changed in place, as the worker saw it."""
+    code: list[CodeRow] | None = Field(default=None, max_length=100)
 
 
 def read_reply(header: dict[str, Any]) -> Reply | None:
@@ -121,11 +129,17 @@ def encode_input(value: Any, arrays: list[np.ndarray | bytes], torch_device: str
     if is_tensor(value):
         t = value.detach().cpu()
         spec: dict[str, Any] = {"t": "tensor", "device": torch_device or "cpu"}
-        if str(t.dtype) == "torch.bfloat16":
+        if not t.is_contiguous():
+            # The same view of a buffer of its own: the span of storage it covers travels, gaps
+            # included (a lab may fill them with poison), and the worker re-applies the strides.
             import torch
 
-            array = t.contiguous().view(torch.int16).numpy().view(np.uint16)
-            spec["dtype"] = "bfloat16"
+            span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) if t.numel() else 0
+            spec["view"] = {"shape": list(t.shape), "strides": list(t.stride())}
+            t = torch.as_strided(t, (span,), (1,), t.storage_offset()).clone()
+        carried = bit_pattern(t)
+        if carried is not None:
+            array, spec["dtype"] = carried
         else:
             array = t.contiguous().numpy()
         arrays.append(array)
@@ -156,13 +170,13 @@ def _category_ok(dtype_name: str, np_dtype: np.dtype, want: str, arg_dtypes: Map
     if want.startswith("like:"):
         return dtype_name == arg_dtypes.get(want[5:])
     if want == "int":
-        return np.issubdtype(np_dtype, np.integer) and dtype_name != "bfloat16"
+        return np.issubdtype(np_dtype, np.integer) and dtype_name not in wire.BIT_DTYPES
     if want == "float":
-        return dtype_name == "bfloat16" or np.issubdtype(np_dtype, np.floating)
+        return dtype_name in wire.BIT_DTYPES or np.issubdtype(np_dtype, np.floating)
     if want == "bool":
         return np_dtype == np.bool_
     if want == "number":
-        return dtype_name == "bfloat16" or np.issubdtype(np_dtype, np.number)
+        return dtype_name in wire.BIT_DTYPES or np.issubdtype(np_dtype, np.number)
     return dtype_name == want
 
 
@@ -193,8 +207,8 @@ def validate_output(
     label: str,
     arg_dtypes: Mapping[str, str | None] | None = None,
 ) -> np.ndarray:
-    """One output as a plain numpy array (bfloat16 widened to float32), a plain Python value for a
-    ``plain`` output, or SubmissionFault(failed)."""
+    """One output as a plain numpy array (bfloat16 and float8 widened to float32), a plain Python
+    value for a ``plain`` output, or SubmissionFault(failed)."""
     kind = value.get("t")
     if spec.type == "plain":
         return validate_plain(value, frames, spec, label)
@@ -218,10 +232,11 @@ def validate_output(
             raise SubmissionFault(Status.failed, f"{label} is a subclass ({_describe_py(value)}); return a plain {expected}")
         array = _frame(frames, value["f"])
         dtype_name = array.dtype.name
-        if value.get("dtype") == "bfloat16":
-            if array.dtype != np.uint16:
-                raise SubmissionFault(Status.error, f"{label}: malformed bfloat16 payload")
-            array, dtype_name = wire.bf16_to_f32(array), "bfloat16"
+        carried = value.get("dtype")
+        if carried is not None:
+            if carried not in wire.BIT_DTYPES or array.dtype != wire.BIT_DTYPES[carried]:
+                raise SubmissionFault(Status.error, f"{label}: malformed {printable(str(carried)[:40], keep_newlines=False)} payload")
+            array, dtype_name = wire.widen_bits(array, carried), carried
     arg_dtypes = arg_dtypes or {}
     if not _category_ok(dtype_name, array.dtype, spec.dtype, arg_dtypes):
         want = spec.dtype if not spec.dtype.startswith("like:") else f"{arg_dtypes.get(spec.dtype[5:])} (like {spec.dtype[5:]})"

@@ -105,3 +105,23 @@ def test_simple_rules(rule, good, bad, message) -> None:
     dims = {"E": 4, "T": 4, "k": 2}
     assert rule.check({"w": good}, dims) is None
     assert message in rule.check({"w": bad}, dims)
+
+
+def test_calc_diff_is_deepgemms_metric_and_bounds_the_difference() -> None:
+    from grader.checkers.compare import calc_diff
+
+    x = np.random.default_rng(0).standard_normal(1000)
+    assert calc_diff(x, x) == 0 and calc_diff(np.zeros(3), np.zeros(3)) == 0
+    assert abs(calc_diff(x, -x) - 2) < 1e-12 and abs(calc_diff(x, 1.01 * x) - 0.01**2 / (1 + 1.01**2)) < 1e-12
+    noisy = x + 0.05 * np.random.default_rng(1).standard_normal(1000)
+    tol = Tolerance(calc_diff=1e-2)
+    assert compare("out", x, noisy, tol).ok  # about 0.05**2 / 2
+    far = compare("out", x, 1.5 * x + 0.5, tol)
+    assert not far.ok and far.message.startswith("out: calc_diff ") and "exceeds 0.01" in far.message and far.mismatches
+    nan = compare("out", x, np.where(np.arange(1000) == 3, np.nan, x), tol)
+    assert not nan.ok and "NaN never passes" in nan.message
+
+
+def test_a_tolerance_has_one_rule() -> None:
+    with pytest.raises(ValueError, match="one of norm and calc_diff"):
+        Tolerance(norm=1e-2, calc_diff=1e-3)

@@ -39,9 +39,12 @@ def recipe_key(recipe: dict[str, Any], device: str) -> str:
 def materialize(recipe: dict[str, Any], device: str, cache: bool = True) -> Any:
     """The tensor a recipe describes, on ``device``.
 
-    Kinds: ``randn`` (normal values times ``scale``), ``routing_weights`` / ``routing_ids``
+    Kinds: ``randn`` (normal values times ``scale``), ``rand`` (uniform in [low, high); with
+    ``group`` the first element of every group of that many along the last dim is ``high``, so
+    every group's largest magnitude is the same), ``routing_weights`` / ``routing_ids``
     (top-k of a softmax over random logits, weights renormalised; the same seed gives a
-    matching pair). Weight-sized tensors are cached per process (``cache``).
+    matching pair), ``block_fp8`` (see :func:`block_fp8`). Weight-sized tensors are cached per
+    process (``cache``).
     """
     key = recipe_key(recipe, device)
     if cache and key in _CACHE:
@@ -52,6 +55,14 @@ def materialize(recipe: dict[str, Any], device: str, cache: bool = True) -> Any:
     if kind == "randn":
         t = torch.randn(tuple(recipe["shape"]), generator=g, device=device, dtype=_dtype(recipe["dtype"]))
         t.mul_(float(recipe.get("scale", 1.0)))
+    elif kind == "rand":
+        low, high = float(recipe["low"]), float(recipe["high"])
+        t = torch.rand(tuple(recipe["shape"]), generator=g, device=device, dtype=torch.float32).mul_(high - low).add_(low)
+        if recipe.get("group"):
+            t[..., :: int(recipe["group"])] = high
+        t = t.to(_dtype(recipe["dtype"]))
+    elif kind == "block_fp8":
+        t = block_fp8(recipe, device)
     elif kind in ("routing_weights", "routing_ids"):
         tokens, experts, k = recipe["tokens"], recipe["experts"], recipe["k"]
         logits = torch.randn(tokens, experts, generator=g, device=device, dtype=torch.float32)
@@ -65,6 +76,50 @@ def materialize(recipe: dict[str, Any], device: str, cache: bool = True) -> Any:
     if cache and recipe.get("cache"):
         _CACHE[key] = t
     return t
+
+
+def block_fp8(recipe: dict[str, Any], device: str) -> Any:
+    """One part of expert weights (E, N, K) quantised to e4m3 in blocks of ``block`` x ``block``,
+    the DeepSeek-V3 layout. ``part``: ``weight`` (e4m3), ``scale`` (float32, (E, ceil(N/block),
+    ceil(K/block)); dequantised weight = weight * the scale of its block) or ``original`` (the
+    weights before quantisation, in ``dtype``). Normal values times ``scale`` (their absolute
+    values with ``positive``), each block multiplied by 2**u, u uniform in [-spread, spread], so
+    that a block read with another's scale is far off; ``uniform`` gives every block of an expert
+    one scale (its largest magnitude / 448). Built one expert at a time into the result, so no
+    float32 copy of the whole tensor is ever held."""
+    torch = _torch()
+    E, N, K = (int(n) for n in recipe["shape"])
+    block = int(recipe.get("block", 128))
+    nb, kb = -(-N // block), -(-K // block)
+    part, dtype = recipe["part"], _dtype(recipe.get("source_dtype", "float32"))
+    shapes = {"weight": ((E, N, K), torch.float8_e4m3fn), "scale": ((E, nb, kb), torch.float32), "original": ((E, N, K), dtype)}
+    out = torch.empty(shapes[part][0], dtype=shapes[part][1], device=device)
+    for e in range(E):
+        g = torch.Generator(device=device).manual_seed(int(recipe["seed"]) * 100003 + e)
+        w = torch.randn((N, K), generator=g, device=device, dtype=torch.float32) * float(recipe.get("scale", 1.0))
+        if recipe.get("positive"):
+            w = w.abs()
+        spread = float(recipe.get("spread", 0.0))
+        if spread:
+            u = torch.rand((nb, kb), generator=g, device=device) * (2 * spread) - spread
+            w = w * torch.exp2(u).repeat_interleave(block, 0)[:N].repeat_interleave(block, 1)[:, :K]
+        w = w.to(dtype)  # the original, as the lab holds it
+        if part == "original":
+            out[e] = w
+            continue
+        padded = torch.zeros((nb * block, kb * block), device=device)
+        padded[:N, :K] = w.float()
+        tiles = padded.view(nb, block, kb, block)
+        amax = tiles.abs().amax(dim=(1, 3))
+        if recipe.get("uniform"):
+            amax = torch.full_like(amax, float(amax.max()))
+        scales = amax.clamp(min=1e-4) / 448.0
+        if part == "scale":
+            out[e] = scales
+        else:
+            q = (tiles / scales[:, None, :, None]).clamp(-448.0, 448.0).view(nb * block, kb * block)[:N, :K]
+            out[e] = q.to(torch.float8_e4m3fn)
+    return out
 
 
 PROJECTIONS = 8

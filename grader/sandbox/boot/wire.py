@@ -175,6 +175,33 @@ def digest(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
+# Floating dtypes numpy lacks, carried as their bit patterns in an unsigned integer array of the
+# same width and widened exactly to float32 on the grader's side. e4m3fn: the FP8 of block-scaled
+# GEMMs (4 exponent bits, bias 7, 3 mantissa bits, no infinity; 0x7F and 0xFF are NaN).
+BIT_DTYPES = {"bfloat16": np.dtype(np.uint16), "float8_e4m3fn": np.dtype(np.uint8)}
+
+
+def _e4m3fn_table() -> np.ndarray:
+    codes = np.arange(256)
+    sign = np.where(codes & 0x80, -1.0, 1.0)
+    exponent, mantissa = (codes >> 3) & 0xF, codes & 0x7
+    magnitude = np.where(exponent == 0, mantissa / 8.0 * 2.0**-6, (1 + mantissa / 8.0) * 2.0 ** (exponent - 7.0))
+    return np.where((codes & 0x7F) == 0x7F, np.nan, sign * magnitude).astype(np.float32)
+
+
+E4M3FN = _e4m3fn_table()
+"""float32 value of each e4m3fn code, by code."""
+
+
+def widen_bits(bits: np.ndarray, dtype: str) -> np.ndarray:
+    """Values of a :data:`BIT_DTYPES` dtype carried as bit patterns, widened exactly to float32."""
+    if dtype == "bfloat16":
+        return bf16_to_f32(bits)
+    if dtype == "float8_e4m3fn":
+        return E4M3FN[bits.astype(np.uint8)]
+    raise ValueError(f"no bit-pattern dtype {dtype!r}")
+
+
 def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     """bfloat16 values carried as their uint16 bit patterns, widened exactly to float32."""
     return (bits.astype(np.uint32) << 16).view(np.float32)

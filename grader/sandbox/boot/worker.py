@@ -14,9 +14,11 @@ import importlib
 import importlib.util
 import io
 import os
+import re
 import sys
 import time
 import traceback
+import warnings
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -177,9 +179,13 @@ def to_input(spec: dict[str, Any], frames: list[bytes]) -> Any:
     if spec["t"] == "ndarray":
         return array
     tensor = torch.from_numpy(array)
-    if spec.get("dtype") == "bfloat16":
-        tensor = tensor.view(torch.bfloat16)
-    return tensor.to(spec.get("device", "cpu"))
+    if spec.get("dtype") in wire.BIT_DTYPES:
+        tensor = tensor.view(getattr(torch, spec["dtype"]))
+    tensor = tensor.to(spec.get("device", "cpu"))
+    view = spec.get("view")
+    if view is not None:  # a strided argument: the same view of a buffer of its own
+        tensor = tensor.as_strided(view["shape"], view["strides"])
+    return tensor
 
 
 def unchanged_check(spec: dict[str, Any], frames: list[bytes], value: Any) -> Any:
@@ -187,10 +193,11 @@ def unchanged_check(spec: dict[str, Any], frames: list[bytes], value: Any) -> An
     or tensor that came in a frame is compared with the frame's bytes (nothing to do before the
     call but note its shape and type, so nothing is added to a timed call's own time); one made
     here from a recipe (on the GPU, too big to copy) keeps a fingerprint taken now. None: nothing
-    to compare (a number)."""
-    if spec["t"] in ("ndarray", "tensor"):
+    to compare (a number). A strided argument's frame is the storage it spans, gaps included, so
+    its content is fingerprinted instead."""
+    if spec["t"] in ("ndarray", "tensor") and spec.get("view") is None:
         return ("frame", frames[spec["f"]], _layout(value))
-    if spec["t"] == "recipe":
+    if spec["t"] in ("recipe", "tensor"):
         return ("fingerprint", fingerprint(value))
     return None
 
@@ -239,10 +246,14 @@ def changed(value: Any, check: Any) -> bool:
 
 
 def as_numpy(value: Any) -> tuple[np.ndarray, str | None]:
-    """A tensor's host copy as numpy (bf16 as its bit pattern), and its dtype if it needs naming."""
+    """A tensor's host copy as numpy (bfloat16 and float8 as their bit patterns), and its dtype
+    if it needs naming."""
     t = value.detach()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).cpu().numpy().view(np.uint16), "bfloat16"
+    name = str(t.dtype).removeprefix("torch.")
+    bits = wire.BIT_DTYPES.get(name)
+    if bits is not None:
+        same_width = torch.uint8 if bits.itemsize == 1 else torch.int16
+        return t.cpu().contiguous().view(same_width).numpy().view(bits), name
     return t.cpu().contiguous().numpy(), None
 
 
@@ -323,19 +334,26 @@ class NoopKernels:
 
 
 def repair_interpreter() -> None:
-    """Triton 3.6's CPU interpreter converts one-element arrays with int(), which NumPy 2.4 and
+    """Mend two faults of Triton's CPU interpreter that a kernel correct on a GPU would be
+    charged for; nothing else of the interpreter changes."""
+    try:
+        import triton.runtime.interpreter as interp
+    except ImportError:
+        return
+    _repair_index(interp)
+    _repair_fp8(interp)
+
+
+def _repair_index(interp: Any) -> None:
+    """Triton 3.6's interpreter converts one-element arrays with int(), which NumPy 2.4 and
     later refuse ('only 0-dimensional arrays can be converted to Python scalars'), so every loop
     with a run-time bound fails. Later Triton releases fixed it; on the affected versions the
-    worker converts with .item() instead. Nothing else of the interpreter changes."""
+    worker converts with .item() instead."""
     try:
         int(np.zeros(1))
         return  # this NumPy still converts one-element arrays
     except TypeError:
         pass
-    try:
-        import triton.runtime.interpreter as interp
-    except ImportError:
-        return
     original = getattr(interp, "_patch_lang_tensor", None)
     if original is None or getattr(original, "_grader_repaired", False):
         return
@@ -346,6 +364,141 @@ def repair_interpreter() -> None:
 
     patched._grader_repaired = True  # type: ignore[attr-defined]
     interp._patch_lang_tensor = patched
+
+
+def to_e4m3fn(values: np.ndarray, toward_zero: bool = False) -> np.ndarray:
+    """e4m3fn codes of float values as a GPU converts them (cvt.rn.satfinite): round to nearest
+    even (or toward zero), finite values beyond +-448 saturate to +-448, NaN stays NaN (0x7F)."""
+    v = np.asarray(values, dtype=np.float64)
+    nan = np.isnan(v)
+    mag = np.where(nan, 0.0, np.minimum(np.abs(v), 448.0))
+    _, exponent = np.frexp(mag)  # mag = m * 2**exponent with 0.5 <= m < 1
+    lead = np.where(mag > 0, np.maximum(exponent - 1, -6), -6)  # the leading bit's exponent; subnormals share 2**-6's
+    scaled = np.ldexp(mag, 3 - lead)  # in units of the spacing 2**(lead - 3): exact
+    steps = np.trunc(scaled) if toward_zero else np.rint(scaled)  # rint rounds half to even
+    # code = 8 * (biased exponent) + mantissa, the same as 8 * (lead + 6) + steps for every
+    # binade: a mantissa rounding up to 16 steps carries into the exponent by itself.
+    codes = (8 * (lead + 6) + steps).astype(np.uint8)
+    codes |= np.where(np.signbit(v), 0x80, 0).astype(np.uint8)
+    return np.where(nan, np.uint8(0x7F), codes).astype(np.uint8)
+
+
+def _repair_fp8(interp: Any) -> None:
+    """The interpreter's float -> float8e4nv conversion rounds half up, drops the carry when the
+    mantissa rounds over (1.9 becomes 1.0, not 2.0), truncates subnormals and wraps values past
+    448; its float8e4nv -> float conversion reads NaN as 480. The worker converts e4m3fn as a
+    GPU does instead (:func:`to_e4m3fn`; widening by the exact table of wire.E4M3FN)."""
+    original = getattr(interp, "_convert_float", None)
+    tl = getattr(interp, "tl", None)
+    if original is None or tl is None or getattr(original, "_grader_repaired", False):
+        return
+    e4m3 = tl.float8e4nv
+    widths = {tl.float32: np.float32, tl.float16: np.float16, tl.float64: np.float64}
+
+    def as_float(data: np.ndarray, dtype: Any) -> np.ndarray | None:
+        if dtype == tl.bfloat16:
+            return (np.asarray(data).astype(np.uint32) << 16).view(np.float32)
+        return np.asarray(data).view(widths[dtype]) if dtype in widths else None
+
+    def convert(input: Any, input_dtype: Any, output_dtype: Any, rounding_mode: Any) -> Any:
+        if output_dtype == e4m3 and input_dtype != e4m3:
+            values = as_float(input, input_dtype)
+            if values is not None:
+                toward_zero = rounding_mode is not None and "RTZ" in str(rounding_mode)
+                return to_e4m3fn(values, toward_zero).reshape(np.shape(input))
+        if input_dtype == e4m3 and output_dtype in (tl.float32, tl.float16, tl.float64, tl.bfloat16):
+            wide = wire.E4M3FN[np.asarray(input).view(np.uint8)]
+            if output_dtype == tl.bfloat16:  # exact: an e4m3 value has at most 4 significant bits
+                return (wide.view(np.uint32) >> 16).astype(np.uint16)
+            return wide.astype(widths[output_dtype]).view(getattr(np, f"uint{output_dtype.primitive_bitwidth}"))
+        return original(input, input_dtype, output_dtype, rounding_mode)
+
+    convert._grader_repaired = True  # type: ignore[attr-defined]
+    interp._convert_float = convert
+
+
+class PoisonedMemory:
+    """While active, memory torch allocates without initialising it (torch.empty and the like)
+    reads as NaN, and integers as their largest value: a kernel that reads what it never wrote
+    gets poison instead of whatever the allocator happened to hold (often zeros, which hide the
+    bug). torch does this in its deterministic mode; non-deterministic ops only warn meanwhile."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and torch is not None
+        self.saved: tuple[bool, bool, bool] | None = None
+
+    def __enter__(self) -> None:
+        if not self.enabled:
+            return
+        det = torch.utils.deterministic
+        self.saved = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            det.fill_uninitialized_memory,
+        )
+        warnings.filterwarnings("ignore", message=".*does not have a deterministic implementation.*")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        det.fill_uninitialized_memory = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.saved is not None:
+            enabled, warn_only, fill = self.saved
+            torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+            torch.utils.deterministic.fill_uninitialized_memory = fill
+            self.saved = None
+
+
+# Matrix instructions in a compiled kernel: PTX (Hopper's wgmma, Ampere-style mma.sync, Blackwell's
+# tcgen05.mma) and SASS (xGMMA, xMMA: QGMMA is Hopper's FP8 warpgroup MMA, HGMMA its f16/bf16 one).
+PTX_MMA = re.compile(r"\b(?:wgmma\.mma_async|mma\.sync|tcgen05\.mma)[\w.:]*")
+SASS_MMA = re.compile(r"\b[A-Z]{1,3}[GM]MA(?:\.\w+)*")
+
+
+def jit_functions(modules: dict[str, Any]) -> list[Any]:
+    """The JIT functions behind the Triton kernels the submission defines in any of its modules
+    (autotuned or not), each once."""
+    found: dict[int, Any] = {}
+    for module_name, module in modules.items():
+        for value in list(vars(module).values()):
+            fn = value
+            while hasattr(fn, "fn") and not hasattr(fn, "device_caches"):
+                fn = fn.fn  # an autotuner or heuristics wraps the JIT function
+            caches = getattr(fn, "device_caches", None)
+            if isinstance(caches, dict) and getattr(getattr(fn, "fn", None), "__module__", None) == module_name:
+                found[id(fn)] = fn
+    return list(found.values())
+
+
+def forget_compiled(modules: dict[str, Any]) -> None:
+    """Empty the in-memory caches of compiled kernels of the submission's JIT functions, so that
+    the next call compiles (from Triton's disk cache) exactly the kernels it launches."""
+    for fn in jit_functions(modules):
+        fn.device_caches.clear()
+
+
+def compiled_code(modules: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each compiled kernel of the submission's Triton kernels: its name and the distinct matrix
+    instructions of its PTX and, where Triton can disassemble it, its SASS."""
+    rows = []
+    for fn in jit_functions(modules):
+        for entry in list(fn.device_caches.values()):
+            for table in entry if isinstance(entry, tuple) else (entry,):
+                for kernel in list(table.values()) if isinstance(table, dict) else ():
+                    asm = getattr(kernel, "asm", None)
+                    if asm is None:
+                        continue
+                    ptx = asm.get("ptx", "")
+                    try:
+                        sass = asm["sass"]
+                    except Exception:  # noqa: BLE001 - no disassembler here: PTX alone
+                        sass = ""
+                    rows.append({
+                        "kernel": fn.fn.__name__,
+                        "ptx_mma": sorted(set(PTX_MMA.findall(ptx if isinstance(ptx, str) else "")))[:32],
+                        "sass_mma": sorted(set(SASS_MMA.findall(sass if isinstance(sass, str) else "")))[:32],
+                        "sass": bool(sass),
+                    })  # fmt: skip
+    return rows[:100]
 
 
 def kernel_names(modules: dict[str, Any]) -> list[str]:
@@ -430,11 +583,11 @@ def main() -> int:
         except EOFError:
             return 0
         op = request.get("op")
-        if op not in ("call", "time", "profile"):
+        if op not in ("call", "time", "profile", "code"):
             return 0
         call_id = request.get("id")
         fn = getattr(module, request["function"], None)
-        if op in ("time", "profile"):
+        if op in ("time", "profile", "code"):
             try:
                 if not callable(fn):
                     raise AttributeError(f"the submission defines no function {request['function']!r}")
@@ -442,6 +595,12 @@ def main() -> int:
                 if op == "time":
                     times, prints = gpu.time_calls(fn, sets, request.get("warmup", 3), request.get("budget_s", 3.0))
                     reply = {"op": "result", "id": call_id, "ok": True, "times_us": times, "fingerprints": prints}
+                elif op == "code":
+                    forget_compiled(upload_modules(folder))  # what earlier calls compiled (other shapes, tiles) is not this call's
+                    fn(*sets[0])  # compiles every kernel the call launches
+                    if torch is not None and torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                    reply = {"op": "result", "id": call_id, "ok": True, "code": compiled_code(upload_modules(folder))}
                 else:
                     rows = gpu.profile_calls(fn, sets[0], request.get("warmup", 2), request.get("active", 3))
                     reply = {"op": "result", "id": call_id, "ok": True, "kernels": rows[:200], "defined": kernel_names(upload_modules(folder))}
@@ -455,11 +614,12 @@ def main() -> int:
         try:
             if not callable(fn):
                 raise AttributeError(f"the submission defines no function {request['function']!r}")
-            if request.get("noop_kernels"):
-                with NoopKernels(set(upload_modules(folder))):
+            with PoisonedMemory(bool(init.get("poison"))):
+                if request.get("noop_kernels"):
+                    with NoopKernels(set(upload_modules(folder))):
+                        result = fn(*args)
+                else:
                     result = fn(*args)
-            else:
-                result = fn(*args)
             if torch is not None and request.get("sync") and torch.cuda.is_available():
                 torch.cuda.synchronize()
         except BaseException as exc:  # noqa: BLE001
