@@ -27,7 +27,7 @@ from typing import Any
 
 from grader.errors import ManifestError, UploadError, UsageError
 from grader.manifest import MANIFEST, LabManifest, load_manifest
-from grader.text import printable
+from grader.text import encoding_problem, printable
 
 EXERCISES_ENV = "GRADER_EXERCISES"
 _EXERCISE_LINE = re.compile(r"""^EXERCISE\s*=\s*["']([A-Za-z0-9_.-]+)["']\s*(#.*)?$""", re.M)
@@ -203,6 +203,11 @@ def lab_for(exercise: str | None, upload: Upload | None, labs: Mapping[str, Path
     every = set().union(*defined) if defined else set()
     partial = sorted(((len(set(m.functions) & every), lab) for lab, m in manifests.items()), reverse=True)
     near = [lab for score, lab in partial if score] or list(labs)
+    unreadable = [(name, encoding_problem(f.data)) for name, f in files.items() if Path(name).suffix == ".py"]
+    unreadable = [(name, why) for name, why in unreadable if why]
+    if unreadable and len(unreadable) == len(files):  # nothing in the upload could be read as Python
+        name, why = unreadable[0]
+        raise UsageError(f"{printable(name, 100, False)}: {why}")
     raise UsageError(
         f"cannot tell which lab {what} is for (candidates: {', '.join(near)}); "
         "pass --exercise or add EXERCISE = \"<lab-id>\""

@@ -326,6 +326,12 @@ def test_a_utf16_file_is_said_to_be_no_utf8(run_cli, tmp_path: Path) -> None:
     assert code == 0 and message.endswith("the file is UTF-16 text, not UTF-8: save it as UTF-8"), message
 
 
+def test_a_utf16_file_without_exercise_is_said_to_be_no_utf8(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "moe.py").write_bytes((LAB01 / "solution.py").read_text().encode("utf-16"))
+    code, _, err = run_cli("submit", tmp_path / "moe.py", "--out", tmp_path / "r")
+    assert code == 2 and "moe.py: the file is UTF-16 text, not UTF-8: save it as UTF-8" in err, err
+
+
 def test_a_speed_check_failed_by_printing_says_printing_did_it(run_cli, tmp_path: Path) -> None:
     source = (LAB01 / "solution.py").read_text()
     source += (

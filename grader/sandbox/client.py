@@ -9,7 +9,6 @@ or breaking a rule, ``failed`` for a wrong kind of answer.
 
 from __future__ import annotations
 
-import codecs
 import functools
 import hashlib
 import os
@@ -49,7 +48,7 @@ from grader.sandbox.values import (
     format_error,
     read_reply,
 )
-from grader.text import printable
+from grader.text import encoding_problem, printable
 
 MAX_RESTARTS = 8
 COPY_PREFIX = "grader-copy-"
@@ -217,15 +216,8 @@ class Submission:
 
     def _encoding_note(self) -> str:
         """Why a file Python cannot read as source failed, when it is not UTF-8 text."""
-        try:
-            self.source.decode("utf-8")
-            return ""
-        except UnicodeDecodeError:
-            pass
-        for bom, name in ((codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"), (codecs.BOM_UTF32_LE, "UTF-32")):
-            if self.source.startswith(bom):
-                return f"; the file is {name} text, not UTF-8: save it as UTF-8"
-        return "; the file is not UTF-8 text: save it as UTF-8"
+        problem = encoding_problem(self.source)
+        return f"; {problem}" if problem else ""
 
     def _fail_import(self, worker: WorkerProcess, message: str) -> None:
         worker.kill()
