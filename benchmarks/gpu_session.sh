@@ -38,29 +38,7 @@ SUMMARY=$OUT/summary.md
 WORK=$(mktemp -d)
 STEPS_DONE=()
 
-note() { printf '%s\n' "$@" >>"$SUMMARY"; }
-left() { echo $((DEADLINE_S - ($(date +%s) - STARTED))); }
-# run a step's command under what is left of the deadline; its output goes to $1 and the terminal
-timed() {
-  local log=$1; shift
-  local budget; budget=$(left)
-  if [ "$budget" -le 20 ]; then note "- not run, the deadline is near: $*"; return 124; fi
-  timeout --kill-after=10 "$budget" "$@" 2>&1 | tee -a "$log"
-  local rc=${PIPESTATUS[0]}
-  [ "$rc" -eq 124 ] && note "- **stopped at the deadline** ($DEADLINE_S s): $*"
-  [ "$rc" -eq 0 ] || note "- exit status $rc: $*; the end of its output:" '```' "$(tail -n 3 "$log")" '```'
-  return "$rc"
-}
-
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-if ! command -v bwrap >/dev/null && ls .device/bubblewrap_*.deb >/dev/null 2>&1; then
-  dpkg -x .device/bubblewrap_*.deb /tmp/bw && export PATH=/tmp/bw/usr/bin:$PATH
-fi
+source "$(dirname "$0")/gpu_common.sh"
 
 {
   echo "# lab-05 on the GPU, $(date -u +%Y-%m-%dT%H:%MZ)"

@@ -32,28 +32,7 @@ LAB=exercises/phase-07-gemm-and-moe-kernels/lab-02-profile-fused-moe
 SUMMARY=$OUT/summary.md
 WORK=$(mktemp -d)
 
-note() { printf '%s\n' "$@" >>"$SUMMARY"; }
-left() { echo $((DEADLINE_S - ($(date +%s) - STARTED))); }
-timed() {  # run a step's command under what is left of the deadline, its output into $1 and the terminal
-  local log=$1; shift
-  local budget; budget=$(left)
-  if [ "$budget" -le 20 ]; then note "- not run, the deadline is near: $*"; return 124; fi
-  timeout --kill-after=10 "$budget" "$@" 2>&1 | tee -a "$log"
-  local rc=${PIPESTATUS[0]}
-  [ "$rc" -eq 124 ] && note "- **stopped at the deadline** ($DEADLINE_S s): $*"
-  [ "$rc" -eq 0 ] || note "- exit status $rc: $*; the end of its output:" '```' "$(tail -n 3 "$log")" '```'
-  return "$rc"
-}
-
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-if ! command -v bwrap >/dev/null && ls .device/bubblewrap_*.deb >/dev/null 2>&1; then
-  dpkg -x .device/bubblewrap_*.deb /tmp/bw && export PATH=/tmp/bw/usr/bin:$PATH
-fi
+source "$(dirname "$0")/gpu_common.sh"
 
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(capture grade)

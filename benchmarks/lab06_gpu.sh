@@ -29,15 +29,7 @@ SCRATCH=$(mktemp -d)
 STEPS=("$@")
 [ ${#STEPS[@]} -gt 0 ] || STEPS=(calibrate ptx bench)
 
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/lab06-site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/lab06-site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-if ! command -v bwrap >/dev/null && compgen -G ".device/bubblewrap_*.deb" >/dev/null; then
-  dpkg -x .device/bubblewrap_*.deb /tmp/lab06-bw && export PATH=/tmp/lab06-bw/usr/bin:$PATH
-fi
+SUMMARY=${SUMMARY:-/dev/null} STARTED=${STARTED:-$(date +%s)} source "$(dirname "$0")/gpu_common.sh"
 
 say() { printf '%s\n' "$@" >>"$SUMMARY"; }
 remaining() { echo $((DEADLINE_S - $(date +%s) + T0)); }

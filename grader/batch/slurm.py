@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from grader import __version__
 from grader.atomic import write_atomic
+from grader.flags import count, positive
 from grader.errors import InfrastructureError, OutputError, UsageError
 from grader.seeds import SECRET_ENV, SECRET_FILE_ENV, secret_from_env, secret_from_file
 
@@ -278,30 +279,9 @@ def submit(
 def _tasks(text: str) -> int | str:
     if text == PER_STUDENT:
         return PER_STUDENT
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of tasks or '{PER_STUDENT}', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+    if not text.strip().lstrip("-").isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of tasks or '{PER_STUDENT}', got {text!r}")
+    return positive(text)
 
 
 ARRAY_INDICES = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
@@ -314,9 +294,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="output folder, shared by the nodes (default: reports/<lab-id>/batch-<folder name>/)")
     p.add_argument("--tasks", "-n", type=_tasks, help=f"array tasks: the class is split into this many shards of equal size, "
                    f"or '{PER_STUDENT}' for one task per student (the default for a lab with GPU checks)")  # fmt: skip
-    p.add_argument("--gpus-per-task", type=_count, help="GPUs per task, as --gres=gpu:G (default: 1 for a lab with GPU checks, else 0)")
+    p.add_argument("--gpus-per-task", type=count, help="GPUs per task, as --gres=gpu:G (default: 1 for a lab with GPU checks, else 0)")
     p.add_argument("--gpu-type", help="a GRES type for the GPUs, as --gres=gpu:TYPE:G (e.g. a100)")
-    p.add_argument("--cpus-per-task", type=_positive, help="CPUs per task, also its grading jobs (default 1)")
+    p.add_argument("--cpus-per-task", type=positive, help="CPUs per task, also its grading jobs (default 1)")
     p.add_argument("--mem", help="memory per task, as sbatch --mem (e.g. 16G)")
     p.add_argument("--partition", "-p", help="Slurm partition")
     p.add_argument("--time", "-t", help="time limit per task, e.g. 01:00:00")
