@@ -42,8 +42,14 @@ RUN_HERE = {
     ("lms.md", '"externalGradingOptions": {'): "test_the_prairielearn_image_grades",
 }
 ON_THE_GPU = {
-    ("lab-05-gpu.md", "# here, once: the wheels the device image lacks, and Debian's bubblewrap (see the device README)"):
+    ("lab-05-gpu.md", "python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\"):
+        "the wheels the GPU scripts carry (benchmarks/gpu_common.sh installs them on the GPU machine)",
+    ("lab-05-gpu.md", "bash benchmarks/gpu_session.sh selftest bench tune    # call 1: correctness, the bench, a tuning"):
         "the GPU session (benchmarks/gpu_session.sh), run on the GPU machine",
+    ("lab-02-gpu.md", "# here, once (as for lab-05): the wheels the device image lacks, and Debian's bubblewrap"):
+        "the lab-02 captures and capture check (benchmarks/lab02_gpu.sh), run on the GPU machine",
+    ("lab-06-gpu.md", "bash benchmarks/lab06_gpu.sh calibrate ptx bench   # call 1 (estimated 5 minutes on an H100; cut at 480 s)"):
+        "the lab-06 calibration and selftest (benchmarks/lab06_gpu.sh), run on the GPU machine",
 }  # fmt: skip
 
 
@@ -68,6 +74,10 @@ def test_every_recipe_in_docs_is_run_by_a_test() -> None:
     for (file, first), test in RUN_HERE.items():
         recipe(file, first)
         assert test in globals(), test
+    for (file, first), where in ON_THE_GPU.items():
+        recipe(file, first)
+        scripts = re.findall(r"benchmarks/[\w.]+", where)
+        assert scripts and all((ROOT / script).is_file() for script in scripts), where
 
 
 # --- stand-ins ------------------------------------------------------------------------------------

@@ -339,6 +339,10 @@ def test_print_writes_scripts_that_keep_the_secret_in_a_0600_file(run_cli, tmp_p
     # one task per student by default, of the GRES type asked for.
     monkeypatch.delenv("GRADER_SECRET_SEED")
     code, _, err = run_cli("slurm", folder, "-e", "lab-05", "--out", out, "--gpu-type", "a100", "--print")
+    assert code == 2 and "no submissions to grade (20 entries skipped" in err and "declares EXERCISE = 'lab-01-moe-routing'" in err, err
+    for path in folder.glob("*.py"):  # the same class, handed in for lab-05
+        path.write_text(path.read_text().replace('EXERCISE = "lab-01-moe-routing"', 'EXERCISE = "lab-05-fused-moe-kernel"'))
+    code, _, err = run_cli("slurm", folder, "-e", "lab-05", "--out", out, "--gpu-type", "a100", "--print")
     assert code == 0 and "the one already in" in err, err
     grade, _ = _scripts(out)
     assert "#SBATCH --gres=gpu:a100:1" in grade and "preflight --gpus 1" in grade and "GRADER_SECRET_SEED_FILE" in grade

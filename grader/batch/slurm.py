@@ -414,9 +414,10 @@ def command(args: argparse.Namespace, manifest: LabManifest, out: Path, exercise
         raise UsageError(f"--tasks is required for {manifest.id} (no GPU checks): a number of tasks, or '{PER_STUDENT}'")
     if submitting:
         check_out(out)
-    entries, _ = find_submissions(args.folder, manifest, exclude=out)
+    entries, skipped = find_submissions(args.folder, manifest, exclude=out)
     if not entries:
-        raise UsageError(f"{args.folder}: no submissions to grade")
+        why = f" ({len(skipped)} entries skipped, e.g. {skipped[0].name}: {skipped[0].reason})" if skipped else ""
+        raise UsageError(f"{args.folder}: no submissions to grade{why}")
     students = [e.student for e in entries]
     tasks = len(students) if wanted == PER_STUDENT else int(wanted)
     secret_file, note = _secret(args, out, submitting)
