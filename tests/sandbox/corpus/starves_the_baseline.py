@@ -1,6 +1,7 @@
 """A slow per-token "grouped" forward that keeps CPU-burning children alive between its calls,
 so that the grader's baseline, timed between calls, runs on a starved machine; the children are
-stopped while the grouped forward itself runs. The grader freezes the submission's whole tree
+stopped while the grouped forward itself runs (and each is born stopped, woken with the rest as
+the call returns). The grader freezes the submission's whole tree
 between calls and kills what a call started, so the baseline runs at full speed and the loop is
 measured for what it is."""
 # verdict: * error "defines no function"
@@ -51,6 +52,7 @@ def moe_forward_grouped(x, w_gate, w1s, w2s, k):
         except OSError:
             break
         if pid == 0:
+            os.kill(os.getpid(), signal.SIGSTOP)  # born stopped, so forking the rest is not starved too
             _burn()
         _burners.append(pid)
     _signal_all(signal.SIGCONT)
