@@ -24,7 +24,7 @@
 # $OUT: summary.md, selftest.txt, solution-result.json, grading_speed.json, speed.txt, bench.txt,
 # moe_gpu.json, moe_configs.json (submit.txt and batch.txt replace two of them when those steps run).
 #
-# The device image has torch and triton but not pydantic or junit-xml, and no bubblewrap: the
+# The device image has torch and triton but not pydantic or nbformat, and no bubblewrap: the
 # call carries wheels in .whl/ and Debian's bubblewrap .deb in .device/ (docs/lab-05-gpu.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -18,7 +18,7 @@
 # At most eight files come back from $OUT: summary.md, manifest.json, captures-1..4.tar,
 # selftest-gpu.txt.
 #
-# The device image has torch, triton and transformers but not pydantic or junit-xml, and no
+# The device image has torch, triton and transformers but not pydantic or nbformat, and no
 # bubblewrap: carry .whl/ and .device/ as for lab-05 (docs/lab-05-gpu.md says how to fill them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
