@@ -74,9 +74,12 @@ def resolve(exercise: str, labs: Mapping[str, Path]) -> str:
     raise UsageError(f"exercise {exercise!r} is ambiguous: {', '.join(matches)}")
 
 
+@functools.lru_cache(maxsize=8)
 def parse_source(source: str) -> ast.Module | None:
     """The syntax tree of a file, or None when it has none: a syntax error, a null byte, or a tree
-    too deep for the parser (RecursionError, MemoryError): any file, never an exception."""
+    too deep for the parser (RecursionError, MemoryError): any file, never an exception. Parsed
+    once for the several questions the intake asks of one upload (its EXERCISE line, what it
+    defines, provides and imports); the tree is shared, so its readers never change it."""
     try:
         return ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
