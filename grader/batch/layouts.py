@@ -152,6 +152,16 @@ def find_submissions(
     return _finish(root, manifest, raw, skipped)
 
 
+def submissions_to_grade(root: Path, manifest: LabManifest, exclude: Path | None = None) -> tuple[list[Entry], list[Skipped]]:
+    """:func:`find_submissions`, and a one-line UsageError (saying why, from the first skipped
+    entry) when there is nothing to grade: what ``grader batch`` and ``grader slurm`` start from."""
+    entries, skipped = find_submissions(root, manifest, exclude=exclude)
+    if not entries:
+        why = f" ({len(skipped)} entries skipped, e.g. {skipped[0].name}: {skipped[0].reason})" if skipped else ""
+        raise UsageError(f"{root}: no submissions to grade{why}")
+    return entries, skipped
+
+
 def _export(root: Path, formats: Sequence[LmsFormat] | None) -> tuple[Export | None, str]:
     """The platform export ``root`` is, if any, and the platform's name."""
     if formats is None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from grader.batch.layouts import Entry, Skipped, find_submissions
+from grader.batch.layouts import Entry, Skipped, submissions_to_grade
 from grader.batch.progress import Progress
 from grader.batch.shard import Shard
 from grader.batch.store import STATE, Store
@@ -256,7 +256,7 @@ def run_batch(
     started = time.monotonic()
     seeds = Seeds.from_env(grading.seed)
     launcher = Grader(manifest, grading, plugins).launcher()
-    entries, skipped = _find(options, manifest)
+    entries, skipped = submissions_to_grade(options.folder, manifest, exclude=options.out)
     shard = options.shard.planned(options.out / STATE) if options.shard is not None else None
     if shard is not None:
         entries = [e for e in entries if shard.holds(e.student)]
@@ -292,7 +292,7 @@ def merge_batch(manifest: LabManifest, grading: GradingOptions, options: BatchOp
     Grades nothing. A submission without a current result (its shard failed, has not run, or
     graded it with another seed, grader or lab) is listed in ``missing`` with the reason."""
     seeds = Seeds.from_env(grading.seed)
-    entries, skipped = _find(options, manifest)
+    entries, skipped = submissions_to_grade(options.folder, manifest, exclude=options.out)
     if not (options.out / STATE).is_dir():
         raise UsageError(f"{options.out}: nothing was graded there (no {STATE} folder); grade first, then merge")
     store = Store(options.out, manifest, seeds, wait=True)  # shards still writing: the merge comes after them
@@ -311,12 +311,6 @@ def merge_batch(manifest: LabManifest, grading: GradingOptions, options: BatchOp
     return outcome
 
 
-def _find(options: BatchOptions, manifest: LabManifest) -> tuple[list[Entry], list[Skipped]]:
-    entries, skipped = find_submissions(options.folder, manifest, exclude=options.out)
-    if not entries:
-        why = f" ({len(skipped)} entries skipped, e.g. {skipped[0].name}: {skipped[0].reason})" if skipped else ""
-        raise UsageError(f"{options.folder}: no submissions to grade{why}")
-    return entries, skipped
 
 
 def _announce(options: BatchOptions, launcher: Launcher, seeds: Seeds, outcome: BatchOutcome, stream: TextIO) -> None:

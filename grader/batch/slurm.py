@@ -394,7 +394,7 @@ def _check_directives(directives: list[str]) -> None:
 
 def command(args: argparse.Namespace, manifest: LabManifest, out: Path, exercises: Path) -> int:
     """``grader slurm``: write the scripts, then print them or submit them; or resubmit some tasks."""
-    from grader.batch.layouts import find_submissions
+    from grader.batch.layouts import submissions_to_grade
     from grader.batch.shard import write_plan
     from grader.batch.store import STATE
     from grader.manifest import Hardware
@@ -414,10 +414,7 @@ def command(args: argparse.Namespace, manifest: LabManifest, out: Path, exercise
         raise UsageError(f"--tasks is required for {manifest.id} (no GPU checks): a number of tasks, or '{PER_STUDENT}'")
     if submitting:
         check_out(out)
-    entries, skipped = find_submissions(args.folder, manifest, exclude=out)
-    if not entries:
-        why = f" ({len(skipped)} entries skipped, e.g. {skipped[0].name}: {skipped[0].reason})" if skipped else ""
-        raise UsageError(f"{args.folder}: no submissions to grade{why}")
+    entries, _ = submissions_to_grade(args.folder, manifest, exclude=out)
     students = [e.student for e in entries]
     tasks = len(students) if wanted == PER_STUDENT else int(wanted)
     secret_file, note = _secret(args, out, submitting)
